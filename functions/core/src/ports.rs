@@ -1,0 +1,185 @@
+//! The ports: what the core needs from the world, as traits. The embedded server
+//! implements them with SQLite, the local disk and tokio; the AWS build with DynamoDB,
+//! S3, Step Functions and SQS.
+
+use crate::model::{FileRef, Job, JobStatus, Task, TaskResult, TaskStatus, UploadForm, User};
+use crate::Timestamp;
+use async_trait::async_trait;
+use std::path::Path;
+
+/// A failure of a backing service (database, disk, network). Shown to users only as a
+/// generic 500; the detail goes to the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortError(pub String);
+
+impl std::fmt::Display for PortError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PortError {}
+
+impl PortError {
+    pub fn new(e: impl std::fmt::Display) -> Self {
+        PortError(e.to_string())
+    }
+}
+
+pub type PortResult<T> = Result<T, PortError>;
+
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub page: Page,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub job_id: Option<String>,
+    pub status: Option<TaskStatus>,
+    pub page: Page,
+}
+
+/// A change to a task, applied only if the task is still in `from` (so a retried or
+/// late writer never overwrites a newer state).
+#[derive(Debug, Clone)]
+pub struct TaskTransition {
+    pub task_id: String,
+    pub from: TaskStatus,
+    pub to: TaskStatus,
+    pub at: Timestamp,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub result: Option<TaskResult>,
+}
+
+/// Jobs and their tasks. Reads that take a `user_id` see only that user's records.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    async fn create_job(&self, job: &Job) -> PortResult<()>;
+    /// `user_id: None` reads any job (for the executor).
+    async fn get_job(&self, user_id: Option<&str>, job_id: &str) -> PortResult<Option<Job>>;
+    /// The page asked for, and how many match in all.
+    async fn list_jobs(&self, user_id: &str, filter: &JobFilter) -> PortResult<(Vec<Job>, u64)>;
+    /// Deletes the job and its tasks; false if there was none.
+    async fn delete_job(&self, user_id: &str, job_id: &str) -> PortResult<bool>;
+    async fn get_task(&self, user_id: Option<&str>, task_id: &str) -> PortResult<Option<Task>>;
+    async fn list_tasks(&self, user_id: &str, filter: &TaskFilter) -> PortResult<(Vec<Task>, u64)>;
+    /// Applies `t` if the task is in `t.from`; returns whether it did. Entering
+    /// `processing` sets `started_at` and counts an attempt; a final status sets `ended_at`.
+    async fn transition_task(&self, t: &TaskTransition) -> PortResult<bool>;
+    async fn set_task_percent(&self, task_id: &str, percent: u8) -> PortResult<()>;
+    /// Sets the job's status (`processing` sets `started_at`, a final one `ended_at`),
+    /// if the job is not final already; returns whether it did.
+    async fn set_job_status(&self, job_id: &str, status: JobStatus, at: Timestamp) -> PortResult<bool>;
+    /// Jobs not yet final, oldest first (for resuming after a restart).
+    async fn unfinished_jobs(&self) -> PortResult<Vec<String>>;
+    /// Final jobs that ended before `before` (for the retention sweep).
+    async fn jobs_ended_before(&self, before: Timestamp) -> PortResult<Vec<(String, String)>>;
+    /// Puts a task that was `processing` back to `waiting` (after a restart).
+    async fn requeue_task(&self, task_id: &str) -> PortResult<bool>;
+}
+
+/// API keys, stored only as hashes.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn user_for_key_hash(&self, key_hash: &str) -> PortResult<Option<User>>;
+}
+
+/// Where files live between tasks. A file is addressed by its job, task and name.
+#[async_trait]
+pub trait FileStore: Send + Sync {
+    /// Stores the local file `src` (which it may move) as the task's `filename`; returns its size.
+    async fn put(&self, job_id: &str, task_id: &str, filename: &str, src: &Path) -> PortResult<u64>;
+    /// Copies a stored file to the local path `dest`.
+    async fn fetch(&self, job_id: &str, file: &FileRef, dest: &Path) -> PortResult<()>;
+    /// Removes every file of a job.
+    async fn delete_job_files(&self, job_id: &str) -> PortResult<()>;
+    /// A signed download URL valid until `expires`.
+    fn download_url(&self, job_id: &str, file: &FileRef, expires: Timestamp, inline: bool) -> String;
+    /// A signed upload form for an import/upload task, valid until `expires`.
+    fn upload_form(&self, job_id: &str, task_id: &str, expires: Timestamp) -> UploadForm;
+}
+
+/// Runs jobs: the in-process executor, or a Step Functions execution.
+#[async_trait]
+pub trait Dispatcher: Send + Sync {
+    /// Something changed for this job (created, a file uploaded): plan and run what is ready.
+    async fn dispatch(&self, job_id: &str) -> PortResult<()>;
+    /// Stop the job's running tasks (it is being deleted).
+    async fn cancel(&self, job_id: &str) -> PortResult<()>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventName {
+    JobCreated,
+    JobFinished,
+    JobFailed,
+    TaskCreated,
+    TaskFinished,
+    TaskFailed,
+}
+
+impl EventName {
+    pub const ALL: [EventName; 6] = [
+        EventName::JobCreated,
+        EventName::JobFinished,
+        EventName::JobFailed,
+        EventName::TaskCreated,
+        EventName::TaskFinished,
+        EventName::TaskFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::JobCreated => "job.created",
+            EventName::JobFinished => "job.finished",
+            EventName::JobFailed => "job.failed",
+            EventName::TaskCreated => "task.created",
+            EventName::TaskFinished => "task.finished",
+            EventName::TaskFailed => "task.failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Job(EventName, Job),
+    Task(EventName, Task),
+}
+
+impl Event {
+    pub fn name(&self) -> EventName {
+        match self {
+            Event::Job(n, _) | Event::Task(n, _) => *n,
+        }
+    }
+
+    pub fn user_and_job(&self) -> (&str, &str) {
+        match self {
+            Event::Job(_, j) => (&j.user_id, &j.id),
+            Event::Task(_, t) => ("", &t.job_id),
+        }
+    }
+
+    /// The webhook payload: `{event, job}` or `{event, task}`, as the API shows them.
+    pub fn payload(&self) -> serde_json::Value {
+        match self {
+            Event::Job(n, j) => serde_json::json!({"event": n.as_str(), "job": j.to_api_json()}),
+            Event::Task(n, t) => serde_json::json!({"event": n.as_str(), "task": t.to_api_json()}),
+        }
+    }
+}
+
+/// Where job and task events go (webhooks, logs).
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    async fn publish(&self, event: Event) -> PortResult<()>;
+}

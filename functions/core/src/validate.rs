@@ -1,0 +1,549 @@
+//! Job requests: JSON in, a checked [`JobSpec`] out, or a 400 whose `errors` name each
+//! bad field (`tasks.convert-1.input`, ...).
+
+use crate::error::ApiError;
+use crate::formats::{canonical_format, format_of_filename, Registry};
+use crate::ops::{Kind, Operation};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Limits that apply when a job is created.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_tasks: usize,
+    /// Largest decoded size of an import/base64 file.
+    pub max_base64_bytes: usize,
+    /// Largest `timeout` a task may ask for, in seconds.
+    pub max_task_timeout: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_tasks: 100,
+            max_base64_bytes: 1_500_000,
+            max_task_timeout: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    pub name: String,
+    pub operation: Operation,
+    /// Input task names, in the order given.
+    pub input: Vec<String>,
+    pub ignore_error: bool,
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub tag: Option<String>,
+    /// Tasks in an order where every task comes after its inputs.
+    pub tasks: Vec<TaskSpec>,
+}
+
+const MAX_NAME_LEN: usize = 128;
+const MAX_TAG_LEN: usize = 256;
+
+pub fn valid_task_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[derive(Default)]
+struct Errors(BTreeMap<String, Vec<String>>);
+
+impl Errors {
+    fn add(&mut self, field: impl Into<String>, msg: impl Into<String>) {
+        self.0.entry(field.into()).or_default().push(msg.into());
+    }
+}
+
+/// Checks a job request against the API's rules and what this server can do.
+pub fn validate_job(body: &Value, registry: &Registry, limits: &Limits) -> Result<JobSpec, ApiError> {
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::bad_request("the request body must be a JSON object with a `tasks` map"));
+    };
+    let mut errs = Errors::default();
+    for key in obj.keys() {
+        if key != "tasks" && key != "tag" {
+            errs.add(key.as_str(), "unknown field (a job takes `tag` and `tasks`)");
+        }
+    }
+    let tag = match obj.get("tag") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= MAX_TAG_LEN => Some(s.clone()),
+        Some(Value::String(_)) => {
+            errs.add("tag", format!("must be at most {MAX_TAG_LEN} bytes long"));
+            None
+        }
+        Some(_) => {
+            errs.add("tag", "must be a string");
+            None
+        }
+    };
+    let tasks = match obj.get("tasks") {
+        Some(Value::Object(m)) if !m.is_empty() => m,
+        Some(Value::Object(_)) => return Err(fail(errs, "tasks", "must name at least one task")),
+        Some(_) => return Err(fail(errs, "tasks", "must be an object mapping task names to tasks")),
+        None => return Err(fail(errs, "tasks", "is required")),
+    };
+    if tasks.len() > limits.max_tasks {
+        return Err(fail(errs, "tasks", &format!("a job may have at most {} tasks, this one has {}", limits.max_tasks, tasks.len())));
+    }
+
+    let mut specs: BTreeMap<String, TaskSpec> = BTreeMap::new();
+    for (name, task) in tasks {
+        let field = format!("tasks.{name}");
+        if !valid_task_name(name) {
+            errs.add(&field, format!("task names use letters, digits, - and _ only (at most {MAX_NAME_LEN}), got {name:?}"));
+            continue;
+        }
+        if let Some(spec) = parse_task(&field, name, task, registry, limits, &mut errs) {
+            specs.insert(name.clone(), spec);
+        }
+    }
+
+    // References: every input names another task of this job.
+    for (name, task) in tasks {
+        let Some(list) = task.get("input") else { continue };
+        for input in input_names(list).unwrap_or_default() {
+            if input == *name {
+                errs.add(format!("tasks.{name}.input"), "a task cannot be its own input");
+            } else if !tasks.contains_key(&input) {
+                errs.add(format!("tasks.{name}.input"), format!("names a task that is not in this job: {input:?}"));
+            }
+        }
+    }
+    if !errs.0.is_empty() {
+        return Err(ApiError::invalid_fields(errs.0));
+    }
+
+    let order = match topological_order(&specs) {
+        Ok(order) => order,
+        Err(cycle) => {
+            let msg = format!("the tasks form a cycle: {}", cycle.join(" → "));
+            errs.add("tasks", msg);
+            return Err(ApiError::invalid_fields(errs.0));
+        }
+    };
+
+    // Format pairs, where the input format can be known now.
+    for name in &order {
+        check_formats(&specs[name], &specs, registry, &mut errs);
+    }
+    if !errs.0.is_empty() {
+        return Err(ApiError::invalid_fields(errs.0));
+    }
+    let mut specs = specs;
+    let tasks = order.iter().map(|n| specs.remove(n).expect("ordered task exists")).collect();
+    Ok(JobSpec { tag, tasks })
+}
+
+fn fail(mut errs: Errors, field: &str, msg: &str) -> ApiError {
+    errs.add(field, msg);
+    ApiError::invalid_fields(errs.0)
+}
+
+fn input_names(v: &Value) -> Result<Vec<String>, ()> {
+    match v {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => items.iter().map(|i| i.as_str().map(String::from).ok_or(())).collect(),
+        _ => Err(()),
+    }
+}
+
+fn parse_task(
+    field: &str,
+    name: &str,
+    task: &Value,
+    registry: &Registry,
+    limits: &Limits,
+    errs: &mut Errors,
+) -> Option<TaskSpec> {
+    let Some(obj) = task.as_object() else {
+        errs.add(field, "must be an object with an `operation`");
+        return None;
+    };
+    let mut fields: Map<String, Value> = obj.clone();
+    let op_name = match fields.remove("operation") {
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            errs.add(format!("{field}.operation"), "must be a string");
+            return None;
+        }
+        None => {
+            errs.add(format!("{field}.operation"), "is required");
+            return None;
+        }
+    };
+    let Some(kind) = Operation::kind_of(&op_name) else {
+        errs.add(
+            format!("{field}.operation"),
+            format!("unknown operation {op_name:?}; operations: {}", Operation::NAMES.join(", ")),
+        );
+        return None;
+    };
+    if !registry.is_available(&op_name) {
+        errs.add(
+            format!("{field}.operation"),
+            format!(
+                "operation {op_name:?} is not available on this server; available: {}",
+                registry.operations().join(", ")
+            ),
+        );
+        return None;
+    }
+
+    let input = match fields.remove("input") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => match input_names(&v) {
+            Ok(list) => list,
+            Err(()) => {
+                errs.add(format!("{field}.input"), "must be a task name or a list of task names");
+                return None;
+            }
+        },
+    };
+    let mut unique = BTreeSet::new();
+    if input.iter().any(|i| !unique.insert(i)) {
+        errs.add(format!("{field}.input"), "names the same task twice");
+    }
+    match kind {
+        Kind::Import | Kind::Create if !input.is_empty() => {
+            errs.add(format!("{field}.input"), format!("{op_name} takes no input"));
+        }
+        Kind::Process | Kind::Export if input.is_empty() => {
+            errs.add(format!("{field}.input"), format!("{op_name} needs an input: the name of another task"));
+        }
+        _ => {}
+    }
+
+    let ignore_error = match fields.remove("ignore_error") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => {
+            errs.add(format!("{field}.ignore_error"), "must be true or false");
+            false
+        }
+    };
+    let timeout = match fields.remove("timeout") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(t) if t >= 1 && t <= limits.max_task_timeout => Some(t),
+            _ => {
+                errs.add(
+                    format!("{field}.timeout"),
+                    format!("must be a whole number of seconds from 1 to {}", limits.max_task_timeout),
+                );
+                None
+            }
+        },
+    };
+
+    let operation = match Operation::parse(&op_name, fields) {
+        Ok(Some(op)) => op,
+        Ok(None) => unreachable!("kind_of knew the operation"),
+        Err(e) => {
+            errs.add(field, format!("{op_name}: {e}"));
+            return None;
+        }
+    };
+    check_operation_fields(field, &operation, limits, errs);
+    Some(TaskSpec {
+        name: name.to_string(),
+        operation,
+        input,
+        ignore_error,
+        timeout,
+    })
+}
+
+fn is_http_url(url: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    (lower.starts_with("http://") || lower.starts_with("https://")) && lower.len() > "https://".len()
+}
+
+fn check_operation_fields(field: &str, op: &Operation, limits: &Limits, errs: &mut Errors) {
+    let check_filename = |name: &Option<String>, errs: &mut Errors| {
+        if let Some(n) = name {
+            if let Err(e) = check_filename(n) {
+                errs.add(format!("{field}.filename"), e);
+            }
+        }
+    };
+    match op {
+        Operation::ImportUrl(o) => {
+            if !is_http_url(&o.url) {
+                errs.add(format!("{field}.url"), "must be an http:// or https:// URL");
+            }
+            check_filename(&o.filename, errs);
+        }
+        Operation::ImportUpload(o) => check_filename(&o.filename, errs),
+        Operation::ImportBase64(o) => {
+            check_filename(&Some(o.filename.clone()), errs);
+            let data = o.file.split_once(";base64,").map(|(_, d)| d).unwrap_or(&o.file);
+            let decoded = data.trim_end_matches('=').len() * 3 / 4;
+            if decoded > limits.max_base64_bytes {
+                errs.add(
+                    format!("{field}.file"),
+                    format!("is {decoded} bytes decoded; import/base64 takes at most {} bytes (use import/upload for larger files)", limits.max_base64_bytes),
+                );
+            }
+            if o.file.starts_with("data:") && !o.file.contains(";base64,") {
+                errs.add(format!("{field}.file"), "a data URL must be base64-encoded (data:<type>;base64,<data>)");
+            }
+        }
+        Operation::Convert(o) => check_filename(&o.filename, errs),
+        _ => {}
+    }
+}
+
+/// A file name a user may choose: no path, no control characters, not too long.
+pub fn check_filename(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 255 {
+        return Err("must be 1 to 255 bytes long".into());
+    }
+    if name.contains(['/', '\\']) || name == "." || name == ".." {
+        return Err("must be a file name, not a path".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Kahn's algorithm; ties broken by name so the order is stable. On a cycle, returns
+/// the tasks on it.
+fn topological_order(specs: &BTreeMap<String, TaskSpec>) -> Result<Vec<String>, Vec<String>> {
+    let mut indegree: HashMap<&str, usize> = specs.keys().map(|k| (k.as_str(), 0)).collect();
+    for s in specs.values() {
+        *indegree.get_mut(s.name.as_str()).expect("known") = s.input.len();
+    }
+    let mut ready: BTreeSet<&str> = indegree.iter().filter(|(_, d)| **d == 0).map(|(k, _)| *k).collect();
+    let mut order = Vec::with_capacity(specs.len());
+    while let Some(next) = ready.pop_first() {
+        order.push(next.to_string());
+        for s in specs.values().filter(|s| s.input.iter().any(|i| i == next)) {
+            let d = indegree.get_mut(s.name.as_str()).expect("known");
+            *d -= 1;
+            if *d == 0 {
+                ready.insert(s.name.as_str());
+            }
+        }
+    }
+    if order.len() == specs.len() {
+        return Ok(order);
+    }
+    // Walk back from any blocked task through blocked inputs until a name repeats.
+    let blocked: BTreeSet<&str> = indegree.iter().filter(|(_, d)| **d > 0).map(|(k, _)| *k).collect();
+    let mut path: Vec<String> = Vec::new();
+    let mut at = *blocked.iter().next().expect("a blocked task");
+    loop {
+        if let Some(pos) = path.iter().position(|p| p == at) {
+            let mut cycle = path[pos..].to_vec();
+            cycle.push(at.to_string());
+            return Err(cycle);
+        }
+        path.push(at.to_string());
+        at = specs[at]
+            .input
+            .iter()
+            .find(|i| blocked.contains(i.as_str()))
+            .map(String::as_str)
+            .expect("a blocked task has a blocked input");
+    }
+}
+
+/// The format a task's single output will have, if it can be known before running.
+fn output_format_of(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>) -> Option<&'static str> {
+    if let Some(f) = spec.operation.output_format() {
+        return canonical_format(f);
+    }
+    if let Some(name) = spec.operation.declared_filename() {
+        return format_of_filename(&name);
+    }
+    // Pass-through operations keep their input's format.
+    match spec.operation.kind() {
+        Kind::Process if spec.input.len() == 1 => output_format_of(&specs[&spec.input[0]], specs),
+        _ => None,
+    }
+}
+
+fn check_formats(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>, registry: &Registry, errs: &mut Errors) {
+    let field = format!("tasks.{}", spec.name);
+    let Operation::Convert(c) = &spec.operation else { return };
+    let Some(output) = canonical_format(&c.output_format)
+        .filter(|f| registry.query(Some("convert"), None, Some(f)).next().is_some())
+    else {
+        let mut outputs: Vec<_> = registry.query(Some("convert"), None, None).map(|c| c.output_format).collect();
+        outputs.sort();
+        outputs.dedup();
+        errs.add(
+            format!("{field}.output_format"),
+            format!("cannot convert to {:?} on this server; output formats: {}", c.output_format, outputs.join(", ")),
+        );
+        return;
+    };
+    let input = match &c.input_format {
+        Some(f) => match canonical_format(f) {
+            Some(f) => Some(f),
+            None => {
+                errs.add(format!("{field}.input_format"), format!("unknown format {f:?}"));
+                return;
+            }
+        },
+        None if spec.input.len() == 1 => output_format_of(&specs[&spec.input[0]], specs),
+        None => None,
+    };
+    match input {
+        Some(input) => match registry.find("convert", input, output, c.engine.as_deref()) {
+            Ok(cap) => {
+                for (name, msg) in cap.check_options(&c.options) {
+                    errs.add(format!("{field}.options.{name}"), msg);
+                }
+            }
+            Err(msg) => errs.add(format!("{field}.output_format"), msg),
+        },
+        // The input format is known only once the file is there; check what can be checked.
+        None => {
+            if let Some(engine) = &c.engine {
+                if registry.query(Some("convert"), None, Some(output)).all(|cap| cap.engine != engine) {
+                    errs.add(format!("{field}.engine"), format!("no engine {engine:?} converts to {output}"));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::{Capability, OptionSpec, OptionType};
+    use serde_json::json;
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        for op in ["import/url", "import/upload", "import/base64", "export/url"] {
+            r.add_operation(op);
+        }
+        for (i, o) in [("jpg", "png"), ("png", "jpg"), ("jpg", "webp")] {
+            r.add(Capability {
+                operation: "convert",
+                input_format: i,
+                output_format: o,
+                engine: "image",
+                engine_version: "1".into(),
+                options: vec![OptionSpec {
+                    name: "width",
+                    kind: OptionType::Integer { min: 1, max: 10000 },
+                    default: None,
+                    description: "",
+                }],
+            });
+        }
+        r
+    }
+
+    fn check(v: Value) -> Result<JobSpec, ApiError> {
+        validate_job(&v, &registry(), &Limits::default())
+    }
+
+    fn field_error(v: Value, field: &str) -> String {
+        let e = check(v).unwrap_err();
+        assert_eq!(e.status, 400);
+        e.errors.get(field).unwrap_or_else(|| panic!("no error for {field}: {e:?}")).join("; ")
+    }
+
+    #[test]
+    fn accepts_the_spec_example_and_orders_it() {
+        let spec = check(json!({
+            "tag": "my-job",
+            "tasks": {
+                "export-1": {"operation": "export/url", "input": "convert-1"},
+                "convert-1": {"operation": "convert", "input": "import-1", "output_format": "png", "options": {"width": 10}},
+                "import-1": {"operation": "import/url", "url": "https://example.com/file.jpg"}
+            }
+        }))
+        .unwrap();
+        let names: Vec<_> = spec.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["import-1", "convert-1", "export-1"]);
+        assert_eq!(spec.tag.as_deref(), Some("my-job"));
+    }
+
+    #[test]
+    fn rejects_bad_names_unknown_ops_and_missing_inputs() {
+        let m = field_error(json!({"tasks": {"bad name": {"operation": "import/url", "url": "https://a/b"}}}), "tasks.bad name");
+        assert!(m.contains("letters, digits"), "{m}");
+        let m = field_error(json!({"tasks": {"a": {"operation": "import/ftp"}}}), "tasks.a.operation");
+        assert!(m.contains("unknown operation"), "{m}");
+        let m = field_error(json!({"tasks": {"a": {"operation": "ocr", "input": "a"}}}), "tasks.a.operation");
+        assert!(m.contains("not available"), "{m}");
+        let m = field_error(json!({"tasks": {"e": {"operation": "export/url", "input": "nope"}}}), "tasks.e.input");
+        assert!(m.contains("not in this job"), "{m}");
+        let m = field_error(json!({"tasks": {"i": {"operation": "import/url", "url": "https://a/b.jpg", "input": "x"}, "x": {"operation": "import/upload"}}}), "tasks.i.input");
+        assert!(m.contains("takes no input"), "{m}");
+        let m = field_error(json!({"tasks": {"e": {"operation": "export/url"}}}), "tasks.e.input");
+        assert!(m.contains("needs an input"), "{m}");
+        let m = field_error(json!({"tasks": {"i": {"operation": "import/url", "url": "ftp://a/b"}}}), "tasks.i.url");
+        assert!(m.contains("http"), "{m}");
+        let m = field_error(json!({"tasks": {"i": {"operation": "import/url", "url": "https://a/b", "colour": 1}}}), "tasks.i");
+        assert!(m.contains("unknown field `colour`"), "{m}");
+        let m = field_error(json!({"tasks": {}}), "tasks");
+        assert!(m.contains("at least one"), "{m}");
+        let m = field_error(json!({"tasks": {"i": {"operation": "import/upload"}}, "x": 1}), "x");
+        assert!(m.contains("unknown field"), "{m}");
+    }
+
+    #[test]
+    fn finds_cycles() {
+        let e = check(json!({"tasks": {
+            "a": {"operation": "convert", "input": "c", "output_format": "png"},
+            "b": {"operation": "convert", "input": "a", "output_format": "png"},
+            "c": {"operation": "convert", "input": "b", "output_format": "png"},
+            "i": {"operation": "import/upload"}
+        }}))
+        .unwrap_err();
+        let m = e.errors["tasks"].join("");
+        assert!(m.contains("cycle") && m.contains('a') && m.contains('b') && m.contains('c'), "{m}");
+    }
+
+    #[test]
+    fn checks_format_pairs_and_options_when_known() {
+        let m = field_error(
+            json!({"tasks": {
+                "i": {"operation": "import/url", "url": "https://e.com/x.png"},
+                "c": {"operation": "convert", "input": "i", "output_format": "webp"}
+            }}),
+            "tasks.c.output_format",
+        );
+        assert!(m.contains("png converts to: jpg"), "{m}");
+        let m = field_error(
+            json!({"tasks": {
+                "i": {"operation": "import/upload", "filename": "x.jpg"},
+                "c": {"operation": "convert", "input": "i", "output_format": "png", "options": {"width": 0}}
+            }}),
+            "tasks.c.options.width",
+        );
+        assert!(m.contains("between 1"), "{m}");
+        let m = field_error(
+            json!({"tasks": {"i": {"operation": "import/upload"}, "c": {"operation": "convert", "input": "i", "output_format": "docx"}}}),
+            "tasks.c.output_format",
+        );
+        assert!(m.contains("cannot convert to"), "{m}");
+        // Unknown input format until the file arrives: accepted now, checked when it runs.
+        assert!(check(json!({"tasks": {"i": {"operation": "import/upload"}, "c": {"operation": "convert", "input": "i", "output_format": "png"}}})).is_ok());
+    }
+
+    #[test]
+    fn base64_cap_and_filenames() {
+        let big = "A".repeat(2_100_000);
+        let m = field_error(json!({"tasks": {"b": {"operation": "import/base64", "file": big, "filename": "x.png"}}}), "tasks.b.file");
+        assert!(m.contains("at most 1500000"), "{m}");
+        let m = field_error(json!({"tasks": {"b": {"operation": "import/base64", "file": "AAAA", "filename": "../x.png"}}}), "tasks.b.filename");
+        assert!(m.contains("not a path"), "{m}");
+    }
+}
