@@ -13,6 +13,7 @@
 pub mod error;
 pub mod formats;
 pub mod model;
+pub mod names;
 pub mod ops;
 pub mod planner;
 pub mod ports;

@@ -1,1 +1,66 @@
+//! The RunConvert HTTP API as one axum [`Router`]. The embedded server serves it with
+//! hyper; the API Lambda serves the same router through lambda_http. Everything it
+//! needs from the world comes through the core ports in [`ApiState`].
 
+mod auth;
+mod core_routes;
+mod error;
+mod jobs;
+pub mod local_files;
+pub mod signing;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+use runconvert_core::formats::Registry;
+use runconvert_core::ports::{Dispatcher, EventSink, FileStore, JobStore, KeyStore};
+use runconvert_core::validate::Limits;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::HttpError;
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub limits: Limits,
+    /// How long an import/upload task waits for its file.
+    pub upload_timeout: Duration,
+    /// The longest `/wait` a client may ask for.
+    pub max_wait: Duration,
+    /// Largest JSON body (a job with an import/base64 file is the largest).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            limits: Limits::default(),
+            upload_timeout: Duration::from_secs(3600),
+            max_wait: Duration::from_secs(300),
+            max_body_bytes: 4 << 20,
+        }
+    }
+}
+
+/// The ports and settings the API runs on.
+pub struct ApiState {
+    pub jobs: Arc<dyn JobStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub files: Arc<dyn FileStore>,
+    pub dispatcher: Arc<dyn Dispatcher>,
+    pub events: Arc<dyn EventSink>,
+    pub registry: Arc<Registry>,
+    pub settings: ApiSettings,
+}
+
+/// The whole API: `/healthz`, `/v2/process/*`, `/v2/core/*`.
+pub fn api_router(state: Arc<ApiState>) -> Router {
+    let body_limit = state.settings.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .merge(jobs::routes())
+        .merge(core_routes::routes())
+        .fallback(|| async { HttpError(runconvert_core::ApiError::not_found("route")) })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

@@ -1,1 +1,230 @@
+//! The worker runs one task: it fetches the files of the task's inputs from the file
+//! store into a fresh work directory, calls the operation (an engine from
+//! `runconvert-engines`, or a connector), and stores what it produced. The embedded
+//! executor and the per-operation Lambdas both call [`Worker::run`].
+
+use base64::Engine as _;
+use runconvert_connectors::http_import::{self, DownloadLimits};
+use runconvert_connectors::Guard;
+use runconvert_core::error::codes;
+use runconvert_core::formats::{canonical_format, format_of_filename, Registry};
+use runconvert_core::model::{FileRef, Job, Task, TaskResult, TaskStatus};
+use runconvert_core::names::{safe_filename, with_extension};
+use runconvert_core::ops::{Convert, ImportBase64, ImportUrl, Operation};
+use runconvert_core::ports::FileStore;
+use runconvert_core::{TaskError, Timestamp};
+use runconvert_engines::raster::{self, ImageOptions};
+use runconvert_engines::EngineLimits;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Where work directories are made (one per task run, removed afterwards).
+    pub work_root: PathBuf,
+    pub allow_private_networks: bool,
+    pub download: DownloadLimits,
+    pub engine: EngineLimits,
+    /// How long exported files stay downloadable.
+    pub retention: Duration,
+}
+
+pub struct Worker {
+    pub files: Arc<dyn FileStore>,
+    pub registry: Arc<Registry>,
+    pub settings: WorkerSettings,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> TaskError {
+    TaskError::new(codes::PROCESSING_FAILED, format!("{what}: {e}"))
+}
+
+/// A work directory, removed when dropped.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create(root: &Path, task: &Task) -> Result<Self, TaskError> {
+        let dir = root.join(format!("{}-{}", task.id, task.attempts));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("in")).map_err(|e| internal("cannot make a work directory", e))?;
+        std::fs::create_dir_all(dir.join("out")).map_err(|e| internal("cannot make a work directory", e))?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An input file fetched into the work directory.
+struct Input {
+    path: PathBuf,
+    filename: String,
+}
+
+impl Worker {
+    /// Runs `task` of `job` and returns its result; the caller records it.
+    pub async fn run(&self, job: &Job, task: &Task) -> Result<TaskResult, TaskError> {
+        let work = WorkDir::create(&self.settings.work_root, task)?;
+        let files = match &task.operation {
+            Operation::ImportUrl(o) => vec![self.import_url(task, o, &work.0).await?],
+            Operation::ImportBase64(o) => vec![self.import_base64(task, o, &work.0).await?],
+            Operation::ImportUpload(_) => {
+                return Err(TaskError::new(
+                    codes::PROCESSING_FAILED,
+                    "an import/upload task finishes when its file is uploaded, not by running it",
+                ))
+            }
+            Operation::Convert(o) => {
+                let inputs = self.fetch_inputs(job, task, &work.0).await?;
+                self.convert(task, o, inputs, &work.0).await?
+            }
+            Operation::ExportUrl(o) => return Ok(self.export_url(job, task, o.inline)),
+            other => {
+                return Err(TaskError::new(
+                    codes::UNSUPPORTED_CONVERSION,
+                    format!("operation {} is not available on this server", other.name()),
+                ))
+            }
+        };
+        Ok(TaskResult { files, form: None })
+    }
+
+    /// The files of the task's finished inputs, in input order.
+    fn input_files<'a>(&self, job: &'a Job, task: &Task) -> Vec<&'a FileRef> {
+        task.depends_on_task_ids
+            .iter()
+            .filter_map(|id| job.task(id))
+            .filter(|t| t.status == TaskStatus::Finished)
+            .flat_map(|t| t.result.iter().flat_map(|r| r.files.iter()))
+            .collect()
+    }
+
+    async fn fetch_inputs(&self, job: &Job, task: &Task, work: &Path) -> Result<Vec<Input>, TaskError> {
+        let refs = self.input_files(job, task);
+        if refs.is_empty() {
+            return Err(TaskError::new(codes::NO_INPUT_FILES, "the input tasks produced no files"));
+        }
+        let mut inputs = Vec::with_capacity(refs.len());
+        for (i, f) in refs.into_iter().enumerate() {
+            // A numbered directory per file: two inputs may share a name.
+            let dir = work.join("in").join(i.to_string());
+            std::fs::create_dir_all(&dir).map_err(|e| internal("cannot make a work directory", e))?;
+            let path = dir.join(safe_filename(&f.filename));
+            self.files
+                .fetch(&job.id, f, &path)
+                .await
+                .map_err(|e| internal(&format!("cannot read input file {}", f.filename), e))?;
+            inputs.push(Input { path, filename: f.filename.clone() });
+        }
+        Ok(inputs)
+    }
+
+    async fn store(&self, task: &Task, filename: &str, path: &Path) -> Result<FileRef, TaskError> {
+        let size = self
+            .files
+            .put(&task.job_id, &task.id, filename, path)
+            .await
+            .map_err(|e| internal("cannot store the result", e))?;
+        Ok(FileRef { filename: filename.to_string(), size, url: None, task_id: task.id.clone() })
+    }
+
+    async fn import_url(&self, task: &Task, o: &ImportUrl, work: &Path) -> Result<FileRef, TaskError> {
+        let dest = work.join("out").join("download");
+        let guard = Guard::new(self.settings.allow_private_networks);
+        let headers = o.headers.clone().unwrap_or_default();
+        let got = http_import::download(&guard, &o.url, &headers, &dest, &self.settings.download).await?;
+        let name = safe_filename(o.filename.as_deref().or(got.suggested_name.as_deref()).unwrap_or("file"));
+        self.store(task, &name, &dest).await
+    }
+
+    async fn import_base64(&self, task: &Task, o: &ImportBase64, work: &Path) -> Result<FileRef, TaskError> {
+        let data = match o.file.split_once(";base64,") {
+            Some((prefix, data)) if prefix.starts_with("data:") => data,
+            _ => o.file.as_str(),
+        };
+        let compact: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(compact.as_bytes()))
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(compact.as_bytes()))
+            .map_err(|e| TaskError::new(codes::INVALID_FILE, format!("the file is not valid base64: {e}")))?;
+        let dest = work.join("out").join("decoded");
+        tokio::fs::write(&dest, &bytes).await.map_err(|e| internal("cannot write the file", e))?;
+        self.store(task, &safe_filename(&o.filename), &dest).await
+    }
+
+    async fn convert(&self, task: &Task, o: &Convert, inputs: Vec<Input>, work: &Path) -> Result<Vec<FileRef>, TaskError> {
+        let output_format = canonical_format(&o.output_format).ok_or_else(|| {
+            TaskError::new(codes::UNSUPPORTED_CONVERSION, format!("unknown output format {}", o.output_format))
+        })?;
+        let single = inputs.len() == 1;
+        let mut out_files = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            let input_format = match &o.input_format {
+                Some(f) => canonical_format(f),
+                None => format_of_filename(&input.filename),
+            };
+            let input_format = match input_format {
+                Some(f) => f,
+                // No extension: take what the content says, if it is an image at all.
+                None => raster::sniff(&input.path).ok().flatten().ok_or_else(|| {
+                    TaskError::new(
+                        codes::INVALID_FILE,
+                        format!("cannot tell the format of {}: give input_format", input.filename),
+                    )
+                })?,
+            };
+            let cap = self
+                .registry
+                .find("convert", input_format, output_format, o.engine.as_deref())
+                .map_err(|m| TaskError::new(codes::UNSUPPORTED_CONVERSION, m))?;
+            let problems = cap.check_options(&o.options);
+            if let Some((name, msg)) = problems.first() {
+                return Err(TaskError::new(codes::INVALID_DATA, format!("option {name}: {msg}")));
+            }
+            let out_name = match (&o.filename, single) {
+                (Some(name), true) => safe_filename(name),
+                _ => safe_filename(&with_extension(&input.filename, output_format)),
+            };
+            let out_path = work.join("out").join(format!("{i}.{output_format}"));
+            let opts = ImageOptions::from_options(&o.options)?;
+            let limits = self.settings.engine.clone();
+            let (src, dst, shown, in_fmt) = (input.path.clone(), out_path.clone(), input.filename.clone(), input_format);
+            tokio::task::spawn_blocking(move || raster::convert(&src, &shown, in_fmt, &dst, output_format, &opts, &limits))
+                .await
+                .map_err(|e| internal("the converter stopped", e))??;
+            out_files.push(self.store(task, &out_name, &out_path).await?);
+        }
+        Ok(out_files)
+    }
+
+    fn export_url(&self, job: &Job, task: &Task, inline: bool) -> TaskResult {
+        let expires = Timestamp::now().plus(self.settings.retention);
+        let files = self
+            .input_files(job, task)
+            .into_iter()
+            .map(|f| FileRef {
+                filename: f.filename.clone(),
+                size: f.size,
+                url: Some(self.files.download_url(&job.id, f, expires, inline)),
+                task_id: f.task_id.clone(),
+            })
+            .collect();
+        TaskResult { files, form: None }
+    }
+}
+
+/// Registers what this worker can run: the engines' conversions and the connectors.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    for op in ["import/url", "import/upload", "import/base64", "export/url"] {
+        r.add_operation(op);
+    }
+    runconvert_engines::register_all(&mut r);
+    r
+}
 

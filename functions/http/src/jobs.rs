@@ -1,0 +1,215 @@
+//! `/v2/process/jobs` and `/v2/process/tasks`.
+
+use crate::auth::AuthUser;
+use crate::error::HttpResult;
+use crate::ApiState;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use runconvert_core::model::{Job, JobStatus, Task, TaskResult, TaskStatus};
+use runconvert_core::ops::Operation;
+use runconvert_core::ports::{Event, EventName, JobFilter, Page, TaskFilter};
+use runconvert_core::validate::{validate_job, JobSpec};
+use runconvert_core::{new_id, ApiError, Timestamp};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v2/process/jobs", get(list_jobs).post(create_job))
+        .route("/v2/process/jobs/{id}", get(show_job).delete(delete_job))
+        .route("/v2/process/jobs/{id}/wait", get(wait_job))
+        .route("/v2/process/tasks", get(list_tasks))
+        .route("/v2/process/tasks/{id}", get(show_task))
+}
+
+type Params = Query<HashMap<String, String>>;
+
+fn param_error(field: &str, msg: &str) -> ApiError {
+    let mut errors = BTreeMap::new();
+    errors.insert(field.to_string(), vec![msg.to_string()]);
+    ApiError::invalid_fields(errors)
+}
+
+fn reject_unknown_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    match q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(param_error(k, &format!("unknown query parameter; this endpoint takes: {}", allowed.join(", ")))),
+        None => Ok(()),
+    }
+}
+
+const MAX_LIMIT: u32 = 1000;
+const DEFAULT_LIMIT: u32 = 100;
+
+fn page(q: &HashMap<String, String>) -> Result<Page, ApiError> {
+    let num = |name: &str, default: u32, max: u32| -> Result<u32, ApiError> {
+        match q.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| param_error(name, &format!("must be a whole number from 0 to {max}"))),
+        }
+    };
+    Ok(Page { limit: num("limit", DEFAULT_LIMIT, MAX_LIMIT)?, offset: num("offset", 0, u32::MAX)? })
+}
+
+fn list_body(data: Vec<Value>, count: u64, page: &Page) -> Json<Value> {
+    Json(json!({"data": data, "meta": {"count": count, "limit": page.limit, "offset": page.offset}}))
+}
+
+/// Builds the job a validated request describes: ids, timestamps, upload forms.
+fn new_job(state: &ApiState, user_id: &str, spec: JobSpec) -> Job {
+    let now = Timestamp::now();
+    let job_id = new_id();
+    let ids: HashMap<String, String> = spec.tasks.iter().map(|t| (t.name.clone(), new_id())).collect();
+    let tasks = spec
+        .tasks
+        .into_iter()
+        .map(|t| {
+            let id = ids[&t.name].clone();
+            let (expires_at, result) = match t.operation {
+                Operation::ImportUpload(_) => {
+                    let expires = now.plus(state.settings.upload_timeout);
+                    let form = state.files.upload_form(&job_id, &id, expires);
+                    (Some(expires), Some(TaskResult { files: vec![], form: Some(form) }))
+                }
+                _ => (None, None),
+            };
+            Task {
+                depends_on_task_ids: t.input.iter().map(|n| ids[n].clone()).collect(),
+                id,
+                job_id: job_id.clone(),
+                name: t.name,
+                operation: t.operation,
+                input: t.input,
+                ignore_error: t.ignore_error,
+                timeout: t.timeout,
+                status: TaskStatus::Waiting,
+                message: None,
+                code: None,
+                percent: 0,
+                created_at: now,
+                started_at: None,
+                ended_at: None,
+                expires_at,
+                attempts: 0,
+                result,
+            }
+        })
+        .collect();
+    Job {
+        id: job_id,
+        user_id: user_id.to_string(),
+        tag: spec.tag,
+        status: JobStatus::Created,
+        created_at: now,
+        started_at: None,
+        ended_at: None,
+        tasks,
+    }
+}
+
+async fn publish(state: &ApiState, event: Event) {
+    if let Err(e) = state.events.publish(event).await {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
+}
+
+async fn create_job(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, body: Bytes) -> HttpResult<impl IntoResponse> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let spec = validate_job(&value, &state.registry, &state.settings.limits)?;
+    let job = new_job(&state, &user.id, spec);
+    state.jobs.create_job(&job).await?;
+    publish(&state, Event::Job(EventName::JobCreated, job.clone())).await;
+    for t in &job.tasks {
+        publish(&state, Event::Task(EventName::TaskCreated, t.clone())).await;
+    }
+    if let Err(e) = state.dispatcher.dispatch(&job.id).await {
+        // The job is stored; the executor picks it up on its next sweep.
+        tracing::error!(job = %job.id, error = %e, "could not dispatch a new job");
+    }
+    Ok((StatusCode::CREATED, Json(job.to_api_json())))
+}
+
+async fn list_jobs(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, Query(q): Params) -> HttpResult<Json<Value>> {
+    reject_unknown_params(&q, &["status", "limit", "offset"])?;
+    let status = match q.get("status") {
+        None => None,
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            param_error("status", "must be one of: created, processing, completed, failed")
+        })?),
+    };
+    let filter = JobFilter { status, page: page(&q)? };
+    let (jobs, count) = state.jobs.list_jobs(&user.id, &filter).await?;
+    Ok(list_body(jobs.iter().map(Job::to_api_json).collect(), count, &filter.page))
+}
+
+async fn find_job(state: &ApiState, user_id: &str, id: &str) -> HttpResult<Job> {
+    Ok(state.jobs.get_job(Some(user_id), id).await?.ok_or_else(|| ApiError::not_found("job"))?)
+}
+
+async fn show_job(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, Path(id): Path<String>) -> HttpResult<Json<Value>> {
+    Ok(Json(find_job(&state, &user.id, &id).await?.to_api_json()))
+}
+
+async fn wait_job(
+    State(state): State<Arc<ApiState>>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> HttpResult<Json<Value>> {
+    reject_unknown_params(&q, &["timeout"])?;
+    let max = state.settings.max_wait.as_secs();
+    let timeout = match q.get("timeout") {
+        None => max.min(60),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|t| *t <= max)
+            .ok_or_else(|| param_error("timeout", &format!("must be a whole number of seconds from 0 to {max}")))?,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let job = find_job(&state, &user.id, &id).await?;
+        if job.status.is_final() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(job.to_api_json()));
+        }
+        tokio::time::sleep_until((tokio::time::Instant::now() + pause).min(deadline)).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+async fn delete_job(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, Path(id): Path<String>) -> HttpResult<StatusCode> {
+    let job = find_job(&state, &user.id, &id).await?;
+    state.dispatcher.cancel(&job.id).await?;
+    state.jobs.delete_job(&user.id, &job.id).await?;
+    state.files.delete_job_files(&job.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_tasks(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, Query(q): Params) -> HttpResult<Json<Value>> {
+    reject_unknown_params(&q, &["job_id", "status", "limit", "offset"])?;
+    let status = match q.get("status") {
+        None => None,
+        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
+            param_error("status", "must be one of: waiting, processing, finished, failed")
+        })?),
+    };
+    let filter = TaskFilter { job_id: q.get("job_id").cloned(), status, page: page(&q)? };
+    let (tasks, count) = state.jobs.list_tasks(&user.id, &filter).await?;
+    Ok(list_body(tasks.iter().map(Task::to_api_json).collect(), count, &filter.page))
+}
+
+async fn show_task(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, Path(id): Path<String>) -> HttpResult<Json<Value>> {
+    let task = state.jobs.get_task(Some(&user.id), &id).await?.ok_or_else(|| ApiError::not_found("task"))?;
+    Ok(Json(task.to_api_json()))
+}
