@@ -83,8 +83,9 @@ pub struct FileRef {
     /// A signed, expiring download URL (export/url only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// The task that holds the bytes (an export points at its input's files).
-    #[serde(skip_serializing, default)]
+    /// The task that holds the bytes (an export points at its input's files). Stored,
+    /// not shown by the API.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub task_id: String,
 }
 
@@ -137,6 +138,18 @@ impl Task {
     /// The JSON the API shows: no secrets, no internals.
     pub fn to_api_json(&self) -> Value {
         let mut payload = self.operation.redacted_fields();
+        // An inline file is echoed by its size only.
+        if let Some(Value::String(data)) = payload.get_mut("file").filter(|_| self.operation.name() == "import/base64") {
+            *data = format!("[{} characters of base64]", data.len());
+        }
+        let mut result = serde_json::to_value(&self.result).unwrap_or(Value::Null);
+        if let Some(files) = result.get_mut("files").and_then(Value::as_array_mut) {
+            for f in files {
+                if let Some(f) = f.as_object_mut() {
+                    f.remove("task_id");
+                }
+            }
+        }
         payload.insert("operation".into(), self.operation.name().into());
         match self.input.len() {
             0 => {}
@@ -167,7 +180,7 @@ impl Task {
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "payload": payload,
-            "result": self.result,
+            "result": result,
         })
     }
 

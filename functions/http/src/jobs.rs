@@ -190,8 +190,8 @@ async fn wait_job(
 
 async fn delete_job(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, Path(id): Path<String>) -> HttpResult<StatusCode> {
     let job = find_job(&state, &user.id, &id).await?;
-    state.dispatcher.cancel(&job.id).await?;
     state.jobs.delete_job(&user.id, &job.id).await?;
+    state.dispatcher.cancel(&job.id).await?;
     state.files.delete_job_files(&job.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,6 +18,7 @@ use runconvert_core::validate::Limits;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use auth::hash_key;
 pub use error::HttpError;
 
 #[derive(Debug, Clone)]

@@ -1,1 +1,279 @@
-fn main() {}
+//! `runconvert`: the embedded RunConvert server and its command line.
+//!
+//! Adapters of this binary: SQLite ([`store`]), the local disk ([`files`]), the tokio
+//! executor ([`executor`]) and a log event sink ([`events`]). The API itself is the
+//! shared router of `runconvert-http`.
+
+mod events;
+mod executor;
+mod files;
+mod store;
+
+use clap::{Args, Parser, Subcommand};
+use runconvert_connectors::http_import::DownloadLimits;
+use runconvert_core::ports::{FileStore, JobStore};
+use runconvert_core::Timestamp;
+use runconvert_engines::EngineLimits;
+use runconvert_http::local_files::{local_files_router, LocalFilesState, UrlSigner};
+use runconvert_http::signing::Signer;
+use runconvert_http::{api_router, ApiSettings, ApiState};
+use runconvert_worker::{Worker, WorkerSettings};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "runconvert", version, about = "RunConvert: a file-conversion API server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the API server (SQLite, local disk, in-process executor).
+    Serve(ServeArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a user with a new API key and print the key (only this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Args, Clone)]
+struct DataDir {
+    /// Where the database and files live.
+    #[arg(long = "data-dir", env = "RUNCONVERT_DATA_DIR", default_value = "runconvert-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "RUNCONVERT_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[command(flatten)]
+    data: DataDir,
+    /// Base URL of upload forms and download links (default: http://LISTEN-ADDRESS).
+    #[arg(long = "public-url", env = "RUNCONVERT_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Let import/url and other outbound connections reach loopback and private addresses.
+    #[arg(long = "allow-private-networks", env = "RUNCONVERT_ALLOW_PRIVATE_NETWORKS")]
+    allow_private_networks: bool,
+    /// Seconds an import/upload task waits for its file.
+    #[arg(long = "upload-timeout", env = "RUNCONVERT_UPLOAD_TIMEOUT", default_value_t = 3600)]
+    upload_timeout: u64,
+    /// Seconds files and finished jobs are kept (and download links stay valid).
+    #[arg(long, env = "RUNCONVERT_RETENTION", default_value_t = 86400)]
+    retention: u64,
+    /// Tasks run at once (default: the number of CPUs).
+    #[arg(long, env = "RUNCONVERT_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// Seconds a task may run when it does not set `timeout` itself.
+    #[arg(long = "task-timeout", env = "RUNCONVERT_TASK_TIMEOUT", default_value_t = 3600)]
+    task_timeout: u64,
+    /// Largest image (width × height) decoded.
+    #[arg(long = "max-pixels", env = "RUNCONVERT_MAX_PIXELS", default_value_t = 150_000_000)]
+    max_pixels: u64,
+    /// Largest file an import may bring in, in bytes.
+    #[arg(long = "max-file-size", env = "RUNCONVERT_MAX_FILE_SIZE", default_value_t = 1 << 30)]
+    max_file_size: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNCONVERT_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Keys { command: KeysCommand::Create { name, data } } => create_key(&name, &data.data_dir),
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))
+            .and_then(|rt| rt.block_on(serve(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("runconvert: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_store(data_dir: &Path) -> Result<store::SqliteStore, String> {
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    store::SqliteStore::open(&data_dir.join("runconvert.db")).map_err(|e| e.to_string())
+}
+
+fn create_key(name: &str, data_dir: &Path) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("--name must not be empty".into());
+    }
+    let store = open_store(data_dir)?;
+    let (_, key) = store.create_user_with_key(name).map_err(|e| e.to_string())?;
+    println!("{key}");
+    Ok(())
+}
+
+/// The key that signs upload forms and download links: made once, kept in the data directory.
+fn signing_key(data_dir: &Path) -> Result<Vec<u8>, String> {
+    let path = data_dir.join("signing.key");
+    if let Ok(bytes) = std::fs::read(&path) {
+        if bytes.len() >= 32 {
+            return Ok(bytes);
+        }
+    }
+    let mut key = vec![0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| format!("no randomness: {e}"))?;
+    let tmp = data_dir.join("signing.key.tmp");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        f.write_all(&key).and_then(|_| f.sync_all()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(key)
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let data_dir = args.data.data_dir.clone();
+    let store = Arc::new(open_store(&data_dir)?);
+    if store.key_count().map_err(|e| e.to_string())? == 0 {
+        let (_, key) = store.create_user_with_key("default").map_err(|e| e.to_string())?;
+        println!("Created the first API key (it is shown only this once; keep it): {key}");
+    }
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+
+    let urls = UrlSigner { signer: Signer::new(signing_key(&data_dir)?), public_url: public_url.clone() };
+    let files = Arc::new(files::DiskFileStore::new_checked(&data_dir, urls.clone())?);
+    let registry = Arc::new(runconvert_worker::registry());
+    let work_root = data_dir.join("work");
+    // Work directories left by a crash are of no use now.
+    let _ = std::fs::remove_dir_all(&work_root);
+    std::fs::create_dir_all(&work_root).map_err(|e| format!("cannot create {}: {e}", work_root.display()))?;
+    let retention = Duration::from_secs(args.retention);
+    let worker = Arc::new(Worker {
+        files: files.clone(),
+        registry: registry.clone(),
+        settings: WorkerSettings {
+            work_root,
+            allow_private_networks: args.allow_private_networks,
+            download: DownloadLimits { max_bytes: args.max_file_size, ..DownloadLimits::default() },
+            engine: EngineLimits { max_pixels: args.max_pixels },
+            retention,
+        },
+    });
+    let events = Arc::new(events::LogEvents);
+    let concurrency = args
+        .concurrency
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let executor = executor::Executor::new(
+        store.clone(),
+        events.clone(),
+        worker,
+        concurrency,
+        Duration::from_secs(args.task_timeout),
+    );
+
+    let api = Arc::new(ApiState {
+        jobs: store.clone(),
+        keys: store.clone(),
+        files: files.clone(),
+        dispatcher: executor.clone(),
+        events,
+        registry,
+        settings: ApiSettings { upload_timeout: Duration::from_secs(args.upload_timeout), ..ApiSettings::default() },
+    });
+    let local = Arc::new(LocalFilesState { api: api.clone(), urls, local: files.clone(), max_upload_bytes: args.max_file_size });
+    let app = api_router(api).merge(local_files_router(local));
+
+    let resumed = executor.resume().await.map_err(|e| format!("cannot resume jobs: {e}"))?;
+    if resumed > 0 {
+        tracing::info!(jobs = resumed, "resumed unfinished jobs");
+    }
+    tokio::spawn(sweep_expired(store.clone(), files.clone(), retention));
+
+    println!("RunConvert listening on http://{addr} (public URL {public_url}, data in {})", data_dir.display());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))
+}
+
+impl files::DiskFileStore {
+    fn new_checked(data_dir: &Path, urls: UrlSigner) -> Result<Self, String> {
+        files::DiskFileStore::new(data_dir, urls).map_err(|e| format!("cannot prepare {}: {e}", data_dir.display()))
+    }
+}
+
+/// Deletes finished jobs and their files once the retention period has passed.
+async fn sweep_expired(jobs: Arc<store::SqliteStore>, files: Arc<files::DiskFileStore>, retention: Duration) {
+    let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    loop {
+        let cutoff = Timestamp(Timestamp::now().millis() - retention.as_millis() as i64);
+        match jobs.jobs_ended_before(cutoff).await {
+            Ok(expired) => {
+                for (job_id, user_id) in expired {
+                    if let Err(e) = files.delete_job_files(&job_id).await {
+                        tracing::warn!(job = %job_id, error = %e, "could not delete expired files");
+                        continue;
+                    }
+                    let _ = jobs.delete_job(&user_id, &job_id).await;
+                    tracing::info!(job = %job_id, "deleted after the retention period");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,244 @@
+//! The in-process executor, the embedded [`Dispatcher`]: one driver per active job plans
+//! with the core planner and runs ready tasks on tokio, at most `concurrency` at a time
+//! (CPU-heavy engine work runs on blocking threads inside the worker).
+
+use async_trait::async_trait;
+use runconvert_core::error::codes;
+use runconvert_core::model::{Job, JobStatus, Task, TaskStatus};
+use runconvert_core::planner;
+use runconvert_core::ports::{Dispatcher, Event, EventName, EventSink, JobStore, PortResult, TaskTransition};
+use runconvert_core::{TaskError, Timestamp};
+use runconvert_worker::Worker;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+/// A task that was running when the server stopped is started again this many times at most.
+const MAX_ATTEMPTS: u32 = 2;
+
+pub struct Executor {
+    jobs: Arc<dyn JobStore>,
+    events: Arc<dyn EventSink>,
+    worker: Arc<Worker>,
+    slots: Arc<Semaphore>,
+    default_timeout: Duration,
+    drivers: Mutex<HashMap<String, Arc<Notify>>>,
+    me: Weak<Executor>,
+}
+
+impl Executor {
+    pub fn new(
+        jobs: Arc<dyn JobStore>,
+        events: Arc<dyn EventSink>,
+        worker: Arc<Worker>,
+        concurrency: usize,
+        default_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Executor {
+            jobs,
+            events,
+            worker,
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            default_timeout,
+            drivers: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    /// After a restart: tasks that were running start again (or fail, if they already
+    /// had their chances), and every unfinished job is driven to its end.
+    pub async fn resume(&self) -> PortResult<usize> {
+        let ids = self.jobs.unfinished_jobs().await?;
+        for id in &ids {
+            let Some(job) = self.jobs.get_job(None, id).await? else { continue };
+            for t in job.tasks.iter().filter(|t| t.status == TaskStatus::Processing) {
+                if t.attempts >= MAX_ATTEMPTS {
+                    let err = TaskError::new(
+                        codes::INTERRUPTED,
+                        format!("the server stopped while this task was running, {} times; it is not tried again", t.attempts),
+                    );
+                    self.finish_task(t, TaskStatus::Processing, Err(err)).await;
+                } else {
+                    self.jobs.requeue_task(&t.id).await?;
+                    tracing::info!(job = %id, task = %t.name, "task interrupted by a restart; starting it again");
+                }
+            }
+            self.dispatch(id).await?;
+        }
+        Ok(ids.len())
+    }
+
+    async fn publish(&self, event: Event) {
+        if let Err(e) = self.events.publish(event).await {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
+    }
+
+    /// Records a task's end and publishes its event.
+    async fn finish_task(&self, task: &Task, from: TaskStatus, outcome: Result<runconvert_core::TaskResult, TaskError>) {
+        let (to, code, message, result, event) = match outcome {
+            Ok(r) => (TaskStatus::Finished, None, None, Some(r), EventName::TaskFinished),
+            Err(e) => (TaskStatus::Failed, Some(e.code), Some(e.message), None, EventName::TaskFailed),
+        };
+        let t = TaskTransition { task_id: task.id.clone(), from, to, at: Timestamp::now(), code, message, result };
+        match self.jobs.transition_task(&t).await {
+            Ok(true) => {
+                if let Ok(Some(task)) = self.jobs.get_task(None, &task.id).await {
+                    self.publish(Event::Task(event, task)).await;
+                }
+            }
+            Ok(false) => {} // deleted or already moved on
+            Err(e) => tracing::error!(task = %task.id, error = %e, "could not record a task's end"),
+        }
+    }
+
+    async fn drive(self: Arc<Self>, job_id: String, wake: Arc<Notify>) {
+        let mut running: JoinSet<()> = JoinSet::new();
+        let mut started: HashSet<String> = HashSet::new();
+        loop {
+            let job = match self.jobs.get_job(None, &job_id).await {
+                Ok(Some(job)) => job,
+                Ok(None) => break, // deleted: dropping `running` stops its tasks
+                Err(e) => {
+                    tracing::error!(job = %job_id, error = %e, "cannot read a job; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if job.status.is_final() {
+                break;
+            }
+            let plan = planner::plan(&job, Timestamp::now());
+            for (task_id, err) in plan.fail {
+                if let Some(task) = job.task(&task_id) {
+                    self.finish_task(task, TaskStatus::Waiting, Err(err)).await;
+                }
+            }
+            let to_start: Vec<String> = plan.start.into_iter().filter(|id| !started.contains(id)).collect();
+            if !to_start.is_empty() && job.status == JobStatus::Created {
+                let _ = self.jobs.set_job_status(&job.id, JobStatus::Processing, Timestamp::now()).await;
+            }
+            for task_id in to_start {
+                started.insert(task_id.clone());
+                let this = self.clone();
+                let job = job.clone();
+                running.spawn(async move { this.run_task(&job, &task_id).await });
+            }
+            if let Some(outcome) = plan.outcome {
+                self.end_job(&job, outcome).await;
+                break;
+            }
+            let deadline = plan.next_deadline.map(|d| Timestamp::now().until(d) + Duration::from_millis(20));
+            tokio::select! {
+                _ = wake.notified() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = sleep_opt(deadline) => {}
+            }
+        }
+        self.drivers.lock().unwrap_or_else(|p| p.into_inner()).remove(&job_id);
+    }
+
+    async fn end_job(&self, job: &Job, outcome: JobStatus) {
+        match self.jobs.set_job_status(&job.id, outcome, Timestamp::now()).await {
+            Ok(true) => {
+                if let Ok(Some(job)) = self.jobs.get_job(None, &job.id).await {
+                    let name = if outcome == JobStatus::Completed { EventName::JobFinished } else { EventName::JobFailed };
+                    self.publish(Event::Job(name, job)).await;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(job = %job.id, error = %e, "could not record a job's end"),
+        }
+    }
+
+    async fn run_task(self: Arc<Self>, job: &Job, task_id: &str) {
+        let Some(task) = job.task(task_id) else { return };
+        let _slot = match self.slots.clone().acquire_owned().await {
+            Ok(slot) => slot,
+            Err(_) => return,
+        };
+        let begin = TaskTransition {
+            task_id: task.id.clone(),
+            from: TaskStatus::Waiting,
+            to: TaskStatus::Processing,
+            at: Timestamp::now(),
+            code: None,
+            message: None,
+            result: None,
+        };
+        match self.jobs.transition_task(&begin).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(task = %task.id, error = %e, "could not start a task");
+                return;
+            }
+        }
+        let mut task = task.clone();
+        task.attempts += 1;
+        let timeout = task.timeout.map(Duration::from_secs).unwrap_or(self.default_timeout);
+        // The worker runs in its own tokio task: a panic there fails this task only.
+        let worker = self.worker.clone();
+        let (job2, task2) = (job.clone(), task.clone());
+        let handle = tokio::spawn(async move { worker.run(&job2, &task2).await });
+        let abort = handle.abort_handle();
+        // If this future is dropped (the job was deleted), the worker stops too.
+        let _stop_worker = AbortOnDrop(abort.clone());
+        let outcome = match tokio::time::timeout(timeout, handle).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => {
+                tracing::error!(task = %task.id, error = %join, "a task crashed");
+                Err(TaskError::new(codes::PROCESSING_FAILED, "the task failed unexpectedly inside the server"))
+            }
+            Err(_) => {
+                abort.abort();
+                Err(TaskError::new(codes::TIMEOUT, format!("the task ran longer than its timeout of {} s", timeout.as_secs())))
+            }
+        };
+        if let Err(e) = &outcome {
+            tracing::info!(job = %job.id, task = %task.name, code = %e.code, message = %e.message, "task failed");
+        }
+        self.finish_task(&task, TaskStatus::Processing, outcome).await;
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[async_trait]
+impl Dispatcher for Executor {
+    async fn dispatch(&self, job_id: &str) -> PortResult<()> {
+        let mut drivers = self.drivers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(wake) = drivers.get(job_id) {
+            wake.notify_one();
+            return Ok(());
+        }
+        let Some(me) = self.me.upgrade() else { return Ok(()) };
+        let wake = Arc::new(Notify::new());
+        drivers.insert(job_id.to_string(), wake.clone());
+        tokio::spawn(me.drive(job_id.to_string(), wake));
+        Ok(())
+    }
+
+    async fn cancel(&self, job_id: &str) -> PortResult<()> {
+        // The driver sees the job gone on waking and drops its running tasks.
+        if let Some(wake) = self.drivers.lock().unwrap_or_else(|p| p.into_inner()).get(job_id) {
+            wake.notify_one();
+        }
+        Ok(())
+    }
+}
