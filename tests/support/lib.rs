@@ -1,1 +1,412 @@
+//! Test support: start the real `runconvert` binary on a loopback port with its own data
+//! directory, talk to it over HTTP, and serve fixture files from a loopback server.
 
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub use reqwest;
+pub use serde_json;
+
+/// The `runconvert` binary cargo built next to this test (or `RUNCONVERT_BIN`).
+pub fn bin_path() -> PathBuf {
+    if let Ok(p) = std::env::var("RUNCONVERT_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = dir.join("runconvert");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p runconvert` first",
+        bin.display()
+    );
+    bin
+}
+
+/// `../shared/bench/corpus` beside the project (or `RUNCONVERT_CORPUS`).
+pub fn corpus() -> PathBuf {
+    if let Ok(p) = std::env::var("RUNCONVERT_CORPUS") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/corpus")
+}
+
+pub fn corpus_file(rel: &str) -> PathBuf {
+    let p = corpus().join(rel);
+    assert!(p.exists(), "corpus file {} is missing", p.display());
+    p
+}
+
+fn unique_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "runconvert-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `runconvert keys create --name NAME --data-dir DIR`: the key it prints.
+pub fn create_key(data_dir: &Path, name: &str) -> String {
+    let out = Command::new(bin_path())
+        .args(["keys", "create", "--name", name, "--data-dir"])
+        .arg(data_dir)
+        .env("RUNCONVERT_LOG", "warn")
+        .output()
+        .expect("run runconvert keys create");
+    assert!(
+        out.status.success(),
+        "keys create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        key.starts_with("rc_") && !key.contains(char::is_whitespace),
+        "unexpected key output {key:?}"
+    );
+    key
+}
+
+/// A running `runconvert serve`, killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub base: String,
+    pub key: String,
+    pub other_key: String,
+    args: Vec<String>,
+    listen: String,
+    pub http: reqwest::Client,
+    /// What the server printed on stdout before it was ready.
+    pub banner: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server with `args` added to `serve`; makes two users' keys first.
+    pub async fn start(args: &[&str]) -> Server {
+        let data_dir = unique_dir("data");
+        let key = create_key(&data_dir, "alice");
+        let other_key = create_key(&data_dir, "bob");
+        let mut s = Server {
+            child: None,
+            data_dir,
+            base: String::new(),
+            key,
+            other_key,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            listen: "127.0.0.1:0".into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            banner: Vec::new(),
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// Starts a server on an empty data directory (no key made beforehand).
+    pub async fn start_fresh(args: &[&str]) -> Server {
+        let mut s = Server {
+            child: None,
+            data_dir: unique_dir("fresh"),
+            base: String::new(),
+            key: String::new(),
+            other_key: String::new(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            listen: "127.0.0.1:0".into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            banner: Vec::new(),
+        };
+        s.spawn().await;
+        s
+    }
+
+    async fn spawn(&mut self) {
+        let mut child = Command::new(bin_path())
+            .arg("serve")
+            .args(["--listen", &self.listen, "--data-dir"])
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .env(
+                "RUNCONVERT_LOG",
+                std::env::var("RUNCONVERT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start runconvert serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut banner = Vec::new();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                banner.push(line.clone());
+                if let Some(rest) = line.strip_prefix("RunConvert listening on ") {
+                    let url = rest.split_whitespace().next().unwrap().to_string();
+                    let _ = tx.send((url, banner.clone()));
+                    break;
+                }
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let (base, banner) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not start within 30 s");
+        self.base = base;
+        self.banner = banner;
+        self.child = Some(child);
+        self.wait_healthy().await;
+    }
+
+    async fn wait_healthy(&self) {
+        for _ in 0..100 {
+            if let Ok(r) = self.http.get(self.url("/healthz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server never became healthy");
+    }
+
+    /// Kills the server with SIGKILL (no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL, then start again on the same address, data directory and arguments
+    /// (links handed out before stay valid).
+    pub async fn kill_and_restart(&mut self) {
+        self.kill();
+        self.listen = self.base.trim_start_matches("http://").to_string();
+        self.spawn().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get_as(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).bearer_auth(key).send().await.unwrap();
+        decode(r).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_as(&self.key, path).await
+    }
+
+    pub async fn post_as(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_as(&self.key, path, body).await
+    }
+
+    pub async fn delete_as(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self.http.delete(self.url(path)).bearer_auth(key).send().await.unwrap();
+        decode(r).await
+    }
+
+    /// Creates a job and expects 201.
+    pub async fn create_job(&self, body: Value) -> Value {
+        let (status, job) = self.post("/v2/process/jobs", &body).await;
+        assert_eq!(status, 201, "job creation failed: {job}");
+        job
+    }
+
+    /// Waits (through `/wait`) until the job is final.
+    pub async fn wait_job(&self, id: &str) -> Value {
+        for _ in 0..10 {
+            let (status, job) = self.get(&format!("/v2/process/jobs/{id}/wait?timeout=30")).await;
+            assert_eq!(status, 200, "{job}");
+            if matches!(job["status"].as_str(), Some("completed" | "failed")) {
+                return job;
+            }
+        }
+        panic!("job {id} did not end within 300 s");
+    }
+
+    pub async fn run_job(&self, body: Value) -> Value {
+        let job = self.create_job(body).await;
+        self.wait_job(job["id"].as_str().unwrap()).await
+    }
+
+    /// Downloads a URL (a signed link) and returns status and bytes.
+    pub async fn download(&self, url: &str) -> (u16, Vec<u8>) {
+        let r = self.http.get(url).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.bytes().await.unwrap().to_vec())
+    }
+
+    /// Uploads `bytes` as `filename` through an import/upload task's form.
+    pub async fn upload(&self, task: &Value, filename: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let form = &task["result"]["form"];
+        let mut multipart = reqwest::multipart::Form::new();
+        for (k, v) in form["parameters"].as_object().expect("form parameters") {
+            multipart = multipart.text(k.clone(), v.as_str().unwrap().to_string());
+        }
+        multipart = multipart.part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
+        );
+        let r = self
+            .http
+            .post(form["url"].as_str().unwrap())
+            .multipart(multipart)
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub async fn decode(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(json!({"raw": text}))
+    };
+    (status, value)
+}
+
+/// The task of `job` called `name`.
+pub fn task<'a>(job: &'a Value, name: &str) -> &'a Value {
+    job["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no task {name} in {job}"))
+}
+
+/// The file URLs of an export task.
+pub fn urls(task: &Value) -> Vec<(String, String)> {
+    task["result"]["files"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no files in {task}"))
+        .iter()
+        .map(|f| {
+            (
+                f["filename"].as_str().unwrap().to_string(),
+                f["url"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A loopback HTTP server for import/url: files of the corpus at `/corpus/...`, plus
+/// misbehaving routes.
+pub struct Fixture {
+    pub base: String,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+impl Fixture {
+    pub async fn start() -> Fixture {
+        use axum::extract::Path as AxPath;
+        use axum::http::StatusCode;
+        use axum::response::{IntoResponse, Redirect};
+        use axum::routing::get;
+        let app = axum::Router::new()
+            .route(
+                "/corpus/{*path}",
+                get(|AxPath(p): AxPath<String>| async move {
+                    if p.contains("..") {
+                        return StatusCode::BAD_REQUEST.into_response();
+                    }
+                    match std::fs::read(corpus().join(&p)) {
+                        Ok(bytes) => bytes.into_response(),
+                        Err(_) => StatusCode::NOT_FOUND.into_response(),
+                    }
+                }),
+            )
+            .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
+            .route(
+                "/redirect-to/{*target}",
+                get(|AxPath(t): AxPath<String>| async move { Redirect::temporary(&format!("/{t}")) }),
+            )
+            .route(
+                "/slow/{secs}/{*path}",
+                get(|AxPath((secs, p)): AxPath<(u64, String)>| async move {
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                    std::fs::read(corpus().join(p))
+                        .map(|b| b.into_response())
+                        .unwrap_or_else(|_| StatusCode::NOT_FOUND.into_response())
+                }),
+            )
+            .route(
+                "/endless",
+                get(|| async {
+                    let chunk = axum::body::Bytes::from(vec![0u8; 64 * 1024]);
+                    let stream = futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+                    axum::body::Body::from_stream(stream)
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Fixture {
+            base: format!("http://{addr}"),
+            handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
+
+/// Decodes image bytes and returns (width, height).
+pub fn image_size(bytes: &[u8]) -> (u32, u32) {
+    let img = image::load_from_memory(bytes).expect("the file decodes as an image");
+    (img.width(), img.height())
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

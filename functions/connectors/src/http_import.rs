@@ -98,7 +98,10 @@ pub async fn download(
 }
 
 fn too_large(max: u64) -> TaskError {
-    TaskError::new(codes::FILE_TOO_LARGE, format!("the file is larger than this server's limit of {max} bytes"))
+    TaskError::new(
+        codes::FILE_TOO_LARGE,
+        format!("the file is larger than this server's limit of {max} bytes"),
+    )
 }
 
 fn host_of(url: &url::Url) -> String {
@@ -135,11 +138,12 @@ fn describe(url: &url::Url, e: reqwest::Error) -> TaskError {
 
 /// The `filename` of a Content-Disposition header, if plain.
 fn content_disposition_filename(v: &str) -> Option<String> {
-    v.split(';').find_map(|part| {
-        let (k, val) = part.trim().split_once('=')?;
-        (k.eq_ignore_ascii_case("filename")).then(|| val.trim().trim_matches('"').to_string())
-    })
-    .filter(|s| !s.is_empty())
+    v.split(';')
+        .find_map(|part| {
+            let (k, val) = part.trim().split_once('=')?;
+            (k.eq_ignore_ascii_case("filename")).then(|| val.trim().trim_matches('"').to_string())
+        })
+        .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
@@ -148,7 +152,10 @@ mod tests {
 
     #[test]
     fn reads_content_disposition() {
-        assert_eq!(content_disposition_filename("attachment; filename=\"a b.jpg\"").as_deref(), Some("a b.jpg"));
+        assert_eq!(
+            content_disposition_filename("attachment; filename=\"a b.jpg\"").as_deref(),
+            Some("a b.jpg")
+        );
         assert_eq!(content_disposition_filename("inline"), None);
     }
 }

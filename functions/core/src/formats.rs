@@ -19,16 +19,66 @@ pub struct FormatInfo {
 
 /// Every format name the project knows. Only those some engine handles are shown.
 pub const KNOWN_FORMATS: &[FormatInfo] = &[
-    FormatInfo { name: "jpg", aliases: &["jpeg", "jpe", "jfif"], group: "image", mime_type: "image/jpeg" },
-    FormatInfo { name: "png", aliases: &[], group: "image", mime_type: "image/png" },
-    FormatInfo { name: "gif", aliases: &[], group: "image", mime_type: "image/gif" },
-    FormatInfo { name: "webp", aliases: &[], group: "image", mime_type: "image/webp" },
-    FormatInfo { name: "bmp", aliases: &["dib"], group: "image", mime_type: "image/bmp" },
-    FormatInfo { name: "tiff", aliases: &["tif"], group: "image", mime_type: "image/tiff" },
-    FormatInfo { name: "ico", aliases: &[], group: "image", mime_type: "image/vnd.microsoft.icon" },
-    FormatInfo { name: "pdf", aliases: &[], group: "document", mime_type: "application/pdf" },
-    FormatInfo { name: "txt", aliases: &["text"], group: "document", mime_type: "text/plain" },
-    FormatInfo { name: "zip", aliases: &[], group: "archive", mime_type: "application/zip" },
+    FormatInfo {
+        name: "jpg",
+        aliases: &["jpeg", "jpe", "jfif"],
+        group: "image",
+        mime_type: "image/jpeg",
+    },
+    FormatInfo {
+        name: "png",
+        aliases: &[],
+        group: "image",
+        mime_type: "image/png",
+    },
+    FormatInfo {
+        name: "gif",
+        aliases: &[],
+        group: "image",
+        mime_type: "image/gif",
+    },
+    FormatInfo {
+        name: "webp",
+        aliases: &[],
+        group: "image",
+        mime_type: "image/webp",
+    },
+    FormatInfo {
+        name: "bmp",
+        aliases: &["dib"],
+        group: "image",
+        mime_type: "image/bmp",
+    },
+    FormatInfo {
+        name: "tiff",
+        aliases: &["tif"],
+        group: "image",
+        mime_type: "image/tiff",
+    },
+    FormatInfo {
+        name: "ico",
+        aliases: &[],
+        group: "image",
+        mime_type: "image/vnd.microsoft.icon",
+    },
+    FormatInfo {
+        name: "pdf",
+        aliases: &[],
+        group: "document",
+        mime_type: "application/pdf",
+    },
+    FormatInfo {
+        name: "txt",
+        aliases: &["text"],
+        group: "document",
+        mime_type: "text/plain",
+    },
+    FormatInfo {
+        name: "zip",
+        aliases: &[],
+        group: "archive",
+        mime_type: "application/zip",
+    },
 ];
 
 /// The canonical name of a format (`JPEG` → `jpg`), if the project knows it.
@@ -157,7 +207,13 @@ impl Capability {
                     let hint = if known.is_empty() {
                         "this engine takes no options".to_string()
                     } else {
-                        format!("options of {} for {} → {}: {}", self.engine, self.input_format, self.output_format, known.join(", "))
+                        format!(
+                            "options of {} for {} → {}: {}",
+                            self.engine,
+                            self.input_format,
+                            self.output_format,
+                            known.join(", ")
+                        )
                     };
                     errors.push((name.clone(), format!("unknown option ({hint})")));
                 }
@@ -244,7 +300,10 @@ impl Registry {
         let output = canonical_format(output_format).unwrap_or(output_format);
         let mut pair = self.query(Some(operation), Some(input), Some(output)).peekable();
         if pair.peek().is_none() {
-            let outputs: Vec<_> = self.query(Some(operation), Some(input), None).map(|c| c.output_format).collect();
+            let outputs: Vec<_> = self
+                .query(Some(operation), Some(input), None)
+                .map(|c| c.output_format)
+                .collect();
             return Err(if outputs.is_empty() {
                 format!("{operation} from {input} is not supported by this server")
             } else {
@@ -318,7 +377,9 @@ mod tests {
         let opts = serde_json::json!({"width": 1000, "depth": 3});
         let errs = cap.check_options(opts.as_object().unwrap());
         assert_eq!(errs.len(), 2);
-        assert!(errs.iter().any(|(n, m)| n == "width" && m.contains("between 1 and 100")));
+        assert!(errs
+            .iter()
+            .any(|(n, m)| n == "width" && m.contains("between 1 and 100")));
         assert!(errs.iter().any(|(n, m)| n == "depth" && m.contains("unknown option")));
     }
 }

@@ -139,7 +139,10 @@ impl Task {
     pub fn to_api_json(&self) -> Value {
         let mut payload = self.operation.redacted_fields();
         // An inline file is echoed by its size only.
-        if let Some(Value::String(data)) = payload.get_mut("file").filter(|_| self.operation.name() == "import/base64") {
+        if let Some(Value::String(data)) = payload
+            .get_mut("file")
+            .filter(|_| self.operation.name() == "import/base64")
+        {
             *data = format!("[{} characters of base64]", data.len());
         }
         let mut result = serde_json::to_value(&self.result).unwrap_or(Value::Null);
@@ -206,7 +209,12 @@ impl Task {
             .as_array()
             .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
             .unwrap_or_default();
-        Ok((op, input, v["ignore_error"].as_bool().unwrap_or(false), v["timeout"].as_u64()))
+        Ok((
+            op,
+            input,
+            v["ignore_error"].as_bool().unwrap_or(false),
+            v["timeout"].as_u64(),
+        ))
     }
 }
 

@@ -7,7 +7,10 @@ pub fn safe_filename(name: &str) -> String {
     let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
     let mut cleaned = cleaned.trim().trim_start_matches('.').to_string();
     if cleaned.len() > 200 {
-        let ext = cleaned.rsplit_once('.').map(|(_, e)| e.to_string()).filter(|e| e.len() <= 16);
+        let ext = cleaned
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_string())
+            .filter(|e| e.len() <= 16);
         let mut cut = 180;
         while !cleaned.is_char_boundary(cut) {
             cut -= 1;

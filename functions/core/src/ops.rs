@@ -117,9 +117,14 @@ impl Operation {
             Operation::ImportUpload(o) => o.filename.clone(),
             Operation::ImportBase64(o) => Some(o.filename.clone()),
             Operation::ImportS3(o) => o.filename.clone().or_else(|| o.key.as_deref().map(last_segment)),
-            Operation::ImportGoogleCloudStorage(o) => o.filename.clone().or_else(|| o.file.as_deref().map(last_segment)),
+            Operation::ImportGoogleCloudStorage(o) => {
+                o.filename.clone().or_else(|| o.file.as_deref().map(last_segment))
+            }
             Operation::ImportAzureBlob(o) => o.filename.clone().or_else(|| o.blob.as_deref().map(last_segment)),
-            Operation::ImportSftp(o) => o.filename.clone().or_else(|| o.file_string.as_deref().map(last_segment)),
+            Operation::ImportSftp(o) => o
+                .filename
+                .clone()
+                .or_else(|| o.file_string.as_deref().map(last_segment)),
             _ => None,
         }
     }
@@ -462,7 +467,9 @@ mod tests {
     fn redacts_secrets() {
         let op = Operation::parse(
             "import/s3",
-            obj(json!({"bucket": "b", "region": "r", "access_key_id": "AK", "secret_access_key": "SK", "key": "k.jpg"})),
+            obj(
+                json!({"bucket": "b", "region": "r", "access_key_id": "AK", "secret_access_key": "SK", "key": "k.jpg"}),
+            ),
         )
         .unwrap()
         .unwrap();

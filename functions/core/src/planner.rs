@@ -49,7 +49,13 @@ pub fn plan(job: &Job, now: Timestamp) -> Plan {
                             .get(d.as_str())
                             .is_none_or(|s| s.status != TaskStatus::Failed || s.ignorable)
                     })));
-        state.insert(&t.id, State { status: t.status, ignorable });
+        state.insert(
+            &t.id,
+            State {
+                status: t.status,
+                ignorable,
+            },
+        );
     }
 
     let mut plan = Plan::default();
@@ -107,12 +113,17 @@ pub fn plan(job: &Job, now: Timestamp) -> Plan {
         }
     }
 
-    let pending = job.tasks.iter().any(|t| {
-        !state[t.id.as_str()].status.is_final() || plan.start.contains(&t.id)
-    });
+    let pending = job
+        .tasks
+        .iter()
+        .any(|t| !state[t.id.as_str()].status.is_final() || plan.start.contains(&t.id));
     if !pending {
         let failed = state.values().any(|s| s.status == TaskStatus::Failed && !s.ignorable);
-        plan.outcome = Some(if failed { JobStatus::Failed } else { JobStatus::Completed });
+        plan.outcome = Some(if failed {
+            JobStatus::Failed
+        } else {
+            JobStatus::Completed
+        });
         plan.next_deadline = None;
     }
     plan
@@ -120,7 +131,13 @@ pub fn plan(job: &Job, now: Timestamp) -> Plan {
 
 fn fail<'a>(plan: &mut Plan, state: &mut HashMap<&'a str, State>, t: &'a Task, err: TaskError, ignorable: bool) {
     plan.fail.push((t.id.clone(), err));
-    state.insert(&t.id, State { status: TaskStatus::Failed, ignorable });
+    state.insert(
+        &t.id,
+        State {
+            status: TaskStatus::Failed,
+            ignorable,
+        },
+    );
 }
 
 #[cfg(test)]
@@ -153,7 +170,11 @@ mod tests {
     }
 
     fn url() -> Operation {
-        Operation::ImportUrl(ImportUrl { url: "https://e.com/a.jpg".into(), filename: None, headers: None })
+        Operation::ImportUrl(ImportUrl {
+            url: "https://e.com/a.jpg".into(),
+            filename: None,
+            headers: None,
+        })
     }
 
     fn convert() -> Operation {
@@ -191,7 +212,11 @@ mod tests {
 
     #[test]
     fn runs_a_chain_in_order() {
-        let mut j = job(vec![task("i", url(), &[]), task("c", convert(), &["i"]), task("e", export(), &["c"])]);
+        let mut j = job(vec![
+            task("i", url(), &[]),
+            task("c", convert(), &["i"]),
+            task("e", export(), &["c"]),
+        ]);
         assert_eq!(plan(&j, Timestamp(0)).start, ["i"]);
         set(&mut j, "i", TaskStatus::Processing, None);
         let p = plan(&j, Timestamp(0));
@@ -246,7 +271,14 @@ mod tests {
 
     #[test]
     fn uploads_wait_then_time_out() {
-        let mut up = task("u", Operation::ImportUpload(ImportUpload { filename: None, file_size: None }), &[]);
+        let mut up = task(
+            "u",
+            Operation::ImportUpload(ImportUpload {
+                filename: None,
+                file_size: None,
+            }),
+            &[],
+        );
         up.expires_at = Some(Timestamp(1000));
         let j = job(vec![up, task("c", convert(), &["u"])]);
         let p = plan(&j, Timestamp(500));

@@ -151,8 +151,8 @@ impl EventName {
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    Job(EventName, Job),
-    Task(EventName, Task),
+    Job(EventName, Box<Job>),
+    Task(EventName, Box<Task>),
 }
 
 impl Event {
@@ -162,10 +162,18 @@ impl Event {
         }
     }
 
-    pub fn user_and_job(&self) -> (&str, &str) {
+    pub fn job(name: EventName, job: Job) -> Self {
+        Event::Job(name, Box::new(job))
+    }
+
+    pub fn task(name: EventName, task: Task) -> Self {
+        Event::Task(name, Box::new(task))
+    }
+
+    pub fn job_id(&self) -> &str {
         match self {
-            Event::Job(_, j) => (&j.user_id, &j.id),
-            Event::Task(_, t) => ("", &t.job_id),
+            Event::Job(_, j) => &j.id,
+            Event::Task(_, t) => &t.job_id,
         }
     }
 

@@ -50,7 +50,9 @@ const MAX_TAG_LEN: usize = 256;
 pub fn valid_task_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[derive(Default)]
@@ -65,7 +67,9 @@ impl Errors {
 /// Checks a job request against the API's rules and what this server can do.
 pub fn validate_job(body: &Value, registry: &Registry, limits: &Limits) -> Result<JobSpec, ApiError> {
     let Some(obj) = body.as_object() else {
-        return Err(ApiError::bad_request("the request body must be a JSON object with a `tasks` map"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object with a `tasks` map",
+        ));
     };
     let mut errs = Errors::default();
     for key in obj.keys() {
@@ -92,14 +96,25 @@ pub fn validate_job(body: &Value, registry: &Registry, limits: &Limits) -> Resul
         None => return Err(fail(errs, "tasks", "is required")),
     };
     if tasks.len() > limits.max_tasks {
-        return Err(fail(errs, "tasks", &format!("a job may have at most {} tasks, this one has {}", limits.max_tasks, tasks.len())));
+        return Err(fail(
+            errs,
+            "tasks",
+            &format!(
+                "a job may have at most {} tasks, this one has {}",
+                limits.max_tasks,
+                tasks.len()
+            ),
+        ));
     }
 
     let mut specs: BTreeMap<String, TaskSpec> = BTreeMap::new();
     for (name, task) in tasks {
         let field = format!("tasks.{name}");
         if !valid_task_name(name) {
-            errs.add(&field, format!("task names use letters, digits, - and _ only (at most {MAX_NAME_LEN}), got {name:?}"));
+            errs.add(
+                &field,
+                format!("task names use letters, digits, - and _ only (at most {MAX_NAME_LEN}), got {name:?}"),
+            );
             continue;
         }
         if let Some(spec) = parse_task(&field, name, task, registry, limits, &mut errs) {
@@ -114,7 +129,10 @@ pub fn validate_job(body: &Value, registry: &Registry, limits: &Limits) -> Resul
             if input == *name {
                 errs.add(format!("tasks.{name}.input"), "a task cannot be its own input");
             } else if !tasks.contains_key(&input) {
-                errs.add(format!("tasks.{name}.input"), format!("names a task that is not in this job: {input:?}"));
+                errs.add(
+                    format!("tasks.{name}.input"),
+                    format!("names a task that is not in this job: {input:?}"),
+                );
             }
         }
     }
@@ -138,8 +156,10 @@ pub fn validate_job(body: &Value, registry: &Registry, limits: &Limits) -> Resul
     if !errs.0.is_empty() {
         return Err(ApiError::invalid_fields(errs.0));
     }
-    let mut specs = specs;
-    let tasks = order.iter().map(|n| specs.remove(n).expect("ordered task exists")).collect();
+    let tasks = order
+        .iter()
+        .map(|n| specs.remove(n).expect("ordered task exists"))
+        .collect();
     Ok(JobSpec { tag, tasks })
 }
 
@@ -183,7 +203,10 @@ fn parse_task(
     let Some(kind) = Operation::kind_of(&op_name) else {
         errs.add(
             format!("{field}.operation"),
-            format!("unknown operation {op_name:?}; operations: {}", Operation::NAMES.join(", ")),
+            format!(
+                "unknown operation {op_name:?}; operations: {}",
+                Operation::NAMES.join(", ")
+            ),
         );
         return None;
     };
@@ -217,7 +240,10 @@ fn parse_task(
             errs.add(format!("{field}.input"), format!("{op_name} takes no input"));
         }
         Kind::Process | Kind::Export if input.is_empty() => {
-            errs.add(format!("{field}.input"), format!("{op_name} needs an input: the name of another task"));
+            errs.add(
+                format!("{field}.input"),
+                format!("{op_name} needs an input: the name of another task"),
+            );
         }
         _ => {}
     }
@@ -237,7 +263,10 @@ fn parse_task(
             _ => {
                 errs.add(
                     format!("{field}.timeout"),
-                    format!("must be a whole number of seconds from 1 to {}", limits.max_task_timeout),
+                    format!(
+                        "must be a whole number of seconds from 1 to {}",
+                        limits.max_task_timeout
+                    ),
                 );
                 None
             }
@@ -294,7 +323,10 @@ fn check_operation_fields(field: &str, op: &Operation, limits: &Limits, errs: &m
                 );
             }
             if o.file.starts_with("data:") && !o.file.contains(";base64,") {
-                errs.add(format!("{field}.file"), "a data URL must be base64-encoded (data:<type>;base64,<data>)");
+                errs.add(
+                    format!("{field}.file"),
+                    "a data URL must be base64-encoded (data:<type>;base64,<data>)",
+                );
             }
         }
         Operation::Convert(o) => check_filename(&o.filename, errs),
@@ -376,15 +408,22 @@ fn output_format_of(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>) -> Opti
 fn check_formats(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>, registry: &Registry, errs: &mut Errors) {
     let field = format!("tasks.{}", spec.name);
     let Operation::Convert(c) = &spec.operation else { return };
-    let Some(output) = canonical_format(&c.output_format)
-        .filter(|f| registry.query(Some("convert"), None, Some(f)).next().is_some())
+    let Some(output) =
+        canonical_format(&c.output_format).filter(|f| registry.query(Some("convert"), None, Some(f)).next().is_some())
     else {
-        let mut outputs: Vec<_> = registry.query(Some("convert"), None, None).map(|c| c.output_format).collect();
+        let mut outputs: Vec<_> = registry
+            .query(Some("convert"), None, None)
+            .map(|c| c.output_format)
+            .collect();
         outputs.sort();
         outputs.dedup();
         errs.add(
             format!("{field}.output_format"),
-            format!("cannot convert to {:?} on this server; output formats: {}", c.output_format, outputs.join(", ")),
+            format!(
+                "cannot convert to {:?} on this server; output formats: {}",
+                c.output_format,
+                outputs.join(", ")
+            ),
         );
         return;
     };
@@ -411,8 +450,14 @@ fn check_formats(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>, registry: 
         // The input format is known only once the file is there; check what can be checked.
         None => {
             if let Some(engine) = &c.engine {
-                if registry.query(Some("convert"), None, Some(output)).all(|cap| cap.engine != engine) {
-                    errs.add(format!("{field}.engine"), format!("no engine {engine:?} converts to {output}"));
+                if registry
+                    .query(Some("convert"), None, Some(output))
+                    .all(|cap| cap.engine != engine)
+                {
+                    errs.add(
+                        format!("{field}.engine"),
+                        format!("no engine {engine:?} converts to {output}"),
+                    );
                 }
             }
         }
@@ -455,7 +500,10 @@ mod tests {
     fn field_error(v: Value, field: &str) -> String {
         let e = check(v).unwrap_err();
         assert_eq!(e.status, 400);
-        e.errors.get(field).unwrap_or_else(|| panic!("no error for {field}: {e:?}")).join("; ")
+        e.errors
+            .get(field)
+            .unwrap_or_else(|| panic!("no error for {field}: {e:?}"))
+            .join("; ")
     }
 
     #[test]
@@ -476,21 +524,42 @@ mod tests {
 
     #[test]
     fn rejects_bad_names_unknown_ops_and_missing_inputs() {
-        let m = field_error(json!({"tasks": {"bad name": {"operation": "import/url", "url": "https://a/b"}}}), "tasks.bad name");
+        let m = field_error(
+            json!({"tasks": {"bad name": {"operation": "import/url", "url": "https://a/b"}}}),
+            "tasks.bad name",
+        );
         assert!(m.contains("letters, digits"), "{m}");
-        let m = field_error(json!({"tasks": {"a": {"operation": "import/ftp"}}}), "tasks.a.operation");
+        let m = field_error(
+            json!({"tasks": {"a": {"operation": "import/ftp"}}}),
+            "tasks.a.operation",
+        );
         assert!(m.contains("unknown operation"), "{m}");
-        let m = field_error(json!({"tasks": {"a": {"operation": "ocr", "input": "a"}}}), "tasks.a.operation");
+        let m = field_error(
+            json!({"tasks": {"a": {"operation": "ocr", "input": "a"}}}),
+            "tasks.a.operation",
+        );
         assert!(m.contains("not available"), "{m}");
-        let m = field_error(json!({"tasks": {"e": {"operation": "export/url", "input": "nope"}}}), "tasks.e.input");
+        let m = field_error(
+            json!({"tasks": {"e": {"operation": "export/url", "input": "nope"}}}),
+            "tasks.e.input",
+        );
         assert!(m.contains("not in this job"), "{m}");
-        let m = field_error(json!({"tasks": {"i": {"operation": "import/url", "url": "https://a/b.jpg", "input": "x"}, "x": {"operation": "import/upload"}}}), "tasks.i.input");
+        let m = field_error(
+            json!({"tasks": {"i": {"operation": "import/url", "url": "https://a/b.jpg", "input": "x"}, "x": {"operation": "import/upload"}}}),
+            "tasks.i.input",
+        );
         assert!(m.contains("takes no input"), "{m}");
         let m = field_error(json!({"tasks": {"e": {"operation": "export/url"}}}), "tasks.e.input");
         assert!(m.contains("needs an input"), "{m}");
-        let m = field_error(json!({"tasks": {"i": {"operation": "import/url", "url": "ftp://a/b"}}}), "tasks.i.url");
+        let m = field_error(
+            json!({"tasks": {"i": {"operation": "import/url", "url": "ftp://a/b"}}}),
+            "tasks.i.url",
+        );
         assert!(m.contains("http"), "{m}");
-        let m = field_error(json!({"tasks": {"i": {"operation": "import/url", "url": "https://a/b", "colour": 1}}}), "tasks.i");
+        let m = field_error(
+            json!({"tasks": {"i": {"operation": "import/url", "url": "https://a/b", "colour": 1}}}),
+            "tasks.i",
+        );
         assert!(m.contains("unknown field `colour`"), "{m}");
         let m = field_error(json!({"tasks": {}}), "tasks");
         assert!(m.contains("at least one"), "{m}");
@@ -508,7 +577,10 @@ mod tests {
         }}))
         .unwrap_err();
         let m = e.errors["tasks"].join("");
-        assert!(m.contains("cycle") && m.contains('a') && m.contains('b') && m.contains('c'), "{m}");
+        assert!(
+            m.contains("cycle") && m.contains('a') && m.contains('b') && m.contains('c'),
+            "{m}"
+        );
     }
 
     #[test]
@@ -541,9 +613,15 @@ mod tests {
     #[test]
     fn base64_cap_and_filenames() {
         let big = "A".repeat(2_100_000);
-        let m = field_error(json!({"tasks": {"b": {"operation": "import/base64", "file": big, "filename": "x.png"}}}), "tasks.b.file");
+        let m = field_error(
+            json!({"tasks": {"b": {"operation": "import/base64", "file": big, "filename": "x.png"}}}),
+            "tasks.b.file",
+        );
         assert!(m.contains("at most 1500000"), "{m}");
-        let m = field_error(json!({"tasks": {"b": {"operation": "import/base64", "file": "AAAA", "filename": "../x.png"}}}), "tasks.b.filename");
+        let m = field_error(
+            json!({"tasks": {"b": {"operation": "import/base64", "file": "AAAA", "filename": "../x.png"}}}),
+            "tasks.b.filename",
+        );
         assert!(m.contains("not a path"), "{m}");
     }
 }

@@ -17,7 +17,9 @@ pub struct EngineLimits {
 
 impl Default for EngineLimits {
     fn default() -> Self {
-        EngineLimits { max_pixels: 150_000_000 }
+        EngineLimits {
+            max_pixels: 150_000_000,
+        }
     }
 }
 

@@ -106,7 +106,9 @@ impl ImageOptions {
                     .as_u64()
                     .filter(|n| (1..=30_000).contains(n))
                     .map(|n| Some(n as u32))
-                    .ok_or_else(|| TaskError::new(codes::INVALID_DATA, format!("option {name} must be from 1 to 30000"))),
+                    .ok_or_else(|| {
+                        TaskError::new(codes::INVALID_DATA, format!("option {name} must be from 1 to 30000"))
+                    }),
             }
         };
         let fit = match o.get("fit").and_then(|v| v.as_str()) {
@@ -305,12 +307,21 @@ fn write(img: &DynamicImage, output: &Path, fmt: ImageFormat, quality: u8) -> im
     match fmt {
         ImageFormat::Jpeg => {
             // JPEG has no alpha: flatten onto white.
-            let rgb = if img.color().has_alpha() { flatten_on_white(img) } else { img.to_rgb8() };
+            let rgb = if img.color().has_alpha() {
+                flatten_on_white(img)
+            } else {
+                img.to_rgb8()
+            };
             JpegEncoder::new_with_quality(&mut out, quality).encode_image(&rgb)?;
         }
         ImageFormat::WebP => {
             let rgba = img.to_rgba8();
-            WebPEncoder::new_lossless(&mut out).encode(rgba.as_raw(), rgba.width(), rgba.height(), image::ExtendedColorType::Rgba8)?;
+            WebPEncoder::new_lossless(&mut out).encode(
+                rgba.as_raw(),
+                rgba.width(),
+                rgba.height(),
+                image::ExtendedColorType::Rgba8,
+            )?;
         }
         ImageFormat::Gif | ImageFormat::Ico => DynamicImage::ImageRgba8(img.to_rgba8()).write_to(&mut out, fmt)?,
         ImageFormat::Bmp => {
@@ -343,17 +354,34 @@ mod tests {
     use super::*;
 
     fn opts(w: Option<u32>, h: Option<u32>, fit: Fit) -> ImageOptions {
-        ImageOptions { width: w, height: h, fit, quality: 85 }
+        ImageOptions {
+            width: w,
+            height: h,
+            fit,
+            quality: 85,
+        }
     }
 
     #[test]
     fn sizes() {
         assert_eq!(target_size(6000, 4000, &opts(Some(400), None, Fit::Max)), (400, 267));
-        assert_eq!(target_size(6000, 4000, &opts(Some(400), Some(400), Fit::Max)), (400, 267));
+        assert_eq!(
+            target_size(6000, 4000, &opts(Some(400), Some(400), Fit::Max)),
+            (400, 267)
+        );
         assert_eq!(target_size(600, 400, &opts(Some(1200), None, Fit::Max)), (600, 400));
-        assert_eq!(target_size(600, 400, &opts(Some(1200), None, Fit::Upscale)), (1200, 800));
-        assert_eq!(target_size(600, 400, &opts(Some(100), Some(100), Fit::Crop)), (100, 100));
-        assert_eq!(target_size(600, 400, &opts(Some(100), Some(300), Fit::Scale)), (100, 300));
+        assert_eq!(
+            target_size(600, 400, &opts(Some(1200), None, Fit::Upscale)),
+            (1200, 800)
+        );
+        assert_eq!(
+            target_size(600, 400, &opts(Some(100), Some(100), Fit::Crop)),
+            (100, 100)
+        );
+        assert_eq!(
+            target_size(600, 400, &opts(Some(100), Some(300), Fit::Scale)),
+            (100, 300)
+        );
         assert_eq!(target_size(600, 400, &opts(None, None, Fit::Scale)), (600, 400));
     }
 
@@ -368,16 +396,43 @@ mod tests {
         let limits = EngineLimits::default();
         for fmt in FORMATS {
             let out = dir.join(format!("out.{fmt}"));
-            convert(&src, "src.png", "png", &out, fmt, &opts(Some(32), None, Fit::Max), &limits).unwrap();
+            convert(
+                &src,
+                "src.png",
+                "png",
+                &out,
+                fmt,
+                &opts(Some(32), None, Fit::Max),
+                &limits,
+            )
+            .unwrap();
             assert_eq!(sniff(&out).unwrap(), Some(*fmt));
             let img = image::open(&out).unwrap();
             assert_eq!((img.width(), img.height()), (32, 24), "{fmt}");
         }
-        let e = convert(&src, "src.jpg", "jpg", &dir.join("x.png"), "png", &ImageOptions::default(), &limits).unwrap_err();
+        let e = convert(
+            &src,
+            "src.jpg",
+            "jpg",
+            &dir.join("x.png"),
+            "png",
+            &ImageOptions::default(),
+            &limits,
+        )
+        .unwrap_err();
         assert_eq!(e.code, "invalid_file");
         assert!(e.message.contains("its content is png"), "{}", e.message);
         let small = EngineLimits { max_pixels: 1000 };
-        let e = convert(&src, "src.png", "png", &dir.join("y.png"), "png", &ImageOptions::default(), &small).unwrap_err();
+        let e = convert(
+            &src,
+            "src.png",
+            "png",
+            &dir.join("y.png"),
+            "png",
+            &ImageOptions::default(),
+            &small,
+        )
+        .unwrap_err();
         assert_eq!(e.code, "limit_exceeded");
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -21,10 +21,9 @@ impl FromRequestParts<Arc<ApiState>> for AuthUser {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization header: send `Authorization: Bearer API_KEY`"))?;
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization header: send `Authorization: Bearer API_KEY`")
+        })?;
         let value = header
             .to_str()
             .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;

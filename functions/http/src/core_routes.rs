@@ -24,7 +24,10 @@ fn format_param(q: &HashMap<String, String>, name: &str) -> Result<Option<&'stat
         None => Ok(None),
         Some(v) => canonical_format(v).map(Some).ok_or_else(|| {
             let mut errors = BTreeMap::new();
-            errors.insert(name.to_string(), vec![format!("unknown format {v:?}; see /v2/core/formats")]);
+            errors.insert(
+                name.to_string(),
+                vec![format!("unknown format {v:?}; see /v2/core/formats")],
+            );
             ApiError::invalid_fields(errors)
         }),
     }
@@ -52,7 +55,10 @@ async fn formats(State(state): State<Arc<ApiState>>) -> Json<Value> {
     Json(json!({"data": data}))
 }
 
-async fn outputs(State(state): State<Arc<ApiState>>, Query(q): Query<HashMap<String, String>>) -> HttpResult<Json<Value>> {
+async fn outputs(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> HttpResult<Json<Value>> {
     let input = format_param(&q, "input_format")?;
     let mut seen = std::collections::BTreeSet::new();
     let data: Vec<Value> = state
@@ -66,11 +72,18 @@ async fn outputs(State(state): State<Arc<ApiState>>, Query(q): Query<HashMap<Str
     Ok(Json(json!({"data": data})))
 }
 
-async fn operations(State(state): State<Arc<ApiState>>, Query(q): Query<HashMap<String, String>>) -> HttpResult<Json<Value>> {
+async fn operations(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> HttpResult<Json<Value>> {
     let input = format_param(&q, "input_format")?;
     let output = format_param(&q, "output_format")?;
     let operation = q.get("operation").map(String::as_str);
-    let mut data: Vec<Value> = state.registry.query(operation, input, output).map(Capability::to_json).collect();
+    let mut data: Vec<Value> = state
+        .registry
+        .query(operation, input, output)
+        .map(Capability::to_json)
+        .collect();
     // Operations without a format pair (imports, exports) when no format was asked for.
     if input.is_none() && output.is_none() {
         for op in state.registry.operations() {

@@ -24,7 +24,9 @@ impl From<PortError> for HttpError {
     fn from(e: PortError) -> Self {
         // The detail may name internals: log it, show a generic message.
         tracing::error!(error = %e, "backing service failed");
-        HttpError(ApiError::internal("the server could not complete the request; try again"))
+        HttpError(ApiError::internal(
+            "the server could not complete the request; try again",
+        ))
     }
 }
 

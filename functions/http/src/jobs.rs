@@ -38,7 +38,10 @@ fn param_error(field: &str, msg: &str) -> ApiError {
 
 fn reject_unknown_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
     match q.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(param_error(k, &format!("unknown query parameter; this endpoint takes: {}", allowed.join(", ")))),
+        Some(k) => Err(param_error(
+            k,
+            &format!("unknown query parameter; this endpoint takes: {}", allowed.join(", ")),
+        )),
         None => Ok(()),
     }
 }
@@ -57,7 +60,10 @@ fn page(q: &HashMap<String, String>) -> Result<Page, ApiError> {
                 .ok_or_else(|| param_error(name, &format!("must be a whole number from 0 to {max}"))),
         }
     };
-    Ok(Page { limit: num("limit", DEFAULT_LIMIT, MAX_LIMIT)?, offset: num("offset", 0, u32::MAX)? })
+    Ok(Page {
+        limit: num("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
+        offset: num("offset", 0, u32::MAX)?,
+    })
 }
 
 fn list_body(data: Vec<Value>, count: u64, page: &Page) -> Json<Value> {
@@ -78,7 +84,13 @@ fn new_job(state: &ApiState, user_id: &str, spec: JobSpec) -> Job {
                 Operation::ImportUpload(_) => {
                     let expires = now.plus(state.settings.upload_timeout);
                     let form = state.files.upload_form(&job_id, &id, expires);
-                    (Some(expires), Some(TaskResult { files: vec![], form: Some(form) }))
+                    (
+                        Some(expires),
+                        Some(TaskResult {
+                            files: vec![],
+                            form: Some(form),
+                        }),
+                    )
                 }
                 _ => (None, None),
             };
@@ -122,15 +134,19 @@ async fn publish(state: &ApiState, event: Event) {
     }
 }
 
-async fn create_job(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, body: Bytes) -> HttpResult<impl IntoResponse> {
+async fn create_job(
+    State(state): State<Arc<ApiState>>,
+    AuthUser(user): AuthUser,
+    body: Bytes,
+) -> HttpResult<impl IntoResponse> {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     let spec = validate_job(&value, &state.registry, &state.settings.limits)?;
     let job = new_job(&state, &user.id, spec);
     state.jobs.create_job(&job).await?;
-    publish(&state, Event::Job(EventName::JobCreated, job.clone())).await;
+    publish(&state, Event::job(EventName::JobCreated, job.clone())).await;
     for t in &job.tasks {
-        publish(&state, Event::Task(EventName::TaskCreated, t.clone())).await;
+        publish(&state, Event::task(EventName::TaskCreated, t.clone())).await;
     }
     if let Err(e) = state.dispatcher.dispatch(&job.id).await {
         // The job is stored; the executor picks it up on its next sweep.
@@ -139,24 +155,44 @@ async fn create_job(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser
     Ok((StatusCode::CREATED, Json(job.to_api_json())))
 }
 
-async fn list_jobs(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, Query(q): Params) -> HttpResult<Json<Value>> {
+async fn list_jobs(
+    State(state): State<Arc<ApiState>>,
+    AuthUser(user): AuthUser,
+    Query(q): Params,
+) -> HttpResult<Json<Value>> {
     reject_unknown_params(&q, &["status", "limit", "offset"])?;
     let status = match q.get("status") {
         None => None,
-        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            param_error("status", "must be one of: created, processing, completed, failed")
-        })?),
+        Some(s) => Some(
+            JobStatus::parse(s)
+                .ok_or_else(|| param_error("status", "must be one of: created, processing, completed, failed"))?,
+        ),
     };
-    let filter = JobFilter { status, page: page(&q)? };
+    let filter = JobFilter {
+        status,
+        page: page(&q)?,
+    };
     let (jobs, count) = state.jobs.list_jobs(&user.id, &filter).await?;
-    Ok(list_body(jobs.iter().map(Job::to_api_json).collect(), count, &filter.page))
+    Ok(list_body(
+        jobs.iter().map(Job::to_api_json).collect(),
+        count,
+        &filter.page,
+    ))
 }
 
 async fn find_job(state: &ApiState, user_id: &str, id: &str) -> HttpResult<Job> {
-    Ok(state.jobs.get_job(Some(user_id), id).await?.ok_or_else(|| ApiError::not_found("job"))?)
+    Ok(state
+        .jobs
+        .get_job(Some(user_id), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))?)
 }
 
-async fn show_job(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, Path(id): Path<String>) -> HttpResult<Json<Value>> {
+async fn show_job(
+    State(state): State<Arc<ApiState>>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> HttpResult<Json<Value>> {
     Ok(Json(find_job(&state, &user.id, &id).await?.to_api_json()))
 }
 
@@ -188,7 +224,11 @@ async fn wait_job(
     }
 }
 
-async fn delete_job(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, Path(id): Path<String>) -> HttpResult<StatusCode> {
+async fn delete_job(
+    State(state): State<Arc<ApiState>>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> HttpResult<StatusCode> {
     let job = find_job(&state, &user.id, &id).await?;
     state.jobs.delete_job(&user.id, &job.id).await?;
     state.dispatcher.cancel(&job.id).await?;
@@ -196,20 +236,41 @@ async fn delete_job(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_tasks(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, Query(q): Params) -> HttpResult<Json<Value>> {
+async fn list_tasks(
+    State(state): State<Arc<ApiState>>,
+    AuthUser(user): AuthUser,
+    Query(q): Params,
+) -> HttpResult<Json<Value>> {
     reject_unknown_params(&q, &["job_id", "status", "limit", "offset"])?;
     let status = match q.get("status") {
         None => None,
-        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
-            param_error("status", "must be one of: waiting, processing, finished, failed")
-        })?),
+        Some(s) => Some(
+            TaskStatus::parse(s)
+                .ok_or_else(|| param_error("status", "must be one of: waiting, processing, finished, failed"))?,
+        ),
     };
-    let filter = TaskFilter { job_id: q.get("job_id").cloned(), status, page: page(&q)? };
+    let filter = TaskFilter {
+        job_id: q.get("job_id").cloned(),
+        status,
+        page: page(&q)?,
+    };
     let (tasks, count) = state.jobs.list_tasks(&user.id, &filter).await?;
-    Ok(list_body(tasks.iter().map(Task::to_api_json).collect(), count, &filter.page))
+    Ok(list_body(
+        tasks.iter().map(Task::to_api_json).collect(),
+        count,
+        &filter.page,
+    ))
 }
 
-async fn show_task(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser, Path(id): Path<String>) -> HttpResult<Json<Value>> {
-    let task = state.jobs.get_task(Some(&user.id), &id).await?.ok_or_else(|| ApiError::not_found("task"))?;
+async fn show_task(
+    State(state): State<Arc<ApiState>>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> HttpResult<Json<Value>> {
+    let task = state
+        .jobs
+        .get_task(Some(&user.id), &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
     Ok(Json(task.to_api_json()))
 }

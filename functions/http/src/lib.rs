@@ -58,7 +58,10 @@ pub struct ApiState {
 pub fn api_router(state: Arc<ApiState>) -> Router {
     let body_limit = state.settings.max_body_bytes;
     Router::new()
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .merge(jobs::routes())
         .merge(core_routes::routes())
         .fallback(|| async { HttpError(runconvert_core::ApiError::not_found("route")) })

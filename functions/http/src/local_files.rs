@@ -50,7 +50,13 @@ impl UrlSigner {
         ["upload", task_id, expires]
     }
 
-    fn download_parts<'a>(job_id: &'a str, task_id: &'a str, filename: &'a str, expires: &'a str, inline: &'a str) -> [&'a str; 6] {
+    fn download_parts<'a>(
+        job_id: &'a str,
+        task_id: &'a str,
+        filename: &'a str,
+        expires: &'a str,
+        inline: &'a str,
+    ) -> [&'a str; 6] {
         ["download", job_id, task_id, filename, expires, inline]
     }
 
@@ -60,13 +66,18 @@ impl UrlSigner {
         let mut parameters = Map::new();
         parameters.insert("expires".into(), Value::String(exp));
         parameters.insert("signature".into(), Value::String(signature));
-        UploadForm { url: format!("{}/v2/upload/{}", self.public_url, encode_segment(task_id)), parameters }
+        UploadForm {
+            url: format!("{}/v2/upload/{}", self.public_url, encode_segment(task_id)),
+            parameters,
+        }
     }
 
     pub fn download_url(&self, job_id: &str, file: &FileRef, expires: Timestamp, inline: bool) -> String {
         let exp = expires.seconds().to_string();
         let inl = if inline { "1" } else { "0" };
-        let sig = self.signer.sign(&Self::download_parts(job_id, &file.task_id, &file.filename, &exp, inl));
+        let sig = self
+            .signer
+            .sign(&Self::download_parts(job_id, &file.task_id, &file.filename, &exp, inl));
         format!(
             "{}/v2/files/{}/{}/{}?expires={exp}&inline={inl}&signature={sig}",
             self.public_url,
@@ -96,7 +107,9 @@ fn forbidden(msg: &str) -> HttpError {
 }
 
 fn check_expiry(expires: &str) -> HttpResult<()> {
-    let exp: i64 = expires.parse().map_err(|_| forbidden("the link's expiry is not valid"))?;
+    let exp: i64 = expires
+        .parse()
+        .map_err(|_| forbidden("the link's expiry is not valid"))?;
     if exp < Timestamp::now().seconds() {
         return Err(forbidden("this link has expired"));
     }
@@ -112,6 +125,42 @@ impl Drop for Staged {
     }
 }
 
+/// The task an upload form is for, if the form is genuine, unexpired and the task waits.
+async fn check_upload(
+    state: &LocalFilesState,
+    task_id: &str,
+    params: &HashMap<String, String>,
+) -> HttpResult<runconvert_core::Task> {
+    let expires = params.get("expires").map(String::as_str).unwrap_or_default();
+    let signature = params.get("signature").map(String::as_str).unwrap_or_default();
+    if !state
+        .urls
+        .signer
+        .verify(&UrlSigner::upload_parts(task_id, expires), signature)
+    {
+        return Err(forbidden(
+            "the upload form's signature is missing or wrong (send its parameters before the file)",
+        ));
+    }
+    check_expiry(expires)?;
+    let task = state
+        .api
+        .jobs
+        .get_task(None, task_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
+    if !matches!(task.operation, Operation::ImportUpload(_)) {
+        return Err(HttpError(ApiError::bad_request("this task does not take uploads")));
+    }
+    if task.status != TaskStatus::Waiting {
+        return Err(HttpError(ApiError::bad_request(format!(
+            "this task is {} and takes no more uploads",
+            task.status.as_str()
+        ))));
+    }
+    Ok(task)
+}
+
 async fn upload(
     State(state): State<Arc<LocalFilesState>>,
     Path(task_id): Path<String>,
@@ -119,51 +168,78 @@ async fn upload(
 ) -> HttpResult<Response> {
     let bad = |m: String| HttpError(ApiError::bad_request(m));
     let mut params: HashMap<String, String> = HashMap::new();
-    while let Some(mut field) = form.next_field().await.map_err(|e| bad(format!("the multipart body is not valid: {e}")))? {
+    while let Some(mut field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("the multipart body is not valid: {e}")))?
+    {
         let name = field.name().unwrap_or_default().to_string();
         if name != "file" {
             let text = field.text().await.map_err(|e| bad(format!("form field {name}: {e}")))?;
             params.insert(name, text);
             continue;
         }
-        // The file comes last: check the form's signature before taking a byte of it.
-        let expires = params.get("expires").cloned().unwrap_or_default();
-        let signature = params.get("signature").cloned().unwrap_or_default();
-        if !state.urls.signer.verify(&UrlSigner::upload_parts(&task_id, &expires), &signature) {
-            return Err(forbidden("the upload form's signature is missing or wrong (send its parameters before the file)"));
-        }
-        check_expiry(&expires)?;
-        let api = &state.api;
-        let task = api.jobs.get_task(None, &task_id).await?.ok_or_else(|| ApiError::not_found("task"))?;
-        let Operation::ImportUpload(op) = &task.operation else {
-            return Err(bad("this task does not take uploads".into()));
+        // The file comes last: check the form before taking a byte of it.
+        let task = match check_upload(&state, &task_id, &params).await {
+            Ok(task) => task,
+            Err(e) => {
+                // Read (a bounded part of) the file so that the client sees the answer
+                // rather than a connection cut off mid-send.
+                let mut drained = 0usize;
+                while let Ok(Some(chunk)) = field.chunk().await {
+                    drained += chunk.len();
+                    if drained > 8 << 20 {
+                        break;
+                    }
+                }
+                return Err(e);
+            }
         };
-        if task.status != TaskStatus::Waiting {
-            return Err(bad(format!("this task is {} and takes no more uploads", task.status.as_str())));
-        }
+        let Operation::ImportUpload(op) = &task.operation else {
+            unreachable!("checked")
+        };
+        let api = &state.api;
         let filename = safe_filename(op.filename.as_deref().or(field.file_name()).unwrap_or("file"));
 
         let staging = state.local.staging_dir();
-        tokio::fs::create_dir_all(&staging).await.map_err(|e| runconvert_core::ports::PortError::new(e))?;
+        tokio::fs::create_dir_all(&staging)
+            .await
+            .map_err(runconvert_core::ports::PortError::new)?;
         let staged = Staged(staging.join(format!("{task_id}-{}", runconvert_core::new_id())));
-        let mut out = tokio::fs::File::create(&staged.0).await.map_err(runconvert_core::ports::PortError::new)?;
+        let mut out = tokio::fs::File::create(&staged.0)
+            .await
+            .map_err(runconvert_core::ports::PortError::new)?;
         let mut size: u64 = 0;
-        while let Some(chunk) = field.chunk().await.map_err(|e| bad(format!("the upload broke off: {e}")))? {
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| bad(format!("the upload broke off: {e}")))?
+        {
             size += chunk.len() as u64;
             if size > state.max_upload_bytes {
                 return Err(HttpError(ApiError::new(
                     413,
                     codes::PAYLOAD_TOO_LARGE,
-                    format!("the file is larger than this server's limit of {} bytes", state.max_upload_bytes),
+                    format!(
+                        "the file is larger than this server's limit of {} bytes",
+                        state.max_upload_bytes
+                    ),
                 )));
             }
-            out.write_all(&chunk).await.map_err(runconvert_core::ports::PortError::new)?;
+            out.write_all(&chunk)
+                .await
+                .map_err(runconvert_core::ports::PortError::new)?;
         }
         out.flush().await.map_err(runconvert_core::ports::PortError::new)?;
         drop(out);
 
         let size = api.files.put(&task.job_id, &task.id, &filename, &staged.0).await?;
-        let file = FileRef { filename, size, url: None, task_id: task.id.clone() };
+        let file = FileRef {
+            filename,
+            size,
+            url: None,
+            task_id: task.id.clone(),
+        };
         let done = api
             .jobs
             .transition_task(&TaskTransition {
@@ -173,14 +249,27 @@ async fn upload(
                 at: Timestamp::now(),
                 code: None,
                 message: None,
-                result: Some(TaskResult { files: vec![file], form: None }),
+                result: Some(TaskResult {
+                    files: vec![file],
+                    form: None,
+                }),
             })
             .await?;
         if !done {
-            return Err(bad("this task stopped waiting for its file (it timed out or was deleted)".into()));
+            return Err(bad(
+                "this task stopped waiting for its file (it timed out or was deleted)".into(),
+            ));
         }
-        let task = api.jobs.get_task(None, &task.id).await?.ok_or_else(|| ApiError::not_found("task"))?;
-        if let Err(e) = api.events.publish(Event::Task(EventName::TaskFinished, task.clone())).await {
+        let task = api
+            .jobs
+            .get_task(None, &task.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("task"))?;
+        if let Err(e) = api
+            .events
+            .publish(Event::task(EventName::TaskFinished, task.clone()))
+            .await
+        {
             tracing::warn!(error = %e, "could not publish an event");
         }
         if let Err(e) = api.dispatcher.dispatch(&task.job_id).await {
@@ -199,25 +288,38 @@ async fn download(
     let expires = q.get("expires").map(String::as_str).unwrap_or_default();
     let inline = q.get("inline").map(String::as_str).unwrap_or("0");
     let signature = q.get("signature").map(String::as_str).unwrap_or_default();
-    if !state
-        .urls
-        .signer
-        .verify(&UrlSigner::download_parts(&job_id, &task_id, &filename, expires, inline), signature)
-    {
+    if !state.urls.signer.verify(
+        &UrlSigner::download_parts(&job_id, &task_id, &filename, expires, inline),
+        signature,
+    ) {
         return Err(forbidden("the download link's signature is missing or wrong"));
     }
     check_expiry(expires)?;
     let path = state.local.path_of(&job_id, &task_id, &filename);
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
-        Err(_) => return Err(HttpError(ApiError::not_found("file (it may have been deleted after the retention period)"))),
+        Err(_) => {
+            return Err(HttpError(ApiError::not_found(
+                "file (it may have been deleted after the retention period)",
+            )))
+        }
     };
-    let len = file.metadata().await.map_err(runconvert_core::ports::PortError::new)?.len();
-    let mime = format_of_filename(&filename).map(mime_type_of).unwrap_or("application/octet-stream");
+    let len = file
+        .metadata()
+        .await
+        .map_err(runconvert_core::ports::PortError::new)?
+        .len();
+    let mime = format_of_filename(&filename)
+        .map(mime_type_of)
+        .unwrap_or("application/octet-stream");
     let disposition = format!(
         "{}; filename=\"{}\"; filename*=UTF-8''{}",
         if inline == "1" { "inline" } else { "attachment" },
-        filename.replace(['"', '\\'], "_").chars().filter(|c| c.is_ascii() && !c.is_control()).collect::<String>(),
+        filename
+            .replace(['"', '\\'], "_")
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_control())
+            .collect::<String>(),
         encode_segment(&filename)
     );
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));

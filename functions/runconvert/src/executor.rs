@@ -52,12 +52,17 @@ impl Executor {
     pub async fn resume(&self) -> PortResult<usize> {
         let ids = self.jobs.unfinished_jobs().await?;
         for id in &ids {
-            let Some(job) = self.jobs.get_job(None, id).await? else { continue };
+            let Some(job) = self.jobs.get_job(None, id).await? else {
+                continue;
+            };
             for t in job.tasks.iter().filter(|t| t.status == TaskStatus::Processing) {
                 if t.attempts >= MAX_ATTEMPTS {
                     let err = TaskError::new(
                         codes::INTERRUPTED,
-                        format!("the server stopped while this task was running, {} times; it is not tried again", t.attempts),
+                        format!(
+                            "the server stopped while this task was running, {} times; it is not tried again",
+                            t.attempts
+                        ),
                     );
                     self.finish_task(t, TaskStatus::Processing, Err(err)).await;
                 } else {
@@ -77,16 +82,35 @@ impl Executor {
     }
 
     /// Records a task's end and publishes its event.
-    async fn finish_task(&self, task: &Task, from: TaskStatus, outcome: Result<runconvert_core::TaskResult, TaskError>) {
+    async fn finish_task(
+        &self,
+        task: &Task,
+        from: TaskStatus,
+        outcome: Result<runconvert_core::TaskResult, TaskError>,
+    ) {
         let (to, code, message, result, event) = match outcome {
             Ok(r) => (TaskStatus::Finished, None, None, Some(r), EventName::TaskFinished),
-            Err(e) => (TaskStatus::Failed, Some(e.code), Some(e.message), None, EventName::TaskFailed),
+            Err(e) => (
+                TaskStatus::Failed,
+                Some(e.code),
+                Some(e.message),
+                None,
+                EventName::TaskFailed,
+            ),
         };
-        let t = TaskTransition { task_id: task.id.clone(), from, to, at: Timestamp::now(), code, message, result };
+        let t = TaskTransition {
+            task_id: task.id.clone(),
+            from,
+            to,
+            at: Timestamp::now(),
+            code,
+            message,
+            result,
+        };
         match self.jobs.transition_task(&t).await {
             Ok(true) => {
                 if let Ok(Some(task)) = self.jobs.get_task(None, &task.id).await {
-                    self.publish(Event::Task(event, task)).await;
+                    self.publish(Event::task(event, task)).await;
                 }
             }
             Ok(false) => {} // deleted or already moved on
@@ -118,7 +142,10 @@ impl Executor {
             }
             let to_start: Vec<String> = plan.start.into_iter().filter(|id| !started.contains(id)).collect();
             if !to_start.is_empty() && job.status == JobStatus::Created {
-                let _ = self.jobs.set_job_status(&job.id, JobStatus::Processing, Timestamp::now()).await;
+                let _ = self
+                    .jobs
+                    .set_job_status(&job.id, JobStatus::Processing, Timestamp::now())
+                    .await;
             }
             for task_id in to_start {
                 started.insert(task_id.clone());
@@ -130,7 +157,9 @@ impl Executor {
                 self.end_job(&job, outcome).await;
                 break;
             }
-            let deadline = plan.next_deadline.map(|d| Timestamp::now().until(d) + Duration::from_millis(20));
+            let deadline = plan
+                .next_deadline
+                .map(|d| Timestamp::now().until(d) + Duration::from_millis(20));
             tokio::select! {
                 _ = wake.notified() => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
@@ -144,8 +173,12 @@ impl Executor {
         match self.jobs.set_job_status(&job.id, outcome, Timestamp::now()).await {
             Ok(true) => {
                 if let Ok(Some(job)) = self.jobs.get_job(None, &job.id).await {
-                    let name = if outcome == JobStatus::Completed { EventName::JobFinished } else { EventName::JobFailed };
-                    self.publish(Event::Job(name, job)).await;
+                    let name = if outcome == JobStatus::Completed {
+                        EventName::JobFinished
+                    } else {
+                        EventName::JobFailed
+                    };
+                    self.publish(Event::job(name, job)).await;
                 }
             }
             Ok(false) => {}
@@ -190,11 +223,17 @@ impl Executor {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => {
                 tracing::error!(task = %task.id, error = %join, "a task crashed");
-                Err(TaskError::new(codes::PROCESSING_FAILED, "the task failed unexpectedly inside the server"))
+                Err(TaskError::new(
+                    codes::PROCESSING_FAILED,
+                    "the task failed unexpectedly inside the server",
+                ))
             }
             Err(_) => {
                 abort.abort();
-                Err(TaskError::new(codes::TIMEOUT, format!("the task ran longer than its timeout of {} s", timeout.as_secs())))
+                Err(TaskError::new(
+                    codes::TIMEOUT,
+                    format!("the task ran longer than its timeout of {} s", timeout.as_secs()),
+                ))
             }
         };
         if let Err(e) = &outcome {

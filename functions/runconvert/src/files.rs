@@ -41,14 +41,18 @@ impl DiskFileStore {
     }
 
     fn file_path(&self, job_id: &str, task_id: &str, filename: &str) -> PortResult<PathBuf> {
-        Ok(self.job_dir(job_id)?.join(segment(task_id)?).join(segment(&safe_filename(filename))?))
+        Ok(self
+            .job_dir(job_id)?
+            .join(segment(task_id)?)
+            .join(segment(&safe_filename(filename))?))
     }
 }
 
 impl LocalFiles for DiskFileStore {
     fn path_of(&self, job_id: &str, task_id: &str, filename: &str) -> PathBuf {
         // A bad segment gives a path that does not exist: the route answers 404.
-        self.file_path(job_id, task_id, filename).unwrap_or_else(|_| self.root.join("-missing-"))
+        self.file_path(job_id, task_id, filename)
+            .unwrap_or_else(|_| self.root.join("-missing-"))
     }
 
     fn staging_dir(&self) -> PathBuf {

@@ -96,9 +96,14 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNCONVERT_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
-        Command::Keys { command: KeysCommand::Create { name, data } } => create_key(&name, &data.data_dir),
+        Command::Keys {
+            command: KeysCommand::Create { name, data },
+        } => create_key(&name, &data.data_dir),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -150,7 +155,9 @@ fn signing_key(data_dir: &Path) -> Result<Vec<u8>, String> {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        f.write_all(&key).and_then(|_| f.sync_all()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        f.write_all(&key)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     }
     std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(key)
@@ -175,7 +182,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .trim_end_matches('/')
         .to_string();
 
-    let urls = UrlSigner { signer: Signer::new(signing_key(&data_dir)?), public_url: public_url.clone() };
+    let urls = UrlSigner {
+        signer: Signer::new(signing_key(&data_dir)?),
+        public_url: public_url.clone(),
+    };
     let files = Arc::new(files::DiskFileStore::new_checked(&data_dir, urls.clone())?);
     let registry = Arc::new(runconvert_worker::registry());
     let work_root = data_dir.join("work");
@@ -189,8 +199,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         settings: WorkerSettings {
             work_root,
             allow_private_networks: args.allow_private_networks,
-            download: DownloadLimits { max_bytes: args.max_file_size, ..DownloadLimits::default() },
-            engine: EngineLimits { max_pixels: args.max_pixels },
+            download: DownloadLimits {
+                max_bytes: args.max_file_size,
+                ..DownloadLimits::default()
+            },
+            engine: EngineLimits {
+                max_pixels: args.max_pixels,
+            },
             retention,
         },
     });
@@ -213,18 +228,32 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         dispatcher: executor.clone(),
         events,
         registry,
-        settings: ApiSettings { upload_timeout: Duration::from_secs(args.upload_timeout), ..ApiSettings::default() },
+        settings: ApiSettings {
+            upload_timeout: Duration::from_secs(args.upload_timeout),
+            ..ApiSettings::default()
+        },
     });
-    let local = Arc::new(LocalFilesState { api: api.clone(), urls, local: files.clone(), max_upload_bytes: args.max_file_size });
+    let local = Arc::new(LocalFilesState {
+        api: api.clone(),
+        urls,
+        local: files.clone(),
+        max_upload_bytes: args.max_file_size,
+    });
     let app = api_router(api).merge(local_files_router(local));
 
-    let resumed = executor.resume().await.map_err(|e| format!("cannot resume jobs: {e}"))?;
+    let resumed = executor
+        .resume()
+        .await
+        .map_err(|e| format!("cannot resume jobs: {e}"))?;
     if resumed > 0 {
         tracing::info!(jobs = resumed, "resumed unfinished jobs");
     }
     tokio::spawn(sweep_expired(store.clone(), files.clone(), retention));
 
-    println!("RunConvert listening on http://{addr} (public URL {public_url}, data in {})", data_dir.display());
+    println!(
+        "RunConvert listening on http://{addr} (public URL {public_url}, data in {})",
+        data_dir.display()
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -4,10 +4,10 @@
 //! command can write while a server runs.
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use runconvert_core::model::{Job, JobStatus, Task, TaskResult, TaskStatus, User};
 use runconvert_core::ports::{JobFilter, JobStore, KeyStore, PortError, PortResult, TaskFilter, TaskTransition};
 use runconvert_core::{new_id, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -74,7 +74,8 @@ const TASK_COLUMNS: &str = "id, job_id, name, payload, depends_on, status, messa
     created_at, started_at, ended_at, expires_at, attempts, result";
 
 fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
-    let conv = |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
+    let conv =
+        |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
     let payload: String = row.get(3)?;
     let payload: serde_json::Value = serde_json::from_str(&payload).map_err(|e| conv(3, e.to_string()))?;
     let (operation, input, ignore_error, timeout) = Task::parse_stored_payload(&payload).map_err(|e| conv(3, e))?;
@@ -113,7 +114,11 @@ fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
         user_id: row.get(1)?,
         tag: row.get(2)?,
         status: JobStatus::parse(&status).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, format!("bad status {status}").into())
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                format!("bad status {status}").into(),
+            )
         })?,
         created_at: Timestamp(row.get(4)?),
         started_at: ts(row.get(5)?),
@@ -125,13 +130,18 @@ fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
 const JOB_COLUMNS: &str = "id, user_id, tag, status, created_at, started_at, ended_at";
 
 fn load_tasks(conn: &Connection, job: &mut Job) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = ?1 ORDER BY position"))?;
-    job.tasks = stmt.query_map([&job.id], task_from_row)?.collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = ?1 ORDER BY position"
+    ))?;
+    job.tasks = stmt
+        .query_map([&job.id], task_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(())
 }
 
 fn result_json(r: &Option<TaskResult>) -> Option<String> {
-    r.as_ref().map(|r| serde_json::to_string(r).expect("a task result serialises"))
+    r.as_ref()
+        .map(|r| serde_json::to_string(r).expect("a task result serialises"))
 }
 
 /// A new API key: `rc_` and 40 random letters and digits.
@@ -159,7 +169,9 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     /// Runs `f` on the connection, on a blocking thread.
@@ -180,12 +192,18 @@ impl SqliteStore {
     /// Makes a user with one API key; returns the key (shown once, stored only as a hash).
     pub fn create_user_with_key(&self, name: &str) -> PortResult<(User, String)> {
         let key = generate_key();
-        let user = User { id: new_id(), name: name.to_string() };
+        let user = User {
+            id: new_id(),
+            name: name.to_string(),
+        };
         let now = Timestamp::now().millis();
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction().map_err(err)?;
-        tx.execute("INSERT INTO users (id, name, created_at) VALUES (?1, ?2, ?3)", params![user.id, user.name, now])
-            .map_err(err)?;
+        tx.execute(
+            "INSERT INTO users (id, name, created_at) VALUES (?1, ?2, ?3)",
+            params![user.id, user.name, now],
+        )
+        .map_err(err)?;
         tx.execute(
             "INSERT INTO api_keys (key_hash, user_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![runconvert_http::hash_key(&key), user.id, name, now],
@@ -211,7 +229,12 @@ impl KeyStore for SqliteStore {
             c.query_row(
                 "SELECT u.id, u.name FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?1",
                 [hash],
-                |r| Ok(User { id: r.get(0)?, name: r.get(1)? }),
+                |r| {
+                    Ok(User {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                },
             )
             .optional()
         })
@@ -320,7 +343,11 @@ impl JobStore for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction()?;
             let owned: bool = tx
-                .query_row("SELECT 1 FROM jobs WHERE id = ?1 AND user_id = ?2", params![id, user], |_| Ok(true))
+                .query_row(
+                    "SELECT 1 FROM jobs WHERE id = ?1 AND user_id = ?2",
+                    params![id, user],
+                    |_| Ok(true),
+                )
                 .optional()?
                 .unwrap_or(false);
             if owned {
@@ -377,7 +404,15 @@ impl JobStore for SqliteStore {
                  ended_at = CASE WHEN ?1 IN ('finished', 'failed') THEN ?5 ELSE ended_at END, \
                  percent = CASE WHEN ?1 = 'finished' THEN 100 ELSE percent END \
                  WHERE id = ?6 AND status = ?7",
-                params![to, t.code, t.message, result_json(&t.result), t.at.millis(), t.task_id, t.from.as_str()],
+                params![
+                    to,
+                    t.code,
+                    t.message,
+                    result_json(&t.result),
+                    t.at.millis(),
+                    t.task_id,
+                    t.from.as_str()
+                ],
             )?;
             Ok(n == 1)
         })
@@ -386,8 +421,14 @@ impl JobStore for SqliteStore {
 
     async fn set_task_percent(&self, task_id: &str, percent: u8) -> PortResult<()> {
         let id = task_id.to_string();
-        self.with(move |c| c.execute("UPDATE tasks SET percent = ?1 WHERE id = ?2", params![percent.min(100) as i64, id]).map(|_| ()))
-            .await
+        self.with(move |c| {
+            c.execute(
+                "UPDATE tasks SET percent = ?1 WHERE id = ?2",
+                params![percent.min(100) as i64, id],
+            )
+            .map(|_| ())
+        })
+        .await
     }
 
     async fn set_job_status(&self, job_id: &str, status: JobStatus, at: Timestamp) -> PortResult<bool> {

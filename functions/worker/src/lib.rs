@@ -106,7 +106,10 @@ impl Worker {
     async fn fetch_inputs(&self, job: &Job, task: &Task, work: &Path) -> Result<Vec<Input>, TaskError> {
         let refs = self.input_files(job, task);
         if refs.is_empty() {
-            return Err(TaskError::new(codes::NO_INPUT_FILES, "the input tasks produced no files"));
+            return Err(TaskError::new(
+                codes::NO_INPUT_FILES,
+                "the input tasks produced no files",
+            ));
         }
         let mut inputs = Vec::with_capacity(refs.len());
         for (i, f) in refs.into_iter().enumerate() {
@@ -118,7 +121,10 @@ impl Worker {
                 .fetch(&job.id, f, &path)
                 .await
                 .map_err(|e| internal(&format!("cannot read input file {}", f.filename), e))?;
-            inputs.push(Input { path, filename: f.filename.clone() });
+            inputs.push(Input {
+                path,
+                filename: f.filename.clone(),
+            });
         }
         Ok(inputs)
     }
@@ -129,7 +135,12 @@ impl Worker {
             .put(&task.job_id, &task.id, filename, path)
             .await
             .map_err(|e| internal("cannot store the result", e))?;
-        Ok(FileRef { filename: filename.to_string(), size, url: None, task_id: task.id.clone() })
+        Ok(FileRef {
+            filename: filename.to_string(),
+            size,
+            url: None,
+            task_id: task.id.clone(),
+        })
     }
 
     async fn import_url(&self, task: &Task, o: &ImportUrl, work: &Path) -> Result<FileRef, TaskError> {
@@ -137,7 +148,12 @@ impl Worker {
         let guard = Guard::new(self.settings.allow_private_networks);
         let headers = o.headers.clone().unwrap_or_default();
         let got = http_import::download(&guard, &o.url, &headers, &dest, &self.settings.download).await?;
-        let name = safe_filename(o.filename.as_deref().or(got.suggested_name.as_deref()).unwrap_or("file"));
+        let name = safe_filename(
+            o.filename
+                .as_deref()
+                .or(got.suggested_name.as_deref())
+                .unwrap_or("file"),
+        );
         self.store(task, &name, &dest).await
     }
 
@@ -153,13 +169,24 @@ impl Worker {
             .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(compact.as_bytes()))
             .map_err(|e| TaskError::new(codes::INVALID_FILE, format!("the file is not valid base64: {e}")))?;
         let dest = work.join("out").join("decoded");
-        tokio::fs::write(&dest, &bytes).await.map_err(|e| internal("cannot write the file", e))?;
+        tokio::fs::write(&dest, &bytes)
+            .await
+            .map_err(|e| internal("cannot write the file", e))?;
         self.store(task, &safe_filename(&o.filename), &dest).await
     }
 
-    async fn convert(&self, task: &Task, o: &Convert, inputs: Vec<Input>, work: &Path) -> Result<Vec<FileRef>, TaskError> {
+    async fn convert(
+        &self,
+        task: &Task,
+        o: &Convert,
+        inputs: Vec<Input>,
+        work: &Path,
+    ) -> Result<Vec<FileRef>, TaskError> {
         let output_format = canonical_format(&o.output_format).ok_or_else(|| {
-            TaskError::new(codes::UNSUPPORTED_CONVERSION, format!("unknown output format {}", o.output_format))
+            TaskError::new(
+                codes::UNSUPPORTED_CONVERSION,
+                format!("unknown output format {}", o.output_format),
+            )
         })?;
         let single = inputs.len() == 1;
         let mut out_files = Vec::with_capacity(inputs.len());
@@ -193,10 +220,17 @@ impl Worker {
             let out_path = work.join("out").join(format!("{i}.{output_format}"));
             let opts = ImageOptions::from_options(&o.options)?;
             let limits = self.settings.engine.clone();
-            let (src, dst, shown, in_fmt) = (input.path.clone(), out_path.clone(), input.filename.clone(), input_format);
-            tokio::task::spawn_blocking(move || raster::convert(&src, &shown, in_fmt, &dst, output_format, &opts, &limits))
-                .await
-                .map_err(|e| internal("the converter stopped", e))??;
+            let (src, dst, shown, in_fmt) = (
+                input.path.clone(),
+                out_path.clone(),
+                input.filename.clone(),
+                input_format,
+            );
+            tokio::task::spawn_blocking(move || {
+                raster::convert(&src, &shown, in_fmt, &dst, output_format, &opts, &limits)
+            })
+            .await
+            .map_err(|e| internal("the converter stopped", e))??;
             out_files.push(self.store(task, &out_name, &out_path).await?);
         }
         Ok(out_files)
@@ -227,4 +261,3 @@ pub fn registry() -> Registry {
     runconvert_engines::register_all(&mut r);
     r
 }
-
