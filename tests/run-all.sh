@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean checkout, on a Debian machine with a Rust toolchain.
+# It installs what the tests need when it is missing (idempotent; nothing is reinstalled),
+# starts the servers the tests need and stops them, then runs formatting, lint and every
+# test. Exit status 0 only when all of it passes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+log() { printf '[run-all] %s\n' "$*" >&2; }
+
+# --- system packages -------------------------------------------------------------
+# gcc builds the bundled SQLite; pkg-config and ca-certificates serve the TLS stack.
+apt_pkgs=()
+command -v cc >/dev/null || apt_pkgs+=(gcc)
+command -v pkg-config >/dev/null || apt_pkgs+=(pkg-config)
+[ -e /etc/ssl/certs/ca-certificates.crt ] || apt_pkgs+=(ca-certificates)
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  log "installing ${apt_pkgs[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${apt_pkgs[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# --- the corpus of real files -------------------------------------------------------
+if [ -z "${RUNCONVERT_CORPUS:-}" ]; then
+  if [ -d "$root/../shared/bench/corpus/images" ]; then
+    export RUNCONVERT_CORPUS="$root/../shared/bench/corpus"
+  else
+    log "no ../shared/bench/corpus: the tests need it (it comes with the project's shared folder)"
+    exit 1
+  fi
+fi
+
+# --- checks and tests -------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo build"
+cargo build --workspace --all-targets --locked
+log "cargo test"
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
