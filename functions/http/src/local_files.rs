@@ -110,7 +110,8 @@ fn check_expiry(expires: &str) -> HttpResult<()> {
     let exp: i64 = expires
         .parse()
         .map_err(|_| forbidden("the link's expiry is not valid"))?;
-    if exp < Timestamp::now().seconds() {
+    // Expiry is in whole seconds, rounded down from the deadline: expired from that second on.
+    if Timestamp::now().millis() >= exp.saturating_mul(1000) {
         return Err(forbidden("this link has expired"));
     }
     Ok(())
