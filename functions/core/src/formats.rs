@@ -79,6 +79,18 @@ pub const KNOWN_FORMATS: &[FormatInfo] = &[
         group: "archive",
         mime_type: "application/zip",
     },
+    FormatInfo {
+        name: "tar",
+        aliases: &[],
+        group: "archive",
+        mime_type: "application/x-tar",
+    },
+    FormatInfo {
+        name: "tar.gz",
+        aliases: &["tgz"],
+        group: "archive",
+        mime_type: "application/gzip",
+    },
 ];
 
 /// The canonical name of a format (`JPEG` → `jpg`), if the project knows it.
@@ -92,6 +104,9 @@ pub fn canonical_format(name: &str) -> Option<&'static str> {
 
 /// The format a file name's extension names, if known.
 pub fn format_of_filename(filename: &str) -> Option<&'static str> {
+    if filename.to_ascii_lowercase().ends_with(".tar.gz") {
+        return Some("tar.gz");
+    }
     let (_, ext) = filename.rsplit_once('.')?;
     canonical_format(ext)
 }
@@ -223,6 +238,9 @@ impl Capability {
     }
 }
 
+/// The input format of a capability that takes any file (archive).
+pub const ANY: &str = "*";
+
 /// What this build can do: available operations and their format pairs.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
@@ -282,7 +300,7 @@ impl Registry {
     ) -> impl Iterator<Item = &'a Capability> + 'a {
         self.capabilities.iter().filter(move |c| {
             operation.is_none_or(|o| c.operation == o)
-                && input_format.is_none_or(|f| c.input_format == f)
+                && input_format.is_none_or(|f| c.input_format == f || c.input_format == ANY)
                 && output_format.is_none_or(|f| c.output_format == f)
         })
     }
@@ -296,7 +314,7 @@ impl Registry {
         output_format: &'a str,
         engine: Option<&str>,
     ) -> Result<&'a Capability, String> {
-        let input = canonical_format(input_format).unwrap_or(input_format);
+        let input = if input_format == ANY { ANY } else { canonical_format(input_format).unwrap_or(input_format) };
         let output = canonical_format(output_format).unwrap_or(output_format);
         let mut pair = self.query(Some(operation), Some(input), Some(output)).peekable();
         if pair.peek().is_none() {
@@ -308,9 +326,10 @@ impl Registry {
                 format!("{operation} from {input} is not supported by this server")
             } else {
                 let mut outputs = outputs;
+                outputs.sort();
                 outputs.dedup();
                 format!(
-                    "{operation} from {input} to {output} is not supported; {input} converts to: {}",
+                    "{operation} from {input} to {output} is not supported; from {input} it gives: {}",
                     outputs.join(", ")
                 )
             });
@@ -357,6 +376,8 @@ mod tests {
         assert_eq!(canonical_format(".tif"), Some("tiff"));
         assert_eq!(canonical_format("xyz"), None);
         assert_eq!(format_of_filename("a.b.JPG"), Some("jpg"));
+        assert_eq!(format_of_filename("x.tar.gz"), Some("tar.gz"));
+        assert_eq!(canonical_format("tgz"), Some("tar.gz"));
     }
 
     #[test]
@@ -364,7 +385,7 @@ mod tests {
         let r = reg();
         assert!(r.find("convert", "jpeg", "png", None).is_ok());
         let e = r.find("convert", "jpg", "gif", None).unwrap_err();
-        assert!(e.contains("jpg converts to: png"), "{e}");
+        assert!(e.contains("from jpg it gives: png"), "{e}");
         let e = r.find("convert", "jpg", "png", Some("magick")).unwrap_err();
         assert!(e.contains("available: image"), "{e}");
         assert_eq!(r.formats().iter().map(|f| f.name).collect::<Vec<_>>(), ["jpg", "png"]);

@@ -405,29 +405,115 @@ fn output_format_of(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>) -> Opti
     }
 }
 
+/// The format, engine and options fields of a processing task.
+struct ProcessFields<'a> {
+    operation: &'static str,
+    input_format: Option<&'a str>,
+    /// `None`: the same as the input's.
+    output_format: Option<&'a str>,
+    engine: Option<&'a str>,
+    options: &'a Map<String, Value>,
+}
+
+fn process_fields(op: &Operation) -> Option<ProcessFields<'_>> {
+    Some(match op {
+        Operation::Convert(c) => ProcessFields {
+            operation: "convert",
+            input_format: c.input_format.as_deref(),
+            output_format: Some(&c.output_format),
+            engine: c.engine.as_deref(),
+            options: &c.options,
+        },
+        Operation::Thumbnail(t) => ProcessFields {
+            operation: "thumbnail",
+            input_format: t.input_format.as_deref(),
+            output_format: Some(t.output_format.as_deref().unwrap_or("png")),
+            engine: t.engine.as_deref(),
+            options: &t.options,
+        },
+        Operation::Merge(m) => ProcessFields {
+            operation: "merge",
+            input_format: None,
+            output_format: Some(&m.output_format),
+            engine: m.engine.as_deref(),
+            options: &m.options,
+        },
+        Operation::Archive(a) => ProcessFields {
+            operation: "archive",
+            input_format: Some(crate::formats::ANY),
+            output_format: Some(&a.output_format),
+            engine: None,
+            options: &a.options,
+        },
+        Operation::Compress(c) => ProcessFields {
+            operation: "compress",
+            input_format: c.input_format.as_deref(),
+            output_format: c.output_format.as_deref(),
+            engine: c.engine.as_deref(),
+            options: &c.options,
+        },
+        Operation::Watermark(w) => ProcessFields {
+            operation: "watermark",
+            input_format: w.input_format.as_deref(),
+            output_format: None,
+            engine: w.engine.as_deref(),
+            options: &w.options,
+        },
+        _ => return None,
+    })
+}
+
+fn sorted_unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = items.collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 fn check_formats(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>, registry: &Registry, errs: &mut Errors) {
     let field = format!("tasks.{}", spec.name);
-    let Operation::Convert(c) = &spec.operation else { return };
-    let Some(output) =
-        canonical_format(&c.output_format).filter(|f| registry.query(Some("convert"), None, Some(f)).next().is_some())
-    else {
-        let mut outputs: Vec<_> = registry
-            .query(Some("convert"), None, None)
-            .map(|c| c.output_format)
-            .collect();
-        outputs.sort();
-        outputs.dedup();
-        errs.add(
-            format!("{field}.output_format"),
-            format!(
-                "cannot convert to {:?} on this server; output formats: {}",
-                c.output_format,
-                outputs.join(", ")
-            ),
-        );
-        return;
+    if let Operation::Watermark(w) = &spec.operation {
+        let image = w.options.get("image").and_then(Value::as_str);
+        if w.text.as_deref().unwrap_or("").is_empty() && image.is_none() {
+            errs.add(format!("{field}.text"), "a watermark needs `text` or the `image` option");
+        }
+        if let Some(task) = image {
+            if !spec.input.iter().any(|i| i == task) {
+                errs.add(format!("{field}.options.image"), format!("names {task:?}, which is not one of this task's inputs"));
+            }
+        }
+    }
+    let Some(p) = process_fields(&spec.operation) else { return };
+    let op = p.operation;
+    let output = match p.output_format {
+        Some(o) => {
+            let canonical = if op == "archive" { Some(o.trim()).filter(|o| !o.is_empty()) } else { canonical_format(o) };
+            match canonical.filter(|f| registry.query(Some(op), None, Some(canonical_format(f).unwrap_or(f))).next().is_some()) {
+                Some(f) => Some(canonical_format(f).unwrap_or(f)),
+                None => {
+                    let outputs = sorted_unique(registry.query(Some(op), None, None).map(|c| c.output_format));
+                    errs.add(
+                        format!("{field}.output_format"),
+                        format!("{op} cannot make {o:?} on this server; it makes: {}", outputs.join(", ")),
+                    );
+                    return;
+                }
+            }
+        }
+        None => None,
     };
-    let input = match &c.input_format {
+    if let Some(engine) = p.engine {
+        if registry.query(Some(op), None, output).all(|c| c.engine != engine) {
+            let engines = sorted_unique(registry.query(Some(op), None, output).map(|c| c.engine));
+            errs.add(
+                format!("{field}.engine"),
+                format!("{op} has no engine {engine:?} on this server; available: {}", engines.join(", ")),
+            );
+            return;
+        }
+    }
+    let input = match p.input_format {
+        Some(crate::formats::ANY) => Some(crate::formats::ANY),
         Some(f) => match canonical_format(f) {
             Some(f) => Some(f),
             None => {
@@ -435,28 +521,37 @@ fn check_formats(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>, registry: 
                 return;
             }
         },
-        None if spec.input.len() == 1 => output_format_of(&specs[&spec.input[0]], specs),
+        None if spec.input.len() == 1 && op != "merge" => output_format_of(&specs[&spec.input[0]], specs),
         None => None,
     };
+    if op == "merge" {
+        for name in &spec.input {
+            if let Some(f) = output_format_of(&specs[name], specs) {
+                if registry.find(op, f, output.unwrap_or("pdf"), p.engine).is_err() {
+                    let takes = sorted_unique(registry.query(Some(op), None, None).map(|c| c.input_format));
+                    errs.add(format!("{field}.input"), format!("{name} gives {f}; merge takes: {}", takes.join(", ")));
+                }
+            }
+        }
+    }
     match input {
-        Some(input) => match registry.find("convert", input, output, c.engine.as_deref()) {
+        Some(input) if op != "merge" => match registry.find(op, input, output.unwrap_or(input), p.engine) {
             Ok(cap) => {
-                for (name, msg) in cap.check_options(&c.options) {
+                for (name, msg) in cap.check_options(p.options) {
                     errs.add(format!("{field}.options.{name}"), msg);
                 }
             }
             Err(msg) => errs.add(format!("{field}.output_format"), msg),
         },
-        // The input format is known only once the file is there; check what can be checked.
-        None => {
-            if let Some(engine) = &c.engine {
-                if registry
-                    .query(Some("convert"), None, Some(output))
-                    .all(|cap| cap.engine != engine)
-                {
+        // The input format is known only once the file is there: options must at least
+        // be known to some engine of the operation.
+        _ => {
+            let known: Vec<&str> = registry.query(Some(op), None, output).flat_map(|c| c.options.iter().map(|o| o.name)).collect();
+            for name in p.options.keys() {
+                if !known.contains(&name.as_str()) {
                     errs.add(
-                        format!("{field}.engine"),
-                        format!("no engine {engine:?} converts to {output}"),
+                        format!("{field}.options.{name}"),
+                        format!("unknown option; {op} takes: {}", sorted_unique(known.iter().copied()).join(", ")),
                     );
                 }
             }
@@ -592,7 +687,7 @@ mod tests {
             }}),
             "tasks.c.output_format",
         );
-        assert!(m.contains("png converts to: jpg"), "{m}");
+        assert!(m.contains("from png it gives: jpg"), "{m}");
         let m = field_error(
             json!({"tasks": {
                 "i": {"operation": "import/upload", "filename": "x.jpg"},
@@ -605,7 +700,7 @@ mod tests {
             json!({"tasks": {"i": {"operation": "import/upload"}, "c": {"operation": "convert", "input": "i", "output_format": "docx"}}}),
             "tasks.c.output_format",
         );
-        assert!(m.contains("cannot convert to"), "{m}");
+        assert!(m.contains("convert cannot make"), "{m}");
         // Unknown input format until the file arrives: accepted now, checked when it runs.
         assert!(check(json!({"tasks": {"i": {"operation": "import/upload"}, "c": {"operation": "convert", "input": "i", "output_format": "png"}}})).is_ok());
     }

@@ -1,29 +1,68 @@
 //! RunConvert's operations as plain functions over files in a work directory.
 //!
-//! No HTTP, no database, no cloud SDK: the embedded executor and the per-operation
-//! Lambdas call the very same functions. Each engine registers what it can do in the
-//! core [`Registry`], which is what the API reports and the worker consults.
+//! No HTTP, no database, no cloud SDK: the embedded executor, the `runconvert` command
+//! line and the per-operation Lambdas call the very same functions. Each engine
+//! registers what it can do in the core [`Registry`], which is what the API reports and
+//! what [`process::run`] consults.
+//!
+//! - [`raster`]: decode, resize, encode raster images (the `image` crate, libwebp).
+//! - [`pdf`]: merge, images → PDF, compress, watermark (lopdf).
+//! - [`archive`]: zip, tar, tar.gz.
+//! - [`watermark`]: text and image overlays (the bundled DejaVu Sans font).
+//! - [`tools`]: external programs (Poppler's pdftoppm), supervised with a timeout.
+//! - [`process`]: one entry point for every processing operation.
 
+pub mod archive;
+pub mod detect;
+pub mod pdf;
+pub mod process;
 pub mod raster;
+pub mod tools;
+pub mod watermark;
 
+use runconvert_core::error::codes;
 use runconvert_core::formats::Registry;
+use runconvert_core::TaskError;
+use std::time::Duration;
 
 /// Limits every engine honours.
 #[derive(Debug, Clone)]
 pub struct EngineLimits {
     /// Largest image (width × height) an engine will decode.
     pub max_pixels: u64,
+    /// Most pages a PDF may have.
+    pub max_pages: u32,
+    /// How long an external program may run.
+    pub tool_timeout: Duration,
 }
 
 impl Default for EngineLimits {
     fn default() -> Self {
         EngineLimits {
             max_pixels: 150_000_000,
+            max_pages: 2_000,
+            tool_timeout: Duration::from_secs(300),
         }
     }
 }
 
-/// Registers every engine this build has.
+impl EngineLimits {
+    pub fn check_pixels(&self, display_name: &str, w: u32, h: u32) -> Result<(), TaskError> {
+        let pixels = w as u64 * h as u64;
+        if pixels > self.max_pixels {
+            return Err(TaskError::new(
+                codes::LIMIT_EXCEEDED,
+                format!(
+                    "{display_name} is {w}×{h} ({pixels} pixels); this server decodes at most {} pixels",
+                    self.max_pixels
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Registers every engine this build has (tool-backed ones only where the tool is found).
 pub fn register_all(registry: &mut Registry) {
-    raster::register(registry);
+    process::register(registry);
 }

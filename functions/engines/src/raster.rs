@@ -1,18 +1,19 @@
-//! Raster images with the `image` crate: jpg, png, gif, webp, bmp, tiff, ico, in and out,
-//! with resizing.
+//! Raster images: jpg, png, gif, webp, bmp, tiff, ico in and out; resizing with a SIMD
+//! resizer; JPEG decoding at reduced size (DCT scaling) when the output is much smaller.
 
+use crate::detect::sniff;
 use crate::EngineLimits;
+use fast_image_resize::{FilterType as RsFilter, ResizeAlg, ResizeOptions, Resizer};
 use image::codecs::jpeg::JpegEncoder;
-use image::codecs::webp::WebPEncoder;
-use image::imageops::FilterType;
+use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
 use image::{DynamicImage, ImageFormat, ImageReader};
 use runconvert_core::error::codes;
-use runconvert_core::formats::{Capability, OptionSpec, OptionType, Registry};
+use runconvert_core::formats::{OptionSpec, OptionType};
 use runconvert_core::ops::EngineOptions;
 use runconvert_core::TaskError;
 use serde_json::json;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 
 pub const ENGINE: &str = "image";
@@ -21,9 +22,9 @@ pub const ENGINE_VERSION: &str = "0.25";
 /// The raster formats this engine reads and writes.
 pub const FORMATS: &[&str] = &["jpg", "png", "gif", "webp", "bmp", "tiff", "ico"];
 
-const FITS: &[&str] = &["max", "crop", "scale", "upscale"];
+pub const FITS: &[&str] = &["max", "crop", "scale", "upscale"];
 
-fn options() -> Vec<OptionSpec> {
+pub fn size_options(fits: &'static [&'static str]) -> Vec<OptionSpec> {
     vec![
         OptionSpec {
             name: "width",
@@ -39,34 +40,45 @@ fn options() -> Vec<OptionSpec> {
         },
         OptionSpec {
             name: "fit",
-            kind: OptionType::Enum(FITS),
+            kind: OptionType::Enum(fits),
             default: Some(json!("max")),
             description: "max: fit inside width × height, keeping the aspect ratio, never enlarging; \
                 upscale: the same, enlarging if needed; scale: exactly width × height, stretching; \
                 crop: cover width × height and cut the overflow from the centre.",
         },
-        OptionSpec {
-            name: "quality",
-            kind: OptionType::Integer { min: 1, max: 100 },
-            default: Some(json!(85)),
-            description: "JPEG quality (other formats here are lossless and ignore it).",
-        },
     ]
 }
 
-pub fn register(registry: &mut Registry) {
-    for input in FORMATS {
-        for output in FORMATS {
-            registry.add(Capability {
-                operation: "convert",
-                input_format: input,
-                output_format: output,
-                engine: ENGINE,
-                engine_version: ENGINE_VERSION.to_string(),
-                options: options(),
-            });
-        }
+pub fn quality_option(default: u8) -> OptionSpec {
+    OptionSpec {
+        name: "quality",
+        kind: OptionType::Integer { min: 1, max: 100 },
+        default: Some(json!(default)),
+        description: "Quality of lossy output (JPEG, WebP): 1 (smallest) to 100 (best).",
     }
+}
+
+pub fn lossless_option() -> OptionSpec {
+    OptionSpec {
+        name: "lossless",
+        kind: OptionType::Boolean,
+        default: Some(json!(false)),
+        description: "WebP: encode losslessly (quality is then ignored).",
+    }
+}
+
+/// The options of a raster → raster conversion to `output`.
+pub fn convert_options(output: &str) -> Vec<OptionSpec> {
+    let mut o = size_options(FITS);
+    match output {
+        "jpg" => o.push(quality_option(85)),
+        "webp" => {
+            o.push(quality_option(80));
+            o.push(lossless_option());
+        }
+        _ => {}
+    }
+    o
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +94,9 @@ pub struct ImageOptions {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub fit: Fit,
-    pub quality: u8,
+    /// `None`: the format's default.
+    pub quality: Option<u8>,
+    pub lossless: bool,
 }
 
 impl Default for ImageOptions {
@@ -91,56 +105,49 @@ impl Default for ImageOptions {
             width: None,
             height: None,
             fit: Fit::Max,
-            quality: 85,
+            quality: None,
+            lossless: false,
         }
     }
 }
 
+fn bad_option(msg: String) -> TaskError {
+    TaskError::new(codes::INVALID_DATA, msg)
+}
+
+/// Reads an integer option within a range.
+pub fn int_option(o: &EngineOptions, name: &str, min: i64, max: i64) -> Result<Option<i64>, TaskError> {
+    match o.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .filter(|n| (min..=max).contains(n))
+            .map(Some)
+            .ok_or_else(|| bad_option(format!("option {name} must be a whole number from {min} to {max}"))),
+    }
+}
+
 impl ImageOptions {
-    /// Reads the `options` of a convert task (already checked against [`options`]).
+    /// Reads `width`, `height`, `fit`, `quality`, `lossless` from task options.
     pub fn from_options(o: &EngineOptions) -> Result<Self, TaskError> {
-        let dim = |name: &str| -> Result<Option<u32>, TaskError> {
-            match o.get(name) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| (1..=30_000).contains(n))
-                    .map(|n| Some(n as u32))
-                    .ok_or_else(|| {
-                        TaskError::new(codes::INVALID_DATA, format!("option {name} must be from 1 to 30000"))
-                    }),
-            }
-        };
         let fit = match o.get("fit").and_then(|v| v.as_str()) {
             None | Some("max") => Fit::Max,
             Some("crop") => Fit::Crop,
             Some("scale") => Fit::Scale,
             Some("upscale") => Fit::Upscale,
-            Some(other) => {
-                return Err(TaskError::new(
-                    codes::INVALID_DATA,
-                    format!("option fit must be one of {}, got {other:?}", FITS.join(", ")),
-                ))
-            }
-        };
-        let quality = match o.get("quality") {
-            None => 85,
-            Some(v) => v
-                .as_u64()
-                .filter(|q| (1..=100).contains(q))
-                .ok_or_else(|| TaskError::new(codes::INVALID_DATA, "option quality must be from 1 to 100"))?
-                as u8,
+            Some(other) => return Err(bad_option(format!("option fit must be one of {}, got {other:?}", FITS.join(", ")))),
         };
         Ok(ImageOptions {
-            width: dim("width")?,
-            height: dim("height")?,
+            width: int_option(o, "width", 1, 30_000)?.map(|n| n as u32),
+            height: int_option(o, "height", 1, 30_000)?.map(|n| n as u32),
             fit,
-            quality,
+            quality: int_option(o, "quality", 1, 100)?.map(|n| n as u8),
+            lossless: o.get("lossless").and_then(|v| v.as_bool()).unwrap_or(false),
         })
     }
 }
 
-fn image_format(name: &str) -> Option<ImageFormat> {
+pub fn image_format(name: &str) -> Option<ImageFormat> {
     Some(match name {
         "jpg" => ImageFormat::Jpeg,
         "png" => ImageFormat::Png,
@@ -153,117 +160,92 @@ fn image_format(name: &str) -> Option<ImageFormat> {
     })
 }
 
-fn format_name(f: ImageFormat) -> &'static str {
-    match f {
-        ImageFormat::Jpeg => "jpg",
-        ImageFormat::Png => "png",
-        ImageFormat::Gif => "gif",
-        ImageFormat::WebP => "webp",
-        ImageFormat::Bmp => "bmp",
-        ImageFormat::Tiff => "tiff",
-        ImageFormat::Ico => "ico",
-        ImageFormat::Avif => "avif",
-        ImageFormat::Pnm => "pnm",
-        ImageFormat::Tga => "tga",
-        ImageFormat::Dds => "dds",
-        ImageFormat::Hdr => "hdr",
-        ImageFormat::OpenExr => "exr",
-        ImageFormat::Farbfeld => "farbfeld",
-        ImageFormat::Qoi => "qoi",
-        _ => "another image format",
-    }
-}
-
-/// What a file's first bytes say it is, among the raster formats; `None` if not an image.
-pub fn sniff(path: &Path) -> std::io::Result<Option<&'static str>> {
-    let mut head = [0u8; 64];
-    let mut f = File::open(path)?;
-    let mut n = 0;
-    while n < head.len() {
-        let read = f.read(&mut head[n..])?;
-        if read == 0 {
-            break;
-        }
-        n += read;
-    }
-    Ok(image::guess_format(&head[..n]).ok().map(format_name))
-}
-
 fn invalid(msg: impl Into<String>) -> TaskError {
     TaskError::new(codes::INVALID_FILE, msg)
 }
 
-/// Converts `input` (said to be `input_format`) to `output` in `output_format`.
-/// `display_name` is the input's file name, for messages.
-pub fn convert(
-    input: &Path,
-    display_name: &str,
-    input_format: &str,
-    output: &Path,
-    output_format: &str,
-    opts: &ImageOptions,
-    limits: &EngineLimits,
-) -> Result<(), TaskError> {
-    let io = |e: std::io::Error| TaskError::new(codes::PROCESSING_FAILED, format!("reading {display_name}: {e}"));
-    let real = sniff(input).map_err(io)?;
-    match real {
-        None => {
-            return Err(invalid(format!(
-                "{display_name} is not a {input_format} image: its content is not an image this server reads"
-            )))
-        }
-        Some(real) if real != input_format => {
-            return Err(invalid(format!(
-                "{display_name} is said to be {input_format} but its content is {real}"
-            )))
-        }
-        Some(_) => {}
-    }
-    let in_fmt = image_format(input_format)
-        .ok_or_else(|| TaskError::new(codes::UNSUPPORTED_CONVERSION, format!("cannot read {input_format}")))?;
-    let out_fmt = image_format(output_format)
-        .ok_or_else(|| TaskError::new(codes::UNSUPPORTED_CONVERSION, format!("cannot write {output_format}")))?;
+fn io_error(what: &str, e: impl std::fmt::Display) -> TaskError {
+    TaskError::new(codes::PROCESSING_FAILED, format!("{what}: {e}"))
+}
 
-    let open = || -> Result<ImageReader<BufReader<File>>, TaskError> {
-        let mut r = ImageReader::new(BufReader::new(File::open(input).map_err(io)?));
-        r.set_format(in_fmt);
-        Ok(r)
-    };
-    // The header first: refuse what is too large before allocating for it.
-    let (w, h) = open()?
-        .into_dimensions()
-        .map_err(|e| invalid(format!("{display_name} is not a valid {input_format} image: {e}")))?;
-    let pixels = w as u64 * h as u64;
-    if pixels > limits.max_pixels {
-        return Err(TaskError::new(
-            codes::LIMIT_EXCEEDED,
-            format!(
-                "{display_name} is {w}×{h} ({pixels} pixels); this server decodes at most {} pixels",
-                limits.max_pixels
-            ),
-        ));
+/// Checks that `path` really is `format`; the message names `display_name`.
+pub fn check_format(path: &Path, display_name: &str, format: &str) -> Result<(), TaskError> {
+    match sniff(path).map_err(|e| io_error(&format!("reading {display_name}"), e))? {
+        None => Err(invalid(format!(
+            "{display_name} is not a {format} file: its content is not a format this server reads"
+        ))),
+        Some(real) if real != format => Err(invalid(format!("{display_name} is said to be {format} but its content is {real}"))),
+        Some(_) => Ok(()),
     }
-    let mut reader = open()?;
+}
+
+/// Width and height from the header, refused when over the pixel limit.
+pub fn dimensions(path: &Path, display_name: &str, format: &str, limits: &EngineLimits) -> Result<(u32, u32), TaskError> {
+    let fmt = image_format(format)
+        .ok_or_else(|| TaskError::new(codes::UNSUPPORTED_CONVERSION, format!("cannot read {format} images")))?;
+    let mut r = ImageReader::new(BufReader::new(File::open(path).map_err(|e| io_error("reading the input", e))?));
+    r.set_format(fmt);
+    let (w, h) = r
+        .into_dimensions()
+        .map_err(|e| invalid(format!("{display_name} is not a valid {format} image: {e}")))?;
+    limits.check_pixels(display_name, w, h)?;
+    Ok((w, h))
+}
+
+/// Decodes an image (after checking its real format and size). With `target`, a JPEG
+/// is decoded at the smallest DCT scale (1/8 .. 1) still at least that large.
+pub fn decode(
+    path: &Path,
+    display_name: &str,
+    format: &str,
+    limits: &EngineLimits,
+    target: Option<(u32, u32)>,
+) -> Result<DynamicImage, TaskError> {
+    check_format(path, display_name, format)?;
+    let (w, h) = dimensions(path, display_name, format, limits)?;
+    if format == "jpg" {
+        if let Some((tw, th)) = target {
+            if tw.saturating_mul(2) <= w && th.saturating_mul(2) <= h {
+                if let Some(img) = decode_jpeg_scaled(path, tw, th) {
+                    return Ok(img);
+                }
+            }
+        }
+    }
+    let mut reader = ImageReader::new(BufReader::new(File::open(path).map_err(|e| io_error("reading the input", e))?));
+    reader.set_format(image_format(format).expect("checked by dimensions"));
     let mut decode_limits = image::Limits::default();
     decode_limits.max_image_width = Some(w);
     decode_limits.max_image_height = Some(h);
     decode_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
     reader.limits(decode_limits);
-    let img = reader
+    reader
         .decode()
-        .map_err(|e| invalid(format!("{display_name} could not be decoded as {input_format}: {e}")))?;
-
-    let img = resize(img, opts, out_fmt);
-    write(&img, output, out_fmt, opts.quality)
-        .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("writing {output_format}: {e}")))
+        .map_err(|e| invalid(format!("{display_name} could not be decoded as {format}: {e}")))
 }
 
-/// The output size for an input of `w × h` under `opts`.
-pub fn target_size(w: u32, h: u32, opts: &ImageOptions) -> (u32, u32) {
+/// JPEG decoding with DCT scaling; `None` if this decoder cannot (the caller falls back).
+fn decode_jpeg_scaled(path: &Path, tw: u32, th: u32) -> Option<DynamicImage> {
+    let file = File::open(path).ok()?;
+    let mut d = jpeg_decoder::Decoder::new(BufReader::new(file));
+    d.read_info().ok()?;
+    let (w, h) = d.scale(tw.min(u16::MAX as u32) as u16, th.min(u16::MAX as u32) as u16).ok()?;
+    let info = d.info()?;
+    let pixels = d.decode().ok()?;
+    let (w, h) = (w as u32, h as u32);
+    match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8),
+        jpeg_decoder::PixelFormat::L8 => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
+        _ => None,
+    }
+}
+
+/// The output size for an input of `w × h`.
+pub fn target_size(w: u32, h: u32, width: Option<u32>, height: Option<u32>, fit: Fit) -> (u32, u32) {
     let (w64, h64) = (w as f64, h as f64);
-    let proportional = |tw: Option<u32>, th: Option<u32>, allow_up: bool| -> (u32, u32) {
-        let sx = tw.map(|t| t as f64 / w64);
-        let sy = th.map(|t| t as f64 / h64);
+    let proportional = |allow_up: bool| -> (u32, u32) {
+        let sx = width.map(|t| t as f64 / w64);
+        let sy = height.map(|t| t as f64 / h64);
         let mut s = match (sx, sy) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
@@ -274,72 +256,111 @@ pub fn target_size(w: u32, h: u32, opts: &ImageOptions) -> (u32, u32) {
         }
         (((w64 * s).round() as u32).max(1), ((h64 * s).round() as u32).max(1))
     };
-    match (opts.fit, opts.width, opts.height) {
+    match (fit, width, height) {
         (_, None, None) => (w, h),
-        (Fit::Max, tw, th) => proportional(tw, th, false),
-        (Fit::Upscale, tw, th) => proportional(tw, th, true),
+        (Fit::Max, _, _) => proportional(false),
+        (Fit::Upscale, _, _) => proportional(true),
         (Fit::Scale | Fit::Crop, Some(tw), Some(th)) => (tw, th),
-        (Fit::Scale | Fit::Crop, tw, th) => proportional(tw, th, true),
+        (Fit::Scale | Fit::Crop, _, _) => proportional(true),
     }
 }
 
-fn resize(img: DynamicImage, opts: &ImageOptions, out: ImageFormat) -> DynamicImage {
-    let (w, h) = (img.width(), img.height());
-    let (tw, th) = target_size(w, h, opts);
-    let mut img = if (tw, th) == (w, h) {
-        img
-    } else {
-        match opts.fit {
-            Fit::Crop => img.resize_to_fill(tw, th, FilterType::CatmullRom),
-            Fit::Scale => img.resize_exact(tw, th, FilterType::CatmullRom),
-            Fit::Max | Fit::Upscale => img.resize_exact(tw, th, FilterType::CatmullRom),
+/// Resizes to exactly `tw × th` (Lanczos3, SIMD); with `crop`, covers and cuts the centre.
+pub fn resize_exact(img: &DynamicImage, tw: u32, th: u32, crop: bool) -> Result<DynamicImage, TaskError> {
+    if (img.width(), img.height()) == (tw, th) {
+        return Ok(img.clone());
+    }
+    // The resizer handles 8-bit gray, gray+alpha, RGB and RGBA; anything else goes through RGBA.
+    let src: std::borrow::Cow<DynamicImage> = match img {
+        DynamicImage::ImageLuma8(_) | DynamicImage::ImageLumaA8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) => {
+            std::borrow::Cow::Borrowed(img)
         }
+        other if other.color().has_alpha() => std::borrow::Cow::Owned(DynamicImage::ImageRgba8(other.to_rgba8())),
+        other => std::borrow::Cow::Owned(DynamicImage::ImageRgb8(other.to_rgb8())),
     };
-    // An icon holds at most 256 × 256.
-    if out == ImageFormat::Ico && (img.width() > 256 || img.height() > 256) {
-        img = img.resize(256, 256, FilterType::CatmullRom);
+    let mut dst = match src.as_ref() {
+        DynamicImage::ImageLuma8(_) => DynamicImage::ImageLuma8(image::GrayImage::new(tw, th)),
+        DynamicImage::ImageLumaA8(_) => DynamicImage::ImageLumaA8(image::GrayAlphaImage::new(tw, th)),
+        DynamicImage::ImageRgb8(_) => DynamicImage::ImageRgb8(image::RgbImage::new(tw, th)),
+        _ => DynamicImage::ImageRgba8(image::RgbaImage::new(tw, th)),
+    };
+    let mut opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(RsFilter::Lanczos3));
+    if crop {
+        opts = opts.fit_into_destination(Some((0.5, 0.5)));
     }
-    img
+    Resizer::new()
+        .resize(src.as_ref(), &mut dst, &opts)
+        .map_err(|e| io_error("resizing", e))?;
+    Ok(dst)
 }
 
-fn write(img: &DynamicImage, output: &Path, fmt: ImageFormat, quality: u8) -> image::ImageResult<()> {
-    let mut out = BufWriter::new(File::create(output)?);
-    match fmt {
-        ImageFormat::Jpeg => {
+/// Applies `width`, `height` and `fit`.
+pub fn resize(img: DynamicImage, opts: &ImageOptions) -> Result<DynamicImage, TaskError> {
+    let (tw, th) = target_size(img.width(), img.height(), opts.width, opts.height, opts.fit);
+    if (tw, th) == (img.width(), img.height()) {
+        return Ok(img);
+    }
+    resize_exact(&img, tw, th, opts.fit == Fit::Crop)
+}
+
+/// Writes `img` as `format`.
+pub fn encode(img: &DynamicImage, output: &Path, format: &str, quality: Option<u8>, lossless: bool) -> Result<(), TaskError> {
+    let fail = |e: &dyn std::fmt::Display| io_error(&format!("writing {format}"), e);
+    let mut out = BufWriter::new(File::create(output).map_err(|e| fail(&e))?);
+    let result: image::ImageResult<()> = match format {
+        "jpg" => {
+            let q = quality.unwrap_or(85);
             // JPEG has no alpha: flatten onto white.
-            let rgb = if img.color().has_alpha() {
-                flatten_on_white(img)
+            if img.color().has_alpha() {
+                JpegEncoder::new_with_quality(&mut out, q).encode_image(&flatten_on_white(img))
+            } else if let DynamicImage::ImageLuma8(g) = img {
+                JpegEncoder::new_with_quality(&mut out, q).encode_image(g)
             } else {
-                img.to_rgb8()
-            };
-            JpegEncoder::new_with_quality(&mut out, quality).encode_image(&rgb)?;
+                JpegEncoder::new_with_quality(&mut out, q).encode_image(&img.to_rgb8())
+            }
         }
-        ImageFormat::WebP => {
-            let rgba = img.to_rgba8();
-            WebPEncoder::new_lossless(&mut out).encode(
-                rgba.as_raw(),
-                rgba.width(),
-                rgba.height(),
-                image::ExtendedColorType::Rgba8,
-            )?;
-        }
-        ImageFormat::Gif | ImageFormat::Ico => DynamicImage::ImageRgba8(img.to_rgba8()).write_to(&mut out, fmt)?,
-        ImageFormat::Bmp => {
-            let converted = if img.color().has_alpha() {
-                DynamicImage::ImageRgba8(img.to_rgba8())
+        "webp" => {
+            let (w, h) = (img.width(), img.height());
+            let mem = if img.color().has_alpha() {
+                let rgba = img.to_rgba8();
+                let enc = webp::Encoder::from_rgba(rgba.as_raw(), w, h);
+                if lossless { enc.encode_lossless() } else { enc.encode(quality.unwrap_or(80) as f32) }
             } else {
-                DynamicImage::ImageRgb8(img.to_rgb8())
+                let rgb = img.to_rgb8();
+                let enc = webp::Encoder::from_rgb(rgb.as_raw(), w, h);
+                if lossless { enc.encode_lossless() } else { enc.encode(quality.unwrap_or(80) as f32) }
             };
-            converted.write_to(&mut out, fmt)?
+            out.write_all(&mem).map_err(image::ImageError::IoError)
         }
-        _ => img.write_to(&mut out, fmt)?,
-    }
-    use std::io::Write;
-    out.flush()?;
-    Ok(())
+        "png" => {
+            let enc = PngEncoder::new_with_quality(&mut out, CompressionType::Default, PngFilter::Adaptive);
+            img.write_with_encoder(enc)
+        }
+        "ico" => {
+            let icon = if img.width() > 256 || img.height() > 256 {
+                let (w, h) = target_size(img.width(), img.height(), Some(256), Some(256), Fit::Max);
+                resize_exact(img, w, h, false)?
+            } else {
+                img.clone()
+            };
+            DynamicImage::ImageRgba8(icon.to_rgba8()).write_to(&mut out, ImageFormat::Ico)
+        }
+        "gif" => DynamicImage::ImageRgba8(img.to_rgba8()).write_to(&mut out, ImageFormat::Gif),
+        "bmp" => {
+            if img.color().has_alpha() {
+                DynamicImage::ImageRgba8(img.to_rgba8()).write_to(&mut out, ImageFormat::Bmp)
+            } else {
+                DynamicImage::ImageRgb8(img.to_rgb8()).write_to(&mut out, ImageFormat::Bmp)
+            }
+        }
+        "tiff" => img.write_to(&mut out, ImageFormat::Tiff),
+        other => return Err(TaskError::new(codes::UNSUPPORTED_CONVERSION, format!("cannot write {other} images"))),
+    };
+    result.map_err(|e| fail(&e))?;
+    out.flush().map_err(|e| fail(&e))
 }
 
-fn flatten_on_white(img: &DynamicImage) -> image::RgbImage {
+pub fn flatten_on_white(img: &DynamicImage) -> image::RgbImage {
     let rgba = img.to_rgba8();
     image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
         let p = rgba.get_pixel(x, y).0;
@@ -349,40 +370,60 @@ fn flatten_on_white(img: &DynamicImage) -> image::RgbImage {
     })
 }
 
+/// The size to decode at for the given options (for reduced JPEG decoding).
+fn decode_target(w: u32, h: u32, opts: &ImageOptions) -> Option<(u32, u32)> {
+    if opts.width.is_none() && opts.height.is_none() {
+        return None;
+    }
+    let (tw, th) = target_size(w, h, opts.width, opts.height, opts.fit);
+    if opts.fit == Fit::Crop {
+        // Covering needs the larger of the two scales.
+        let s = (tw as f64 / w as f64).max(th as f64 / h as f64);
+        return Some(((w as f64 * s).ceil() as u32, (h as f64 * s).ceil() as u32));
+    }
+    Some((tw, th))
+}
+
+/// Converts `input` (said to be `input_format`) to `output` in `output_format`.
+pub fn convert(
+    input: &Path,
+    display_name: &str,
+    input_format: &str,
+    output: &Path,
+    output_format: &str,
+    opts: &ImageOptions,
+    limits: &EngineLimits,
+) -> Result<(), TaskError> {
+    check_format(input, display_name, input_format)?;
+    let (w, h) = dimensions(input, display_name, input_format, limits)?;
+    let img = decode(input, display_name, input_format, limits, decode_target(w, h, opts))?;
+    let img = resize_scaled(img, (w, h), opts)?;
+    encode(&img, output, output_format, opts.quality, opts.lossless)
+}
+
+/// Resizes an image that may have been decoded smaller than `original` to the size the
+/// options give for `original`.
+pub fn resize_scaled(img: DynamicImage, original: (u32, u32), opts: &ImageOptions) -> Result<DynamicImage, TaskError> {
+    let (tw, th) = target_size(original.0, original.1, opts.width, opts.height, opts.fit);
+    if (img.width(), img.height()) == (tw, th) {
+        return Ok(img);
+    }
+    resize_exact(&img, tw, th, opts.fit == Fit::Crop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn opts(w: Option<u32>, h: Option<u32>, fit: Fit) -> ImageOptions {
-        ImageOptions {
-            width: w,
-            height: h,
-            fit,
-            quality: 85,
-        }
-    }
-
     #[test]
     fn sizes() {
-        assert_eq!(target_size(6000, 4000, &opts(Some(400), None, Fit::Max)), (400, 267));
-        assert_eq!(
-            target_size(6000, 4000, &opts(Some(400), Some(400), Fit::Max)),
-            (400, 267)
-        );
-        assert_eq!(target_size(600, 400, &opts(Some(1200), None, Fit::Max)), (600, 400));
-        assert_eq!(
-            target_size(600, 400, &opts(Some(1200), None, Fit::Upscale)),
-            (1200, 800)
-        );
-        assert_eq!(
-            target_size(600, 400, &opts(Some(100), Some(100), Fit::Crop)),
-            (100, 100)
-        );
-        assert_eq!(
-            target_size(600, 400, &opts(Some(100), Some(300), Fit::Scale)),
-            (100, 300)
-        );
-        assert_eq!(target_size(600, 400, &opts(None, None, Fit::Scale)), (600, 400));
+        assert_eq!(target_size(6000, 4000, Some(400), None, Fit::Max), (400, 267));
+        assert_eq!(target_size(6000, 4000, Some(400), Some(400), Fit::Max), (400, 267));
+        assert_eq!(target_size(600, 400, Some(1200), None, Fit::Max), (600, 400));
+        assert_eq!(target_size(600, 400, Some(1200), None, Fit::Upscale), (1200, 800));
+        assert_eq!(target_size(600, 400, Some(100), Some(100), Fit::Crop), (100, 100));
+        assert_eq!(target_size(600, 400, Some(100), Some(300), Fit::Scale), (100, 300));
+        assert_eq!(target_size(600, 400, None, None, Fit::Scale), (600, 400));
     }
 
     #[test]
@@ -394,45 +435,19 @@ mod tests {
             .save(&src)
             .unwrap();
         let limits = EngineLimits::default();
+        let opts = ImageOptions { width: Some(32), ..Default::default() };
         for fmt in FORMATS {
             let out = dir.join(format!("out.{fmt}"));
-            convert(
-                &src,
-                "src.png",
-                "png",
-                &out,
-                fmt,
-                &opts(Some(32), None, Fit::Max),
-                &limits,
-            )
-            .unwrap();
+            convert(&src, "src.png", "png", &out, fmt, &opts, &limits).unwrap();
             assert_eq!(sniff(&out).unwrap(), Some(*fmt));
             let img = image::open(&out).unwrap();
             assert_eq!((img.width(), img.height()), (32, 24), "{fmt}");
         }
-        let e = convert(
-            &src,
-            "src.jpg",
-            "jpg",
-            &dir.join("x.png"),
-            "png",
-            &ImageOptions::default(),
-            &limits,
-        )
-        .unwrap_err();
+        let e = convert(&src, "src.jpg", "jpg", &dir.join("x.png"), "png", &ImageOptions::default(), &limits).unwrap_err();
         assert_eq!(e.code, "invalid_file");
         assert!(e.message.contains("its content is png"), "{}", e.message);
-        let small = EngineLimits { max_pixels: 1000 };
-        let e = convert(
-            &src,
-            "src.png",
-            "png",
-            &dir.join("y.png"),
-            "png",
-            &ImageOptions::default(),
-            &small,
-        )
-        .unwrap_err();
+        let small = EngineLimits { max_pixels: 1000, ..Default::default() };
+        let e = convert(&src, "src.png", "png", &dir.join("y.png"), "png", &ImageOptions::default(), &small).unwrap_err();
         assert_eq!(e.code, "limit_exceeded");
         std::fs::remove_dir_all(&dir).ok();
     }

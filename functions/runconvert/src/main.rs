@@ -88,6 +88,9 @@ struct ServeArgs {
     /// Largest image (width × height) decoded.
     #[arg(long = "max-pixels", env = "RUNCONVERT_MAX_PIXELS", default_value_t = 150_000_000)]
     max_pixels: u64,
+    /// Most pages a PDF may have.
+    #[arg(long = "max-pages", env = "RUNCONVERT_MAX_PAGES", default_value_t = 2000)]
+    max_pages: u32,
     /// Largest file an import may bring in, in bytes.
     #[arg(long = "max-file-size", env = "RUNCONVERT_MAX_FILE_SIZE", default_value_t = 1 << 30)]
     max_file_size: u64,
@@ -205,6 +208,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             },
             engine: EngineLimits {
                 max_pixels: args.max_pixels,
+                max_pages: args.max_pages,
+                tool_timeout: Duration::from_secs(args.task_timeout),
             },
             retention,
         },

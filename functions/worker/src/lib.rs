@@ -7,13 +7,13 @@ use base64::Engine as _;
 use runconvert_connectors::http_import::{self, DownloadLimits};
 use runconvert_connectors::Guard;
 use runconvert_core::error::codes;
-use runconvert_core::formats::{canonical_format, format_of_filename, Registry};
+use runconvert_core::formats::Registry;
 use runconvert_core::model::{FileRef, Job, Task, TaskResult, TaskStatus};
-use runconvert_core::names::{safe_filename, with_extension};
-use runconvert_core::ops::{Convert, ImportBase64, ImportUrl, Operation};
+use runconvert_core::names::safe_filename;
+use runconvert_core::ops::{ImportBase64, ImportUrl, Operation};
 use runconvert_core::ports::FileStore;
 use runconvert_core::{TaskError, Timestamp};
-use runconvert_engines::raster::{self, ImageOptions};
+use runconvert_engines::process::{self, InputFile};
 use runconvert_engines::EngineLimits;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,10 +59,18 @@ impl Drop for WorkDir {
     }
 }
 
-/// An input file fetched into the work directory.
-struct Input {
-    path: PathBuf,
-    filename: String,
+/// `name`, or `name (2).ext`... when a task already has a file of that name.
+fn unique_name(name: &str, taken: &mut std::collections::HashSet<String>) -> String {
+    let mut candidate = name.to_string();
+    let mut n = 2;
+    while !taken.insert(candidate.clone()) {
+        candidate = match name.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => format!("{stem} ({n}).{ext}"),
+            _ => format!("{name} ({n})"),
+        };
+        n += 1;
+    }
+    candidate
 }
 
 impl Worker {
@@ -78,9 +86,14 @@ impl Worker {
                     "an import/upload task finishes when its file is uploaded, not by running it",
                 ))
             }
-            Operation::Convert(o) => {
+            Operation::Convert(_)
+            | Operation::Thumbnail(_)
+            | Operation::Merge(_)
+            | Operation::Archive(_)
+            | Operation::Compress(_)
+            | Operation::Watermark(_) => {
                 let inputs = self.fetch_inputs(job, task, &work.0).await?;
-                self.convert(task, o, inputs, &work.0).await?
+                self.process(task, inputs, &work.0).await?
             }
             Operation::ExportUrl(o) => return Ok(self.export_url(job, task, o.inline)),
             other => {
@@ -103,7 +116,7 @@ impl Worker {
             .collect()
     }
 
-    async fn fetch_inputs(&self, job: &Job, task: &Task, work: &Path) -> Result<Vec<Input>, TaskError> {
+    async fn fetch_inputs(&self, job: &Job, task: &Task, work: &Path) -> Result<Vec<InputFile>, TaskError> {
         let refs = self.input_files(job, task);
         if refs.is_empty() {
             return Err(TaskError::new(
@@ -121,10 +134,8 @@ impl Worker {
                 .fetch(&job.id, f, &path)
                 .await
                 .map_err(|e| internal(&format!("cannot read input file {}", f.filename), e))?;
-            inputs.push(Input {
-                path,
-                filename: f.filename.clone(),
-            });
+            let source = job.task(&f.task_id).map(|t| t.name.clone());
+            inputs.push(InputFile { path, name: f.filename.clone(), task: source });
         }
         Ok(inputs)
     }
@@ -175,65 +186,21 @@ impl Worker {
         self.store(task, &safe_filename(&o.filename), &dest).await
     }
 
-    async fn convert(
-        &self,
-        task: &Task,
-        o: &Convert,
-        inputs: Vec<Input>,
-        work: &Path,
-    ) -> Result<Vec<FileRef>, TaskError> {
-        let output_format = canonical_format(&o.output_format).ok_or_else(|| {
-            TaskError::new(
-                codes::UNSUPPORTED_CONVERSION,
-                format!("unknown output format {}", o.output_format),
-            )
-        })?;
-        let single = inputs.len() == 1;
-        let mut out_files = Vec::with_capacity(inputs.len());
-        for (i, input) in inputs.into_iter().enumerate() {
-            let input_format = match &o.input_format {
-                Some(f) => canonical_format(f),
-                None => format_of_filename(&input.filename),
-            };
-            let input_format = match input_format {
-                Some(f) => f,
-                // No extension: take what the content says, if it is an image at all.
-                None => raster::sniff(&input.path).ok().flatten().ok_or_else(|| {
-                    TaskError::new(
-                        codes::INVALID_FILE,
-                        format!("cannot tell the format of {}: give input_format", input.filename),
-                    )
-                })?,
-            };
-            let cap = self
-                .registry
-                .find("convert", input_format, output_format, o.engine.as_deref())
-                .map_err(|m| TaskError::new(codes::UNSUPPORTED_CONVERSION, m))?;
-            let problems = cap.check_options(&o.options);
-            if let Some((name, msg)) = problems.first() {
-                return Err(TaskError::new(codes::INVALID_DATA, format!("option {name}: {msg}")));
-            }
-            let out_name = match (&o.filename, single) {
-                (Some(name), true) => safe_filename(name),
-                _ => safe_filename(&with_extension(&input.filename, output_format)),
-            };
-            let out_path = work.join("out").join(format!("{i}.{output_format}"));
-            let opts = ImageOptions::from_options(&o.options)?;
-            let limits = self.settings.engine.clone();
-            let (src, dst, shown, in_fmt) = (
-                input.path.clone(),
-                out_path.clone(),
-                input.filename.clone(),
-                input_format,
-            );
-            tokio::task::spawn_blocking(move || {
-                raster::convert(&src, &shown, in_fmt, &dst, output_format, &opts, &limits)
-            })
+    /// A processing operation: the engines run on a blocking thread.
+    async fn process(&self, task: &Task, inputs: Vec<InputFile>, work: &Path) -> Result<Vec<FileRef>, TaskError> {
+        let op = task.operation.clone();
+        let out_dir = work.join("out");
+        let registry = self.registry.clone();
+        let limits = self.settings.engine.clone();
+        let outputs = tokio::task::spawn_blocking(move || process::run(&op, inputs, &out_dir, &registry, &limits))
             .await
-            .map_err(|e| internal("the converter stopped", e))??;
-            out_files.push(self.store(task, &out_name, &out_path).await?);
+            .map_err(|e| internal("the operation stopped", e))??;
+        let mut taken = std::collections::HashSet::new();
+        let mut files = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            files.push(self.store(task, &unique_name(&o.name, &mut taken), &o.path).await?);
         }
-        Ok(out_files)
+        Ok(files)
     }
 
     fn export_url(&self, job: &Job, task: &Task, inline: bool) -> TaskResult {

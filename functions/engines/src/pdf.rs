@@ -1,0 +1,569 @@
+//! PDF with lopdf: merging PDFs and images (JPEG embedded as DCT, without re-encoding),
+//! compressing (downsampling and re-encoding photos, object streams), watermarking pages.
+
+use crate::process::InputFile;
+use crate::raster;
+use crate::watermark::Watermark;
+use crate::EngineLimits;
+use lopdf::{dictionary, Dictionary, Document, Object, ObjectId, Stream};
+use runconvert_core::error::codes;
+use runconvert_core::formats::{OptionSpec, OptionType};
+use runconvert_core::TaskError;
+use serde_json::json;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+pub const ENGINE: &str = "lopdf";
+pub const ENGINE_VERSION: &str = "0.47";
+
+fn invalid(msg: impl Into<String>) -> TaskError {
+    TaskError::new(codes::INVALID_FILE, msg)
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> TaskError {
+    TaskError::new(codes::PROCESSING_FAILED, format!("{what}: {e}"))
+}
+
+/// Opens a PDF, refusing broken, password-protected, empty and over-long ones.
+pub fn load(path: &Path, name: &str, limits: &EngineLimits) -> Result<Document, TaskError> {
+    raster::check_format(path, name, "pdf")?;
+    let doc = Document::load(path).map_err(|e| {
+        let m = e.to_string();
+        let lower = m.to_ascii_lowercase();
+        if lower.contains("password") || lower.contains("decrypt") || lower.contains("encrypt") {
+            invalid(format!("{name} is encrypted with a password; remove the password and try again"))
+        } else {
+            invalid(format!("{name} is not a valid PDF: {m}"))
+        }
+    })?;
+    let pages = doc.get_pages().len() as u32;
+    if pages == 0 {
+        return Err(invalid(format!("{name} has no pages")));
+    }
+    if pages > limits.max_pages {
+        return Err(TaskError::new(
+            codes::LIMIT_EXCEEDED,
+            format!("{name} has {pages} pages; this server takes at most {}", limits.max_pages),
+        ));
+    }
+    Ok(doc)
+}
+
+pub fn page_count(path: &Path, name: &str, limits: &EngineLimits) -> Result<u32, TaskError> {
+    Ok(load(path, name, limits)?.get_pages().len() as u32)
+}
+
+/// A page attribute, looked up through the page tree as PDF inheritance says.
+fn inherited(doc: &Document, page: ObjectId, key: &[u8]) -> Option<Object> {
+    let mut node = doc.get_dictionary(page).ok()?;
+    for _ in 0..64 {
+        if let Ok(v) = node.get(key) {
+            return Some(v.clone());
+        }
+        let parent = node.get(b"Parent").and_then(Object::as_reference).ok()?;
+        node = doc.get_dictionary(parent).ok()?;
+    }
+    None
+}
+
+/// Copies inherited attributes onto every page, so pages can leave their tree.
+fn flatten_inherited(doc: &mut Document) {
+    let pages: Vec<ObjectId> = doc.get_pages().values().copied().collect();
+    for page in pages {
+        for key in [&b"Resources"[..], b"MediaBox", b"CropBox", b"Rotate"] {
+            let has = doc.get_dictionary(page).map(|d| d.has(key)).unwrap_or(true);
+            if !has {
+                if let Some(v) = inherited(doc, page, key) {
+                    if let Ok(d) = doc.get_dictionary_mut(page) {
+                        d.set(key.to_vec(), v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn number(doc: &Document, o: &Object) -> Option<f32> {
+    doc.dereference(o).ok().and_then(|(_, o)| o.as_float().ok())
+}
+
+/// The page's MediaBox as (x0, y0, x1, y1), Letter if it has none.
+fn page_box(doc: &Document, page: ObjectId) -> (f32, f32, f32, f32) {
+    let b = inherited(doc, page, b"MediaBox")
+        .and_then(|o| doc.dereference(&o).ok().map(|(_, o)| o.clone()))
+        .and_then(|o| o.as_array().ok().cloned())
+        .and_then(|a| {
+            let v: Vec<f32> = a.iter().filter_map(|o| number(doc, o)).collect();
+            (v.len() == 4).then(|| (v[0].min(v[2]), v[1].min(v[3]), v[0].max(v[2]), v[1].max(v[3])))
+        });
+    b.unwrap_or((0.0, 0.0, 612.0, 792.0))
+}
+
+fn page_rotation(doc: &Document, page: ObjectId) -> i64 {
+    inherited(doc, page, b"Rotate").and_then(|o| o.as_i64().ok()).unwrap_or(0).rem_euclid(360)
+}
+
+fn save(doc: &mut Document, output: &Path, modern: bool) -> Result<(), TaskError> {
+    let mut f = BufWriter::with_capacity(1 << 20, File::create(output).map_err(|e| failed("writing the PDF", e))?);
+    let result = if modern {
+        let opts = lopdf::SaveOptions::builder().use_object_streams(true).use_xref_streams(true).build();
+        doc.save_with_options(&mut f, opts)
+    } else {
+        doc.save_to(&mut f)
+    };
+    result.map_err(|e| failed("writing the PDF", e))?;
+    f.flush().map_err(|e| failed("writing the PDF", e))
+}
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::with_capacity(data.len() / 2), flate2::Compression::new(6));
+    enc.write_all(data).expect("writing to memory");
+    enc.finish().expect("writing to memory")
+}
+
+/// An image XObject for a raster file, and its size in pixels. JPEGs go in as they are.
+fn image_xobject(doc: &mut Document, f: &InputFile, format: &str, limits: &EngineLimits) -> Result<(ObjectId, u32, u32), TaskError> {
+    raster::check_format(&f.path, &f.name, format)?;
+    if format == "jpg" {
+        let bytes = std::fs::read(&f.path).map_err(|e| failed("reading the image", e))?;
+        let mut d = jpeg_decoder::Decoder::new(&bytes[..]);
+        if d.read_info().is_ok() {
+            if let Some(info) = d.info() {
+                limits.check_pixels(&f.name, info.width as u32, info.height as u32)?;
+                let cs: Option<(&str, Option<Object>)> = match info.pixel_format {
+                    jpeg_decoder::PixelFormat::RGB24 => Some(("DeviceRGB", None)),
+                    jpeg_decoder::PixelFormat::L8 => Some(("DeviceGray", None)),
+                    // Adobe's CMYK JPEGs store inverted values.
+                    jpeg_decoder::PixelFormat::CMYK32 => Some((
+                        "DeviceCMYK",
+                        Some(Object::Array([1, 0, 1, 0, 1, 0, 1, 0].iter().map(|n| Object::Integer(*n)).collect())),
+                    )),
+                    _ => None,
+                };
+                if let Some((cs, decode)) = cs {
+                    let (w, h) = (info.width as u32, info.height as u32);
+                    let mut dict = dictionary! {
+                        "Type" => "XObject",
+                        "Subtype" => "Image",
+                        "Width" => w as i64,
+                        "Height" => h as i64,
+                        "ColorSpace" => Object::Name(cs.as_bytes().to_vec()),
+                        "BitsPerComponent" => 8,
+                        "Filter" => "DCTDecode",
+                    };
+                    if let Some(decode) = decode {
+                        dict.set("Decode", decode);
+                    }
+                    let id = doc.add_object(Stream::new(dict, bytes).with_compression(false));
+                    return Ok((id, w, h));
+                }
+            }
+        }
+    }
+    let img = raster::decode(&f.path, &f.name, format, limits, None)?;
+    let (w, h) = (img.width(), img.height());
+    let smask = if img.color().has_alpha() {
+        let alpha: Vec<u8> = img.to_rgba8().pixels().map(|p| p[3]).collect();
+        let dict = dictionary! {
+            "Type" => "XObject", "Subtype" => "Image", "Width" => w as i64, "Height" => h as i64,
+            "ColorSpace" => "DeviceGray", "BitsPerComponent" => 8, "Filter" => "FlateDecode",
+        };
+        Some(doc.add_object(Stream::new(dict, deflate(&alpha)).with_compression(false)))
+    } else {
+        None
+    };
+    let (cs, data) = match &img {
+        image::DynamicImage::ImageLuma8(g) => ("DeviceGray", g.as_raw().clone()),
+        image::DynamicImage::ImageLumaA8(_) => ("DeviceGray", img.to_luma8().into_raw()),
+        _ => ("DeviceRGB", img.to_rgb8().into_raw()),
+    };
+    let mut dict = dictionary! {
+        "Type" => "XObject", "Subtype" => "Image", "Width" => w as i64, "Height" => h as i64,
+        "ColorSpace" => Object::Name(cs.as_bytes().to_vec()), "BitsPerComponent" => 8, "Filter" => "FlateDecode",
+    };
+    if let Some(m) = smask {
+        dict.set("SMask", m);
+    }
+    let id = doc.add_object(Stream::new(dict, deflate(&data)).with_compression(false));
+    Ok((id, w, h))
+}
+
+/// A page showing one image at 72 dpi (one pixel, one point).
+fn add_image_page(doc: &mut Document, parent: ObjectId, f: &InputFile, format: &str, limits: &EngineLimits) -> Result<ObjectId, TaskError> {
+    let (img, w, h) = image_xobject(doc, f, format, limits)?;
+    let content = format!("q {w} 0 0 {h} 0 0 cm /Im0 Do Q").into_bytes();
+    let content_id = doc.add_object(Stream::new(dictionary! {}, content));
+    let page = dictionary! {
+        "Type" => "Page",
+        "Parent" => parent,
+        "MediaBox" => vec![0.into(), 0.into(), (w as i64).into(), (h as i64).into()],
+        "Resources" => dictionary! { "XObject" => dictionary! { "Im0" => img } },
+        "Contents" => content_id,
+    };
+    Ok(doc.add_object(page))
+}
+
+fn is_type(o: &Object, t: &[u8]) -> bool {
+    let dict = match o {
+        Object::Dictionary(d) => d,
+        Object::Stream(s) => &s.dict,
+        _ => return false,
+    };
+    dict.get(b"Type").and_then(Object::as_name).map(|n| n == t).unwrap_or(false)
+}
+
+/// One PDF of every input's pages, in input order: PDFs page by page, images one per page.
+/// Returns the page count.
+pub fn merge(inputs: &[(InputFile, &str)], output: &Path, limits: &EngineLimits) -> Result<u32, TaskError> {
+    let mut out = Document::with_version("1.7");
+    let pages_id = out.new_object_id();
+    let mut kids: Vec<ObjectId> = Vec::new();
+    for (f, format) in inputs {
+        if *format == "pdf" {
+            let mut doc = load(&f.path, &f.name, limits)?;
+            flatten_inherited(&mut doc);
+            doc.renumber_objects_with(out.max_id + 1);
+            let page_ids: Vec<ObjectId> = doc.get_pages().values().copied().collect();
+            let max = doc.objects.keys().map(|k| k.0).max().unwrap_or(0);
+            for (id, obj) in std::mem::take(&mut doc.objects) {
+                if is_type(&obj, b"Catalog") || is_type(&obj, b"Pages") || is_type(&obj, b"ObjStm") || is_type(&obj, b"XRef") {
+                    continue;
+                }
+                out.objects.insert(id, obj);
+            }
+            for pid in page_ids {
+                if let Some(Object::Dictionary(d)) = out.objects.get_mut(&pid) {
+                    d.set("Parent", pages_id);
+                    kids.push(pid);
+                }
+            }
+            out.max_id = out.max_id.max(max);
+        } else if raster::FORMATS.contains(format) {
+            kids.push(add_image_page(&mut out, pages_id, f, format, limits)?);
+        } else {
+            return Err(TaskError::new(
+                codes::UNSUPPORTED_CONVERSION,
+                format!("merge takes PDFs and images; {} is {format}", f.name),
+            ));
+        }
+        if kids.len() as u32 > limits.max_pages {
+            return Err(TaskError::new(
+                codes::LIMIT_EXCEEDED,
+                format!("the merged PDF would have more than {} pages", limits.max_pages),
+            ));
+        }
+    }
+    let count = kids.len() as u32;
+    out.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages",
+            "Kids" => kids.into_iter().map(Object::Reference).collect::<Vec<_>>(),
+            "Count" => count as i64,
+        }),
+    );
+    let catalog = out.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    out.trailer.set("Root", catalog);
+    save(&mut out, output, false)?;
+    Ok(count)
+}
+
+// ---- compress ----------------------------------------------------------------------
+
+pub const PROFILES: &[&str] = &["web", "print", "max"];
+
+pub fn compress_options() -> Vec<OptionSpec> {
+    vec![
+        OptionSpec {
+            name: "profile",
+            kind: OptionType::Enum(PROFILES),
+            default: Some(json!("web")),
+            description: "web: photos at 150 dpi, JPEG quality 60; print: 300 dpi, quality 85; \
+                max: 72 dpi, quality 40. Photos already smaller are only re-encoded when that saves bytes.",
+        },
+        OptionSpec {
+            name: "image_resolution",
+            kind: OptionType::Integer { min: 36, max: 1200 },
+            default: None,
+            description: "Overrides the profile's resolution (dpi) for photos.",
+        },
+        OptionSpec {
+            name: "image_quality",
+            kind: OptionType::Integer { min: 1, max: 100 },
+            default: None,
+            description: "Overrides the profile's JPEG quality for photos.",
+        },
+    ]
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Profile {
+    pub dpi: f32,
+    pub quality: u8,
+}
+
+impl Profile {
+    pub fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "web" => Profile { dpi: 150.0, quality: 60 },
+            "print" => Profile { dpi: 300.0, quality: 85 },
+            "max" => Profile { dpi: 72.0, quality: 40 },
+            _ => return None,
+        })
+    }
+}
+
+/// What an image stream holds, if it is one this compressor can rewrite.
+struct Photo {
+    width: u32,
+    height: u32,
+    gray: bool,
+    dct: bool,
+}
+
+fn rewritable(doc: &Document, s: &Stream) -> Option<Photo> {
+    let d = &s.dict;
+    if d.get(b"Subtype").and_then(Object::as_name).ok()? != b"Image" {
+        return None;
+    }
+    if d.has(b"ImageMask") || d.has(b"Decode") || d.has(b"Mask") {
+        return None;
+    }
+    let bpc = d.get(b"BitsPerComponent").and_then(Object::as_i64).ok()?;
+    if bpc != 8 {
+        return None;
+    }
+    let width = d.get(b"Width").and_then(Object::as_i64).ok()? as u32;
+    let height = d.get(b"Height").and_then(Object::as_i64).ok()? as u32;
+    let cs = doc.dereference(d.get(b"ColorSpace").ok()?).ok()?.1;
+    let components = match cs {
+        Object::Name(n) if n == b"DeviceRGB" => 3,
+        Object::Name(n) if n == b"DeviceGray" => 1,
+        Object::Array(a) if a.first().and_then(|o| o.as_name().ok()) == Some(b"ICCBased") => {
+            let icc = doc.dereference(a.get(1)?).ok()?.1.as_stream().ok()?;
+            icc.dict.get(b"N").and_then(Object::as_i64).ok()?
+        }
+        _ => return None,
+    };
+    if components != 1 && components != 3 {
+        return None;
+    }
+    let filters = s.filters().ok()?;
+    let dct = match filters.as_slice() {
+        [f] if *f == b"DCTDecode" => true,
+        [f] if *f == b"FlateDecode" && !d.has(b"DecodeParms") => false,
+        _ => return None,
+    };
+    Some(Photo { width, height, gray: components == 1, dct })
+}
+
+/// Decodes, downsamples and re-encodes one photo; `None` when that would not save bytes.
+fn recompress(s: &Stream, p: &Photo, max_long_side: u32, quality: u8, limits: &EngineLimits) -> Option<(Vec<u8>, u32, u32)> {
+    limits.check_pixels("an embedded image", p.width, p.height).ok()?;
+    let long = p.width.max(p.height);
+    let scale = (max_long_side as f64 / long as f64).min(1.0);
+    let (tw, th) = (
+        ((p.width as f64 * scale).round() as u32).max(1),
+        ((p.height as f64 * scale).round() as u32).max(1),
+    );
+    let img: image::DynamicImage = if p.dct {
+        let mut d = jpeg_decoder::Decoder::new(&s.content[..]);
+        d.read_info().ok()?;
+        let (w, h) = d.scale(tw.min(65535) as u16, th.min(65535) as u16).ok()?;
+        let info = d.info()?;
+        let px = d.decode().ok()?;
+        match info.pixel_format {
+            jpeg_decoder::PixelFormat::RGB24 => image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w as u32, h as u32, px)?),
+            jpeg_decoder::PixelFormat::L8 => image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(w as u32, h as u32, px)?),
+            _ => return None,
+        }
+    } else {
+        let expected = p.width as usize * p.height as usize * if p.gray { 1 } else { 3 };
+        let raw = s.decompressed_content_with_limit(expected + 16).ok()?;
+        if raw.len() < expected {
+            return None;
+        }
+        let raw = raw[..expected].to_vec();
+        if p.gray {
+            image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(p.width, p.height, raw)?)
+        } else {
+            image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(p.width, p.height, raw)?)
+        }
+    };
+    let img = if (img.width(), img.height()) != (tw, th) { raster::resize_exact(&img, tw, th, false).ok()? } else { img };
+    let mut out = Vec::new();
+    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+    let ok = match &img {
+        image::DynamicImage::ImageLuma8(g) => enc.encode_image(g).is_ok(),
+        other => enc.encode_image(&other.to_rgb8()).is_ok(),
+    };
+    (ok && out.len() < s.content.len()).then_some((out, tw, th))
+}
+
+/// Rewrites the photos of a PDF at the profile's resolution and quality, compresses
+/// what is uncompressed, drops unused objects and writes object streams.
+pub fn compress(input: &Path, name: &str, output: &Path, profile: Profile, limits: &EngineLimits) -> Result<(), TaskError> {
+    let mut doc = load(input, name, limits)?;
+    // The largest a photo can usefully be: its page's longer side at the profile's dpi.
+    let mut budget: HashMap<ObjectId, u32> = HashMap::new();
+    for page in doc.get_pages().values().copied() {
+        let (x0, y0, x1, y1) = page_box(&doc, page);
+        let long_in = ((x1 - x0).max(y1 - y0) / 72.0).max(0.1);
+        let max_px = (long_in * profile.dpi).ceil() as u32;
+        let Some(res) = inherited(&doc, page, b"Resources") else { continue };
+        let Ok((_, res)) = doc.dereference(&res) else { continue };
+        let Ok(res) = res.as_dict() else { continue };
+        let Ok(xobjects) = res.get(b"XObject").and_then(|x| doc.dereference(x)).and_then(|(_, x)| x.as_dict()) else { continue };
+        for (_, v) in xobjects.iter() {
+            if let Ok(id) = v.as_reference() {
+                let e = budget.entry(id).or_insert(0);
+                *e = (*e).max(max_px);
+            }
+        }
+    }
+    let ids: Vec<ObjectId> = budget.keys().copied().collect();
+    let jobs: Vec<(ObjectId, Photo, u32)> = ids
+        .into_iter()
+        .filter_map(|id| {
+            let s = doc.get_object(id).ok()?.as_stream().ok()?;
+            rewritable(&doc, s).map(|p| (id, p, budget[&id]))
+        })
+        .collect();
+    // Photos are independent: rewrite them on all cores.
+    let results: Vec<(ObjectId, Option<(Vec<u8>, u32, u32)>)> = std::thread::scope(|scope| {
+        let doc = &doc;
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(id, p, max)| {
+                scope.spawn(move || {
+                    let s = doc.get_object(*id).ok().and_then(|o| o.as_stream().ok());
+                    (*id, s.and_then(|s| recompress(s, p, *max, profile.quality, limits)))
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    for (id, result) in results {
+        let Some((bytes, w, h)) = result else { continue };
+        if let Ok(Object::Stream(s)) = doc.get_object_mut(id) {
+            s.dict.set("Width", w as i64);
+            s.dict.set("Height", h as i64);
+            s.dict.set("Filter", "DCTDecode");
+            s.dict.set("BitsPerComponent", 8);
+            s.dict.remove(b"DecodeParms");
+            s.set_content(bytes);
+            s.allows_compression = false;
+        }
+    }
+    doc.compress();
+    doc.prune_objects();
+    save(&mut doc, output, true)
+}
+
+// ---- watermark ---------------------------------------------------------------------
+
+/// Layer pixels per PDF point: text is rendered at 4× for sharpness when zoomed.
+const LAYER_SCALE: f32 = 4.0;
+const WATERMARK_NAME: &str = "RcWatermark";
+
+pub fn watermark(input: &Path, name: &str, output: &Path, wm: &Watermark, limits: &EngineLimits) -> Result<u32, TaskError> {
+    let mut doc = load(input, name, limits)?;
+    flatten_inherited(&mut doc);
+    let pages = doc.get_pages();
+    let selected: Vec<(u32, ObjectId)> = pages.iter().filter(|(n, _)| wm.pages.contains(**n)).map(|(n, id)| (*n, *id)).collect();
+    if selected.is_empty() {
+        return Err(TaskError::new(
+            codes::INVALID_DATA,
+            format!("option pages selects none of the {} pages of {name}", pages.len()),
+        ));
+    }
+    let layer = wm.layer(LAYER_SCALE)?;
+    let (lw, lh) = (layer.width() as f32 / LAYER_SCALE, layer.height() as f32 / LAYER_SCALE);
+    let rgb: Vec<u8> = layer.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect();
+    let alpha: Vec<u8> = layer.pixels().map(|p| p[3]).collect();
+    let (w, h) = (layer.width() as i64, layer.height() as i64);
+    let smask = doc.add_object(
+        Stream::new(
+            dictionary! { "Type" => "XObject", "Subtype" => "Image", "Width" => w, "Height" => h,
+                "ColorSpace" => "DeviceGray", "BitsPerComponent" => 8, "Filter" => "FlateDecode" },
+            deflate(&alpha),
+        )
+        .with_compression(false),
+    );
+    let image = doc.add_object(
+        Stream::new(
+            dictionary! { "Type" => "XObject", "Subtype" => "Image", "Width" => w, "Height" => h,
+                "ColorSpace" => "DeviceRGB", "BitsPerComponent" => 8, "Filter" => "FlateDecode", "SMask" => smask },
+            deflate(&rgb),
+        )
+        .with_compression(false),
+    );
+    let open = doc.add_object(Stream::new(dictionary! {}, b"q\n".to_vec()));
+    for (_, page) in &selected {
+        let (x0, y0, x1, y1) = page_box(&doc, *page);
+        let (pw, ph) = (x1 - x0, y1 - y0);
+        // A rotated page is shown turned clockwise: turn the mark back so it reads upright.
+        let theta = (wm.rotation + page_rotation(&doc, *page) as f32).to_radians();
+        let (sin, cos) = theta.sin_cos();
+        let (bw, bh) = (lw * cos.abs() + lh * sin.abs(), lw * sin.abs() + lh * cos.abs());
+        let (px, py) = wm.position(pw, ph, bw, bh);
+        let (cx, cy) = (x0 + px + bw / 2.0, y1 - py - bh / 2.0);
+        let e = cx - (lw / 2.0) * cos + (lh / 2.0) * sin;
+        let f = cy - (lw / 2.0) * sin - (lh / 2.0) * cos;
+        let ops = format!(
+            "Q\nq {:.4} {:.4} {:.4} {:.4} {:.4} {:.4} cm /{WATERMARK_NAME} Do Q\n",
+            lw * cos,
+            lw * sin,
+            -lh * sin,
+            lh * cos,
+            e,
+            f
+        );
+        let close = doc.add_object(Stream::new(dictionary! {}, ops.into_bytes()));
+        add_xobject(&mut doc, *page, image)?;
+        let page_dict = doc.get_dictionary_mut(*page).map_err(|e| failed("reading a page", e))?;
+        let mut contents = vec![Object::Reference(open)];
+        match page_dict.get(b"Contents") {
+            Ok(Object::Array(a)) => contents.extend(a.iter().cloned()),
+            Ok(other) => contents.push(other.clone()),
+            Err(_) => {}
+        }
+        contents.push(Object::Reference(close));
+        page_dict.set("Contents", contents);
+    }
+    save(&mut doc, output, false)?;
+    Ok(selected.len() as u32)
+}
+
+/// Adds the watermark image to a page's resources (which may be shared or indirect).
+fn add_xobject(doc: &mut Document, page: ObjectId, image: ObjectId) -> Result<(), TaskError> {
+    let res = doc.get_dictionary(page).ok().and_then(|d| d.get(b"Resources").ok().cloned());
+    let res_dict: &mut Dictionary = match res {
+        Some(Object::Reference(id)) => doc.get_dictionary_mut(id).map_err(|e| failed("reading page resources", e))?,
+        Some(Object::Dictionary(_)) => {
+            let page_dict = doc.get_dictionary_mut(page).map_err(|e| failed("reading a page", e))?;
+            page_dict.get_mut(b"Resources").and_then(Object::as_dict_mut).map_err(|e| failed("reading page resources", e))?
+        }
+        _ => {
+            let page_dict = doc.get_dictionary_mut(page).map_err(|e| failed("reading a page", e))?;
+            page_dict.set("Resources", Dictionary::new());
+            page_dict.get_mut(b"Resources").and_then(Object::as_dict_mut).map_err(|e| failed("reading page resources", e))?
+        }
+    };
+    match res_dict.get(b"XObject").ok().cloned() {
+        Some(Object::Reference(xid)) => {
+            doc.get_dictionary_mut(xid)
+                .map_err(|e| failed("reading page resources", e))?
+                .set(WATERMARK_NAME, image);
+        }
+        Some(Object::Dictionary(mut d)) => {
+            d.set(WATERMARK_NAME, image);
+            res_dict.set("XObject", d);
+        }
+        _ => res_dict.set("XObject", dictionary! { WATERMARK_NAME => image }),
+    }
+    Ok(())
+}
+

@@ -1,0 +1,446 @@
+//! One entry point for every processing operation: [`run`] takes the task's operation
+//! and its input files in a work directory and writes the outputs there. The worker (in
+//! the server and in Lambdas) and the `runconvert` command line both call it.
+
+use crate::raster::{self, Fit, ImageOptions};
+use crate::tools::Pdftoppm;
+use crate::watermark::{PageSelection, Watermark};
+use crate::{archive, pdf, EngineLimits};
+use runconvert_core::error::codes;
+use runconvert_core::formats::{canonical_format, format_of_filename, Capability, OptionSpec, OptionType, Registry};
+use runconvert_core::names::{safe_filename, with_extension};
+use runconvert_core::ops::{EngineOptions, Operation};
+use runconvert_core::TaskError;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A file an operation reads.
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    pub path: PathBuf,
+    /// Its file name (shown in messages, basis of output names).
+    pub name: String,
+    /// The name of the task it came from (the watermark's `image` option names one).
+    pub task: Option<String>,
+}
+
+/// A file an operation wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputFile {
+    pub path: PathBuf,
+    pub name: String,
+}
+
+/// Engines found on this host, probed once.
+pub struct Host {
+    pub pdftoppm: Option<Pdftoppm>,
+}
+
+pub fn host() -> &'static Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    HOST.get_or_init(|| Host { pdftoppm: Pdftoppm::find() })
+}
+
+const THUMB_FITS: &[&str] = &["max", "crop", "scale"];
+pub const THUMBNAIL_FORMATS: &[&str] = &["png", "jpg", "webp"];
+
+fn thumbnail_options(output: &str) -> Vec<OptionSpec> {
+    let mut o = raster::size_options(THUMB_FITS);
+    o[0].default = Some(json!(256));
+    o[1].default = Some(json!(256));
+    if output != "png" {
+        o.push(raster::quality_option(if output == "jpg" { 75 } else { 80 }));
+    }
+    o
+}
+
+fn pdf_render_options(output: &str) -> Vec<OptionSpec> {
+    let mut o = vec![
+        OptionSpec {
+            name: "pages",
+            kind: OptionType::String { max_len: 200 },
+            default: Some(json!("all")),
+            description: "Pages to render: `all`, or a list such as `1-3,5,8-`. Each page is one output file.",
+        },
+        OptionSpec {
+            name: "resolution",
+            kind: OptionType::Integer { min: 10, max: 1200 },
+            default: Some(json!(150)),
+            description: "Dots per inch.",
+        },
+    ];
+    if output == "jpg" {
+        o.push(raster::quality_option(85));
+    }
+    o
+}
+
+fn cap(operation: &'static str, input: &'static str, output: &'static str, engine: &'static str, version: &str, options: Vec<OptionSpec>) -> Capability {
+    Capability { operation, input_format: input, output_format: output, engine, engine_version: version.to_string(), options }
+}
+
+/// Declares every processing capability of this build and host.
+pub fn register(r: &mut Registry) {
+    let host = host();
+    for i in raster::FORMATS {
+        for o in raster::FORMATS {
+            r.add(cap("convert", i, o, raster::ENGINE, raster::ENGINE_VERSION, raster::convert_options(o)));
+        }
+        r.add(cap("convert", i, "pdf", pdf::ENGINE, pdf::ENGINE_VERSION, vec![]));
+    }
+    if let Some(p) = &host.pdftoppm {
+        for o in ["png", "jpg"] {
+            r.add(cap("convert", "pdf", o, "poppler", &p.version, pdf_render_options(o)));
+        }
+    }
+    for i in raster::FORMATS.iter().chain(&["pdf"]) {
+        r.add(cap("merge", i, "pdf", pdf::ENGINE, pdf::ENGINE_VERSION, vec![]));
+    }
+    for o in archive::FORMATS {
+        r.add(cap("archive", "*", o, "runconvert", env!("CARGO_PKG_VERSION"), vec![]));
+    }
+    r.add(cap("compress", "pdf", "pdf", "runconvert", env!("CARGO_PKG_VERSION"), pdf::compress_options()));
+    r.add(cap("compress", "jpg", "jpg", "runconvert", env!("CARGO_PKG_VERSION"), vec![raster::quality_option(75)]));
+    r.add(cap("compress", "png", "png", "runconvert", env!("CARGO_PKG_VERSION"), vec![]));
+    for i in raster::FORMATS.iter().filter(|f| **f != "ico") {
+        r.add(cap("watermark", i, i, "runconvert", env!("CARGO_PKG_VERSION"), crate::watermark::options(false)));
+    }
+    r.add(cap("watermark", "pdf", "pdf", "runconvert", env!("CARGO_PKG_VERSION"), crate::watermark::options(true)));
+    for i in raster::FORMATS {
+        for o in THUMBNAIL_FORMATS {
+            r.add(cap("thumbnail", i, o, raster::ENGINE, raster::ENGINE_VERSION, thumbnail_options(o)));
+        }
+    }
+    if let Some(p) = &host.pdftoppm {
+        for o in THUMBNAIL_FORMATS {
+            r.add(cap("thumbnail", "pdf", o, "poppler", &p.version, thumbnail_options(o)));
+        }
+    }
+}
+
+fn unsupported(msg: String) -> TaskError {
+    TaskError::new(codes::UNSUPPORTED_CONVERSION, msg)
+}
+
+/// The format of an input: as declared by the task, else by its name, else by its content.
+pub fn input_format(f: &InputFile, declared: Option<&str>) -> Result<&'static str, TaskError> {
+    if let Some(d) = declared {
+        return canonical_format(d).ok_or_else(|| unsupported(format!("unknown input format {d:?}")));
+    }
+    if let Some(f) = format_of_filename(&f.name) {
+        return Ok(f);
+    }
+    crate::detect::sniff(&f.path)
+        .ok()
+        .flatten()
+        .and_then(canonical_format)
+        .ok_or_else(|| TaskError::new(codes::INVALID_FILE, format!("cannot tell the format of {}: give input_format", f.name)))
+}
+
+/// Finds the capability and checks the options against it.
+fn capability<'a>(
+    registry: &'a Registry,
+    operation: &'a str,
+    input: &'a str,
+    output: &'a str,
+    engine: Option<&str>,
+    options: &EngineOptions,
+) -> Result<&'a Capability, TaskError> {
+    let cap = registry.find(operation, input, output, engine).map_err(unsupported)?;
+    if let Some((name, msg)) = cap.check_options(options).into_iter().next() {
+        return Err(TaskError::new(codes::INVALID_DATA, format!("option {name}: {msg}")));
+    }
+    Ok(cap)
+}
+
+fn out_name(requested: &Option<String>, single: bool, input: &str, ext: &str) -> String {
+    match (requested, single) {
+        (Some(name), true) => safe_filename(name),
+        _ => safe_filename(&with_extension(input, ext)),
+    }
+}
+
+/// Runs a processing operation over `inputs`, writing into `out_dir`.
+pub fn run(
+    op: &Operation,
+    inputs: Vec<InputFile>,
+    out_dir: &Path,
+    registry: &Registry,
+    limits: &EngineLimits,
+) -> Result<Vec<OutputFile>, TaskError> {
+    if inputs.is_empty() {
+        return Err(TaskError::new(codes::NO_INPUT_FILES, "the input tasks produced no files"));
+    }
+    let single = inputs.len() == 1;
+    let mut outputs = Vec::new();
+    let mut counter = 0usize;
+    let mut next_path = |ext: &str| {
+        counter += 1;
+        out_dir.join(format!("out-{counter}.{}", ext.replace('.', "-")))
+    };
+    match op {
+        Operation::Convert(c) => {
+            let output = canonical_format(&c.output_format).ok_or_else(|| unsupported(format!("unknown output format {}", c.output_format)))?;
+            for f in &inputs {
+                let input = input_format(f, c.input_format.as_deref())?;
+                let cap = capability(registry, "convert", input, output, c.engine.as_deref(), &c.options)?;
+                match (cap.engine, input, output) {
+                    (e, "pdf", _) if e == "poppler" => {
+                        let rendered = render_pdf(f, output, &c.options, out_dir, limits)?;
+                        let many = rendered.len() > 1 || !single;
+                        for (page, path) in rendered {
+                            let name = if many {
+                                let stem = with_extension(&f.name, "x");
+                                format!("{}-{page}.{output}", stem.trim_end_matches(".x"))
+                            } else {
+                                out_name(&c.filename, single, &f.name, output)
+                            };
+                            outputs.push(OutputFile { path, name: safe_filename(&name) });
+                        }
+                    }
+                    (_, _, "pdf") => {
+                        let path = next_path("pdf");
+                        pdf::merge(&[(f.clone(), input)], &path, limits)?;
+                        outputs.push(OutputFile { path, name: out_name(&c.filename, single, &f.name, "pdf") });
+                    }
+                    _ => {
+                        let path = next_path(output);
+                        let opts = ImageOptions::from_options(&c.options)?;
+                        raster::convert(&f.path, &f.name, input, &path, output, &opts, limits)?;
+                        outputs.push(OutputFile { path, name: out_name(&c.filename, single, &f.name, output) });
+                    }
+                }
+            }
+        }
+        Operation::Thumbnail(t) => {
+            let output = match &t.output_format {
+                Some(o) => canonical_format(o).ok_or_else(|| unsupported(format!("unknown output format {o}")))?,
+                None => "png",
+            };
+            for f in &inputs {
+                let input = input_format(f, t.input_format.as_deref())?;
+                capability(registry, "thumbnail", input, output, t.engine.as_deref(), &t.options)?;
+                let path = next_path(output);
+                thumbnail(f, input, &path, output, &t.options, out_dir, limits)?;
+                outputs.push(OutputFile { path, name: out_name(&t.filename, single, &f.name, output) });
+            }
+        }
+        Operation::Merge(m) => {
+            let output = canonical_format(&m.output_format).unwrap_or("");
+            let mut typed = Vec::with_capacity(inputs.len());
+            for f in &inputs {
+                let input = input_format(f, None)?;
+                capability(registry, "merge", input, output, m.engine.as_deref(), &m.options)
+                    .map_err(|e| unsupported(format!("merge takes PDFs and images; {} is {input} ({})", f.name, e.message)))?;
+                typed.push((f.clone(), input));
+            }
+            let path = next_path("pdf");
+            pdf::merge(&typed, &path, limits)?;
+            let name = m.filename.clone().unwrap_or_else(|| with_extension(&inputs[0].name, "pdf"));
+            outputs.push(OutputFile { path, name: safe_filename(&name) });
+        }
+        Operation::Archive(a) => {
+            let output = a.output_format.trim().to_ascii_lowercase();
+            let output = if output == "tgz" { "tar.gz".to_string() } else { output };
+            capability(registry, "archive", "*", &output, None, &a.options)?;
+            let path = next_path(&output);
+            archive::create(&inputs, &path, &output)?;
+            let name = a.filename.clone().unwrap_or_else(|| format!("archive.{output}"));
+            outputs.push(OutputFile { path, name: safe_filename(&name) });
+        }
+        Operation::Compress(c) => {
+            for f in &inputs {
+                let input = input_format(f, c.input_format.as_deref())?;
+                let output = c.output_format.as_deref().and_then(canonical_format).unwrap_or(input);
+                capability(registry, "compress", input, output, c.engine.as_deref(), &c.options)?;
+                let path = next_path(output);
+                compress(f, input, &path, &c.options, limits)?;
+                outputs.push(OutputFile { path, name: out_name(&c.filename, single, &f.name, output) });
+            }
+        }
+        Operation::Watermark(w) => {
+            let mut wm = Watermark::from_options(w.text.as_deref(), &w.options)?;
+            let image_task = w.options.get("image").and_then(|v| v.as_str());
+            let (marks, docs): (Vec<&InputFile>, Vec<&InputFile>) =
+                inputs.iter().partition(|f| image_task.is_some() && f.task.as_deref() == image_task);
+            if let Some(task) = image_task {
+                let mark = marks.first().ok_or_else(|| {
+                    TaskError::new(codes::INVALID_DATA, format!("option image names task {task:?}, which is not an input with a file"))
+                })?;
+                let fmt = input_format(mark, None)?;
+                if !raster::FORMATS.contains(&fmt) {
+                    return Err(TaskError::new(codes::INVALID_DATA, format!("the watermark image {} is {fmt}, not an image", mark.name)));
+                }
+                wm.image = Some(raster::decode(&mark.path, &mark.name, fmt, limits, None)?);
+            }
+            if docs.is_empty() {
+                return Err(TaskError::new(codes::NO_INPUT_FILES, "there is no file to watermark besides the watermark image"));
+            }
+            let single = docs.len() == 1;
+            for f in docs {
+                let input = input_format(f, w.input_format.as_deref())?;
+                capability(registry, "watermark", input, input, w.engine.as_deref(), &w.options)?;
+                let path = next_path(input);
+                if input == "pdf" {
+                    pdf::watermark(&f.path, &f.name, &path, &wm, limits)?;
+                } else {
+                    let img = raster::decode(&f.path, &f.name, input, limits, None)?;
+                    let marked = crate::watermark::apply_to_image(&img, &wm)?;
+                    raster::encode(&marked, &path, input, wm.quality.or(Some(90)), false)?;
+                }
+                outputs.push(OutputFile { path, name: out_name(&w.filename, single, &f.name, input) });
+            }
+        }
+        other => {
+            return Err(unsupported(format!("operation {} does not process files on this server", other.name())));
+        }
+    }
+    Ok(outputs)
+}
+
+fn render_pdf(f: &InputFile, output: &str, o: &EngineOptions, out_dir: &Path, limits: &EngineLimits) -> Result<Vec<(u32, PathBuf)>, TaskError> {
+    let tool = host().pdftoppm.as_ref().ok_or_else(|| unsupported("PDF rendering (pdftoppm) is not installed on this server".into()))?;
+    let count = pdf::page_count(&f.path, &f.name, limits)?;
+    let selection = match o.get("pages").and_then(|v| v.as_str()) {
+        None => PageSelection::All,
+        Some(s) => PageSelection::parse(s).map_err(|e| TaskError::new(codes::INVALID_DATA, e))?,
+    };
+    let pages = selection.pages(count);
+    if pages.is_empty() {
+        return Err(TaskError::new(codes::INVALID_DATA, format!("option pages selects none of the {count} pages of {}", f.name)));
+    }
+    let dpi = raster::int_option(o, "resolution", 10, 1200)?.unwrap_or(150) as u32;
+    let quality = raster::int_option(o, "quality", 1, 100)?.unwrap_or(85) as u8;
+    let dir = out_dir.join(format!("pages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
+    // One run per contiguous range of selected pages.
+    let mut start = 0;
+    while start < pages.len() {
+        let mut end = start;
+        while end + 1 < pages.len() && pages[end + 1] == pages[end] + 1 {
+            end += 1;
+        }
+        tool.render(&f.path, &dir.join("p"), output, pages[start], pages[end], Some(dpi), None, quality, limits.tool_timeout)?;
+        start = end + 1;
+    }
+    let mut rendered: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
+        .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let num = name.strip_prefix("p-")?.split('.').next()?.parse::<u32>().ok()?;
+            Some((num, e.path()))
+        })
+        .collect();
+    rendered.sort();
+    if rendered.len() != pages.len() {
+        return Err(TaskError::new(
+            codes::PROCESSING_FAILED,
+            format!("pdftoppm rendered {} of {} pages of {}", rendered.len(), pages.len(), f.name),
+        ));
+    }
+    Ok(rendered)
+}
+
+fn thumbnail(f: &InputFile, input: &str, out: &Path, output: &str, o: &EngineOptions, work: &Path, limits: &EngineLimits) -> Result<(), TaskError> {
+    let mut opts = ImageOptions::from_options(o)?;
+    if opts.width.is_none() && opts.height.is_none() {
+        opts.width = Some(256);
+        opts.height = Some(256);
+    }
+    if opts.fit == Fit::Upscale {
+        opts.fit = Fit::Max;
+    }
+    let (img, original) = if input == "pdf" {
+        let tool = host().pdftoppm.as_ref().ok_or_else(|| unsupported("PDF rendering (pdftoppm) is not installed on this server".into()))?;
+        pdf::page_count(&f.path, &f.name, limits)?;
+        // Render the first page a little larger than needed, then resize exactly.
+        let long = opts.width.unwrap_or(0).max(opts.height.unwrap_or(0)).max(16) * 2;
+        let prefix = work.join(format!("thumb-{}", std::process::id()));
+        tool.render(&f.path, &prefix, "png", 1, 1, None, Some(long), 85, limits.tool_timeout)?;
+        let page = std::fs::read_dir(work)
+            .ok()
+            .and_then(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("thumb-{}-", std::process::id()))))
+            })
+            .ok_or_else(|| TaskError::new(codes::PROCESSING_FAILED, "pdftoppm produced no page"))?;
+        let img = raster::decode(&page, &f.name, "png", limits, None)?;
+        let dims = (img.width(), img.height());
+        (img, dims)
+    } else {
+        let (w, h) = raster::dimensions(&f.path, &f.name, input, limits)?;
+        let (tw, th) = raster::target_size(w, h, opts.width, opts.height, opts.fit);
+        let target = if opts.fit == Fit::Crop {
+            let s = (tw as f64 / w as f64).max(th as f64 / h as f64);
+            ((w as f64 * s).ceil() as u32, (h as f64 * s).ceil() as u32)
+        } else {
+            (tw, th)
+        };
+        (raster::decode(&f.path, &f.name, input, limits, Some(target))?, (w, h))
+    };
+    let img = raster::resize_scaled(img, original, &opts)?;
+    let quality = opts.quality.or(Some(if output == "jpg" { 75 } else { 80 }));
+    raster::encode(&img, out, output, quality, false)
+}
+
+fn compress(f: &InputFile, input: &str, out: &Path, o: &EngineOptions, limits: &EngineLimits) -> Result<(), TaskError> {
+    match input {
+        "pdf" => {
+            let name = o.get("profile").and_then(|v| v.as_str()).unwrap_or("web");
+            let mut profile = pdf::Profile::named(name)
+                .ok_or_else(|| TaskError::new(codes::INVALID_DATA, format!("option profile must be one of {}", pdf::PROFILES.join(", "))))?;
+            if let Some(dpi) = raster::int_option(o, "image_resolution", 36, 1200)? {
+                profile.dpi = dpi as f32;
+            }
+            if let Some(q) = raster::int_option(o, "image_quality", 1, 100)? {
+                profile.quality = q as u8;
+            }
+            pdf::compress(&f.path, &f.name, out, profile, limits)
+        }
+        "jpg" => {
+            let q = raster::int_option(o, "quality", 1, 100)?.unwrap_or(75) as u8;
+            let img = raster::decode(&f.path, &f.name, "jpg", limits, None)?;
+            raster::encode(&img, out, "jpg", Some(q), false)?;
+            keep_smaller(&f.path, out)
+        }
+        "png" => {
+            let img = raster::decode(&f.path, &f.name, "png", limits, None)?;
+            let img = reduce_png(img);
+            let file = std::fs::File::create(out).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
+            let enc = image::codecs::png::PngEncoder::new_with_quality(
+                std::io::BufWriter::new(file),
+                image::codecs::png::CompressionType::Best,
+                image::codecs::png::FilterType::Adaptive,
+            );
+            img.write_with_encoder(enc).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
+            keep_smaller(&f.path, out)
+        }
+        other => Err(unsupported(format!("compress does not take {other}"))),
+    }
+}
+
+/// Lossless reductions: drop an alpha channel that is all opaque, colour that is all gray.
+fn reduce_png(img: image::DynamicImage) -> image::DynamicImage {
+    use image::DynamicImage as D;
+    let img = match img {
+        D::ImageRgba8(ref rgba) if rgba.pixels().all(|p| p[3] == 255) => D::ImageRgb8(img.to_rgb8()),
+        D::ImageLumaA8(ref la) if la.pixels().all(|p| p[1] == 255) => D::ImageLuma8(img.to_luma8()),
+        other => other,
+    };
+    match img {
+        D::ImageRgb8(ref rgb) if rgb.pixels().all(|p| p[0] == p[1] && p[1] == p[2]) => D::ImageLuma8(img.to_luma8()),
+        other => other,
+    }
+}
+
+/// A compressed file that came out larger than its original is replaced by the original.
+fn keep_smaller(original: &Path, out: &Path) -> Result<(), TaskError> {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(u64::MAX);
+    if size(out) >= size(original) {
+        std::fs::copy(original, out).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
+    }
+    Ok(())
+}
