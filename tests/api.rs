@@ -405,7 +405,10 @@ async fn core_endpoints_report_what_the_build_does() {
     assert_eq!(status, 400, "{err}");
 
     let (status, ops) = s
-        .get_as("", "/v2/core/operations?input_format=jpg&output_format=webp&operation=convert")
+        .get_as(
+            "",
+            "/v2/core/operations?input_format=jpg&output_format=webp&operation=convert",
+        )
         .await;
     assert_eq!(status, 200);
     let op = &ops["data"][0];

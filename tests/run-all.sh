@@ -15,6 +15,10 @@ apt_pkgs=()
 command -v cc >/dev/null || apt_pkgs+=(gcc)
 command -v pkg-config >/dev/null || apt_pkgs+=(pkg-config)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || apt_pkgs+=(ca-certificates)
+# Poppler renders PDF pages (an engine of the server, and the tests' eye on PDFs);
+# qpdf makes the password-protected PDF of the bad-input tests.
+command -v pdftoppm >/dev/null || apt_pkgs+=(poppler-utils)
+command -v qpdf >/dev/null || apt_pkgs+=(qpdf)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   log "installing ${apt_pkgs[*]}"
   sudo_cmd=""

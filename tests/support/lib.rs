@@ -410,3 +410,74 @@ pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Runs a job with the given tasks plus an `export` of `export_from`, waits for it, and
+/// returns the job and the downloaded files (name → bytes) of the export.
+pub async fn run_and_download(
+    s: &Server,
+    mut tasks: serde_json::Map<String, Value>,
+    export_from: &[&str],
+) -> (Value, Vec<(String, Vec<u8>)>) {
+    tasks.insert(
+        "export".into(),
+        json!({"operation": "export/url", "input": export_from, "ignore_error": true}),
+    );
+    let job = s.run_job(json!({"tasks": tasks})).await;
+    let mut files = Vec::new();
+    if task(&job, "export")["status"] == "finished" {
+        for (name, url) in urls(task(&job, "export")) {
+            let (status, bytes) = s.download(&url).await;
+            assert_eq!(status, 200, "{name}");
+            files.push((name, bytes));
+        }
+    }
+    (job, files)
+}
+
+/// Page count of a PDF.
+pub fn pdf_pages(bytes: &[u8]) -> usize {
+    lopdf::Document::load_mem(bytes).expect("a valid PDF").get_pages().len()
+}
+
+/// Renders page `page` of a PDF to RGB pixels with Poppler's pdftoppm at `dpi`.
+pub fn render_page(bytes: &[u8], page: u32, dpi: u32) -> image::RgbImage {
+    let dir = unique_dir("render");
+    let pdf = dir.join("in.pdf");
+    std::fs::write(&pdf, bytes).unwrap();
+    let status = Command::new("pdftoppm")
+        .args([
+            "-png",
+            "-r",
+            &dpi.to_string(),
+            "-f",
+            &page.to_string(),
+            "-l",
+            &page.to_string(),
+            "-singlefile",
+        ])
+        .arg(&pdf)
+        .arg(dir.join("page"))
+        .status()
+        .expect("pdftoppm (poppler-utils) is installed");
+    assert!(status.success());
+    let img = image::open(dir.join("page.png")).unwrap().to_rgb8();
+    let _ = std::fs::remove_dir_all(&dir);
+    img
+}
+
+/// The mean absolute difference of two same-sized RGB images over a rectangle.
+pub fn mean_diff(a: &image::RgbImage, b: &image::RgbImage, x0: u32, y0: u32, x1: u32, y1: u32) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let mut sum = 0u64;
+    let mut n = 0u64;
+    for y in y0..y1.min(a.height()) {
+        for x in x0..x1.min(a.width()) {
+            let (p, q) = (a.get_pixel(x, y), b.get_pixel(x, y));
+            for i in 0..3 {
+                sum += (p[i] as i32 - q[i] as i32).unsigned_abs() as u64;
+            }
+            n += 3;
+        }
+    }
+    sum as f64 / n.max(1) as f64
+}

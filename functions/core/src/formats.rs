@@ -80,6 +80,132 @@ pub const KNOWN_FORMATS: &[FormatInfo] = &[
         mime_type: "application/zip",
     },
     FormatInfo {
+        name: "docx",
+        aliases: &[],
+        group: "document",
+        mime_type: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    },
+    FormatInfo {
+        name: "doc",
+        aliases: &[],
+        group: "document",
+        mime_type: "application/msword",
+    },
+    FormatInfo {
+        name: "odt",
+        aliases: &[],
+        group: "document",
+        mime_type: "application/vnd.oasis.opendocument.text",
+    },
+    FormatInfo {
+        name: "rtf",
+        aliases: &[],
+        group: "document",
+        mime_type: "application/rtf",
+    },
+    FormatInfo {
+        name: "xlsx",
+        aliases: &[],
+        group: "spreadsheet",
+        mime_type: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    },
+    FormatInfo {
+        name: "ods",
+        aliases: &[],
+        group: "spreadsheet",
+        mime_type: "application/vnd.oasis.opendocument.spreadsheet",
+    },
+    FormatInfo {
+        name: "pptx",
+        aliases: &[],
+        group: "presentation",
+        mime_type: "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    },
+    FormatInfo {
+        name: "odp",
+        aliases: &[],
+        group: "presentation",
+        mime_type: "application/vnd.oasis.opendocument.presentation",
+    },
+    FormatInfo {
+        name: "html",
+        aliases: &["htm"],
+        group: "document",
+        mime_type: "text/html",
+    },
+    FormatInfo {
+        name: "md",
+        aliases: &["markdown"],
+        group: "document",
+        mime_type: "text/markdown",
+    },
+    FormatInfo {
+        name: "mp4",
+        aliases: &["m4v"],
+        group: "video",
+        mime_type: "video/mp4",
+    },
+    FormatInfo {
+        name: "webm",
+        aliases: &[],
+        group: "video",
+        mime_type: "video/webm",
+    },
+    FormatInfo {
+        name: "mov",
+        aliases: &[],
+        group: "video",
+        mime_type: "video/quicktime",
+    },
+    FormatInfo {
+        name: "mkv",
+        aliases: &[],
+        group: "video",
+        mime_type: "video/x-matroska",
+    },
+    FormatInfo {
+        name: "avi",
+        aliases: &[],
+        group: "video",
+        mime_type: "video/x-msvideo",
+    },
+    FormatInfo {
+        name: "mp3",
+        aliases: &[],
+        group: "audio",
+        mime_type: "audio/mpeg",
+    },
+    FormatInfo {
+        name: "wav",
+        aliases: &[],
+        group: "audio",
+        mime_type: "audio/wav",
+    },
+    FormatInfo {
+        name: "ogg",
+        aliases: &["oga"],
+        group: "audio",
+        mime_type: "audio/ogg",
+    },
+    FormatInfo {
+        name: "flac",
+        aliases: &[],
+        group: "audio",
+        mime_type: "audio/flac",
+    },
+    FormatInfo {
+        name: "aac",
+        aliases: &[],
+        group: "audio",
+        mime_type: "audio/aac",
+    },
+    FormatInfo {
+        name: "m4a",
+        aliases: &[],
+        group: "audio",
+        mime_type: "audio/mp4",
+    },
+    FormatInfo {
         name: "tar",
         aliases: &[],
         group: "archive",
@@ -314,7 +440,11 @@ impl Registry {
         output_format: &'a str,
         engine: Option<&str>,
     ) -> Result<&'a Capability, String> {
-        let input = if input_format == ANY { ANY } else { canonical_format(input_format).unwrap_or(input_format) };
+        let input = if input_format == ANY {
+            ANY
+        } else {
+            canonical_format(input_format).unwrap_or(input_format)
+        };
         let output = canonical_format(output_format).unwrap_or(output_format);
         let mut pair = self.query(Some(operation), Some(input), Some(output)).peekable();
         if pair.peek().is_none() {

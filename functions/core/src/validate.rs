@@ -475,26 +475,46 @@ fn check_formats(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>, registry: 
     if let Operation::Watermark(w) = &spec.operation {
         let image = w.options.get("image").and_then(Value::as_str);
         if w.text.as_deref().unwrap_or("").is_empty() && image.is_none() {
-            errs.add(format!("{field}.text"), "a watermark needs `text` or the `image` option");
+            errs.add(
+                format!("{field}.text"),
+                "a watermark needs `text` or the `image` option",
+            );
         }
         if let Some(task) = image {
             if !spec.input.iter().any(|i| i == task) {
-                errs.add(format!("{field}.options.image"), format!("names {task:?}, which is not one of this task's inputs"));
+                errs.add(
+                    format!("{field}.options.image"),
+                    format!("names {task:?}, which is not one of this task's inputs"),
+                );
             }
         }
     }
-    let Some(p) = process_fields(&spec.operation) else { return };
+    let Some(p) = process_fields(&spec.operation) else {
+        return;
+    };
     let op = p.operation;
     let output = match p.output_format {
         Some(o) => {
-            let canonical = if op == "archive" { Some(o.trim()).filter(|o| !o.is_empty()) } else { canonical_format(o) };
-            match canonical.filter(|f| registry.query(Some(op), None, Some(canonical_format(f).unwrap_or(f))).next().is_some()) {
+            let canonical = if op == "archive" {
+                Some(o.trim()).filter(|o| !o.is_empty())
+            } else {
+                canonical_format(o)
+            };
+            match canonical.filter(|f| {
+                registry
+                    .query(Some(op), None, Some(canonical_format(f).unwrap_or(f)))
+                    .next()
+                    .is_some()
+            }) {
                 Some(f) => Some(canonical_format(f).unwrap_or(f)),
                 None => {
                     let outputs = sorted_unique(registry.query(Some(op), None, None).map(|c| c.output_format));
                     errs.add(
                         format!("{field}.output_format"),
-                        format!("{op} cannot make {o:?} on this server; it makes: {}", outputs.join(", ")),
+                        format!(
+                            "{op} cannot make {o:?} on this server; it makes: {}",
+                            outputs.join(", ")
+                        ),
                     );
                     return;
                 }
@@ -507,7 +527,10 @@ fn check_formats(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>, registry: 
             let engines = sorted_unique(registry.query(Some(op), None, output).map(|c| c.engine));
             errs.add(
                 format!("{field}.engine"),
-                format!("{op} has no engine {engine:?} on this server; available: {}", engines.join(", ")),
+                format!(
+                    "{op} has no engine {engine:?} on this server; available: {}",
+                    engines.join(", ")
+                ),
             );
             return;
         }
@@ -529,7 +552,10 @@ fn check_formats(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>, registry: 
             if let Some(f) = output_format_of(&specs[name], specs) {
                 if registry.find(op, f, output.unwrap_or("pdf"), p.engine).is_err() {
                     let takes = sorted_unique(registry.query(Some(op), None, None).map(|c| c.input_format));
-                    errs.add(format!("{field}.input"), format!("{name} gives {f}; merge takes: {}", takes.join(", ")));
+                    errs.add(
+                        format!("{field}.input"),
+                        format!("{name} gives {f}; merge takes: {}", takes.join(", ")),
+                    );
                 }
             }
         }
@@ -546,12 +572,18 @@ fn check_formats(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>, registry: 
         // The input format is known only once the file is there: options must at least
         // be known to some engine of the operation.
         _ => {
-            let known: Vec<&str> = registry.query(Some(op), None, output).flat_map(|c| c.options.iter().map(|o| o.name)).collect();
+            let known: Vec<&str> = registry
+                .query(Some(op), None, output)
+                .flat_map(|c| c.options.iter().map(|o| o.name))
+                .collect();
             for name in p.options.keys() {
                 if !known.contains(&name.as_str()) {
                     errs.add(
                         format!("{field}.options.{name}"),
-                        format!("unknown option; {op} takes: {}", sorted_unique(known.iter().copied()).join(", ")),
+                        format!(
+                            "unknown option; {op} takes: {}",
+                            sorted_unique(known.iter().copied()).join(", ")
+                        ),
                     );
                 }
             }

@@ -52,7 +52,10 @@ pub fn create(inputs: &[InputFile], output: &Path, format: &str) -> Result<(), T
             for (f, name) in inputs.iter().zip(&names) {
                 let mut src = File::open(&f.path).map_err(fail)?;
                 let size = src.metadata().map_err(fail)?.len();
-                let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+                let ext = name
+                    .rsplit_once('.')
+                    .map(|(_, e)| e.to_ascii_lowercase())
+                    .unwrap_or_default();
                 let method = if COMPRESSED.contains(&ext.as_str()) {
                     zip::CompressionMethod::Stored
                 } else {
@@ -109,7 +112,11 @@ mod tests {
 
     #[test]
     fn names_are_safe_and_unique() {
-        let f = |n: &str| InputFile { path: "/dev/null".into(), name: n.into(), format: None };
+        let f = |n: &str| InputFile {
+            path: "/dev/null".into(),
+            name: n.into(),
+            task: None,
+        };
         let names = entry_names(&[f("a.jpg"), f("../a.jpg"), f("A.JPG"), f("/etc/passwd"), f("")]);
         assert_eq!(names, ["a.jpg", "a (2).jpg", "A (3).JPG", "passwd", "file"]);
     }

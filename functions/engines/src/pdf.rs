@@ -29,15 +29,26 @@ fn failed(what: &str, e: impl std::fmt::Display) -> TaskError {
 /// Opens a PDF, refusing broken, password-protected, empty and over-long ones.
 pub fn load(path: &Path, name: &str, limits: &EngineLimits) -> Result<Document, TaskError> {
     raster::check_format(path, name, "pdf")?;
-    let doc = Document::load(path).map_err(|e| {
+    let mut doc = Document::load(path).map_err(|e| {
         let m = e.to_string();
         let lower = m.to_ascii_lowercase();
         if lower.contains("password") || lower.contains("decrypt") || lower.contains("encrypt") {
-            invalid(format!("{name} is encrypted with a password; remove the password and try again"))
+            invalid(format!(
+                "{name} is encrypted with a password; remove the password and try again"
+            ))
         } else {
             invalid(format!("{name} is not a valid PDF: {m}"))
         }
     })?;
+    if doc.is_encrypted() {
+        if !doc.was_encrypted() {
+            return Err(invalid(format!(
+                "{name} is encrypted with a password; remove the password and try again"
+            )));
+        }
+        // Opened with the empty user password: what comes out is not encrypted again.
+        doc.trailer.remove(b"Encrypt");
+    }
     let pages = doc.get_pages().len() as u32;
     if pages == 0 {
         return Err(invalid(format!("{name} has no pages")));
@@ -45,7 +56,10 @@ pub fn load(path: &Path, name: &str, limits: &EngineLimits) -> Result<Document, 
     if pages > limits.max_pages {
         return Err(TaskError::new(
             codes::LIMIT_EXCEEDED,
-            format!("{name} has {pages} pages; this server takes at most {}", limits.max_pages),
+            format!(
+                "{name} has {pages} pages; this server takes at most {}",
+                limits.max_pages
+            ),
         ));
     }
     Ok(doc)
@@ -102,13 +116,19 @@ fn page_box(doc: &Document, page: ObjectId) -> (f32, f32, f32, f32) {
 }
 
 fn page_rotation(doc: &Document, page: ObjectId) -> i64 {
-    inherited(doc, page, b"Rotate").and_then(|o| o.as_i64().ok()).unwrap_or(0).rem_euclid(360)
+    inherited(doc, page, b"Rotate")
+        .and_then(|o| o.as_i64().ok())
+        .unwrap_or(0)
+        .rem_euclid(360)
 }
 
 fn save(doc: &mut Document, output: &Path, modern: bool) -> Result<(), TaskError> {
     let mut f = BufWriter::with_capacity(1 << 20, File::create(output).map_err(|e| failed("writing the PDF", e))?);
     let result = if modern {
-        let opts = lopdf::SaveOptions::builder().use_object_streams(true).use_xref_streams(true).build();
+        let opts = lopdf::SaveOptions::builder()
+            .use_object_streams(true)
+            .use_xref_streams(true)
+            .build();
         doc.save_with_options(&mut f, opts)
     } else {
         doc.save_to(&mut f)
@@ -124,7 +144,12 @@ fn deflate(data: &[u8]) -> Vec<u8> {
 }
 
 /// An image XObject for a raster file, and its size in pixels. JPEGs go in as they are.
-fn image_xobject(doc: &mut Document, f: &InputFile, format: &str, limits: &EngineLimits) -> Result<(ObjectId, u32, u32), TaskError> {
+fn image_xobject(
+    doc: &mut Document,
+    f: &InputFile,
+    format: &str,
+    limits: &EngineLimits,
+) -> Result<(ObjectId, u32, u32), TaskError> {
     raster::check_format(&f.path, &f.name, format)?;
     if format == "jpg" {
         let bytes = std::fs::read(&f.path).map_err(|e| failed("reading the image", e))?;
@@ -138,7 +163,9 @@ fn image_xobject(doc: &mut Document, f: &InputFile, format: &str, limits: &Engin
                     // Adobe's CMYK JPEGs store inverted values.
                     jpeg_decoder::PixelFormat::CMYK32 => Some((
                         "DeviceCMYK",
-                        Some(Object::Array([1, 0, 1, 0, 1, 0, 1, 0].iter().map(|n| Object::Integer(*n)).collect())),
+                        Some(Object::Array(
+                            [1, 0, 1, 0, 1, 0, 1, 0].iter().map(|n| Object::Integer(*n)).collect(),
+                        )),
                     )),
                     _ => None,
                 };
@@ -191,7 +218,13 @@ fn image_xobject(doc: &mut Document, f: &InputFile, format: &str, limits: &Engin
 }
 
 /// A page showing one image at 72 dpi (one pixel, one point).
-fn add_image_page(doc: &mut Document, parent: ObjectId, f: &InputFile, format: &str, limits: &EngineLimits) -> Result<ObjectId, TaskError> {
+fn add_image_page(
+    doc: &mut Document,
+    parent: ObjectId,
+    f: &InputFile,
+    format: &str,
+    limits: &EngineLimits,
+) -> Result<ObjectId, TaskError> {
     let (img, w, h) = image_xobject(doc, f, format, limits)?;
     let content = format!("q {w} 0 0 {h} 0 0 cm /Im0 Do Q").into_bytes();
     let content_id = doc.add_object(Stream::new(dictionary! {}, content));
@@ -211,7 +244,10 @@ fn is_type(o: &Object, t: &[u8]) -> bool {
         Object::Stream(s) => &s.dict,
         _ => return false,
     };
-    dict.get(b"Type").and_then(Object::as_name).map(|n| n == t).unwrap_or(false)
+    dict.get(b"Type")
+        .and_then(Object::as_name)
+        .map(|n| n == t)
+        .unwrap_or(false)
 }
 
 /// One PDF of every input's pages, in input order: PDFs page by page, images one per page.
@@ -228,7 +264,11 @@ pub fn merge(inputs: &[(InputFile, &str)], output: &Path, limits: &EngineLimits)
             let page_ids: Vec<ObjectId> = doc.get_pages().values().copied().collect();
             let max = doc.objects.keys().map(|k| k.0).max().unwrap_or(0);
             for (id, obj) in std::mem::take(&mut doc.objects) {
-                if is_type(&obj, b"Catalog") || is_type(&obj, b"Pages") || is_type(&obj, b"ObjStm") || is_type(&obj, b"XRef") {
+                if is_type(&obj, b"Catalog")
+                    || is_type(&obj, b"Pages")
+                    || is_type(&obj, b"ObjStm")
+                    || is_type(&obj, b"XRef")
+                {
                     continue;
                 }
                 out.objects.insert(id, obj);
@@ -280,7 +320,7 @@ pub fn compress_options() -> Vec<OptionSpec> {
             name: "profile",
             kind: OptionType::Enum(PROFILES),
             default: Some(json!("web")),
-            description: "web: photos at 150 dpi, JPEG quality 60; print: 300 dpi, quality 85; \
+            description: "web: photos at 150 dpi, JPEG quality 55; print: 300 dpi, quality 85; \
                 max: 72 dpi, quality 40. Photos already smaller are only re-encoded when that saves bytes.",
         },
         OptionSpec {
@@ -307,8 +347,14 @@ pub struct Profile {
 impl Profile {
     pub fn named(name: &str) -> Option<Self> {
         Some(match name {
-            "web" => Profile { dpi: 150.0, quality: 60 },
-            "print" => Profile { dpi: 300.0, quality: 85 },
+            "web" => Profile {
+                dpi: 150.0,
+                quality: 55,
+            },
+            "print" => Profile {
+                dpi: 300.0,
+                quality: 85,
+            },
             "max" => Profile { dpi: 72.0, quality: 40 },
             _ => return None,
         })
@@ -356,11 +402,104 @@ fn rewritable(doc: &Document, s: &Stream) -> Option<Photo> {
         [f] if *f == b"FlateDecode" && !d.has(b"DecodeParms") => false,
         _ => return None,
     };
-    Some(Photo { width, height, gray: components == 1, dct })
+    Some(Photo {
+        width,
+        height,
+        gray: components == 1,
+        dct,
+    })
 }
 
+/// The image XObjects a page's resources name: name → object id.
+fn page_images(doc: &Document, page: ObjectId) -> HashMap<Vec<u8>, ObjectId> {
+    let mut out = HashMap::new();
+    let Some(res) = inherited(doc, page, b"Resources") else {
+        return out;
+    };
+    let Ok((_, res)) = doc.dereference(&res) else {
+        return out;
+    };
+    let Ok(res) = res.as_dict() else { return out };
+    let Ok(xobjects) = res
+        .get(b"XObject")
+        .and_then(|x| doc.dereference(x))
+        .and_then(|(_, x)| x.as_dict())
+    else {
+        return out;
+    };
+    for (name, v) in xobjects.iter() {
+        if let Ok(id) = v.as_reference() {
+            let is_image = doc
+                .get_object(id)
+                .and_then(Object::as_stream)
+                .map(|s| {
+                    s.dict
+                        .get(b"Subtype")
+                        .and_then(Object::as_name)
+                        .map(|n| n == b"Image")
+                        .unwrap_or(false)
+                })
+                .unwrap_or(false);
+            if is_image {
+                out.insert(name.clone(), id);
+            }
+        }
+    }
+    out
+}
+
+/// For each image drawn on the page, the longer side it is drawn at, in points: the
+/// image fills the unit square under the current transformation matrix at its `Do`.
+fn drawn_sizes(doc: &Document, page: ObjectId, names: &HashMap<Vec<u8>, ObjectId>) -> HashMap<Vec<u8>, f32> {
+    let mut sizes: HashMap<Vec<u8>, f32> = HashMap::new();
+    if names.is_empty() {
+        return sizes;
+    }
+    let Ok(bytes) = doc.get_page_content_with_limit(page, 64 << 20) else {
+        return sizes;
+    };
+    let Ok(content) = lopdf::content::Content::decode(&bytes) else {
+        return sizes;
+    };
+    let mut ctm = [1f32, 0.0, 0.0, 1.0, 0.0, 0.0];
+    let mut stack: Vec<[f32; 6]> = Vec::new();
+    for op in content.operations {
+        match op.operator.as_str() {
+            "q" => stack.push(ctm),
+            "Q" => ctm = stack.pop().unwrap_or([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]),
+            "cm" if op.operands.len() == 6 => {
+                let m: Vec<f32> = op.operands.iter().map(|o| o.as_float().unwrap_or(0.0)).collect();
+                // new CTM = m × CTM
+                ctm = [
+                    m[0] * ctm[0] + m[1] * ctm[2],
+                    m[0] * ctm[1] + m[1] * ctm[3],
+                    m[2] * ctm[0] + m[3] * ctm[2],
+                    m[2] * ctm[1] + m[3] * ctm[3],
+                    m[4] * ctm[0] + m[5] * ctm[2] + ctm[4],
+                    m[4] * ctm[1] + m[5] * ctm[3] + ctm[5],
+                ];
+            }
+            "Do" => {
+                if let Some(Ok(name)) = op.operands.first().map(Object::as_name) {
+                    if names.contains_key(name) {
+                        let w = (ctm[0] * ctm[0] + ctm[1] * ctm[1]).sqrt();
+                        let h = (ctm[2] * ctm[2] + ctm[3] * ctm[3]).sqrt();
+                        let e = sizes.entry(name.to_vec()).or_insert(0.0);
+                        *e = e.max(w.max(h));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    sizes
+}
+
+/// A re-encoded photo: JPEG bytes, width, height.
+type Recompressed = (Vec<u8>, u32, u32);
+
 /// Decodes, downsamples and re-encodes one photo; `None` when that would not save bytes.
-fn recompress(s: &Stream, p: &Photo, max_long_side: u32, quality: u8, limits: &EngineLimits) -> Option<(Vec<u8>, u32, u32)> {
+fn recompress(s: &Stream, p: &Photo, max_long_side: u32, quality: u8, limits: &EngineLimits) -> Option<Recompressed> {
     limits.check_pixels("an embedded image", p.width, p.height).ok()?;
     let long = p.width.max(p.height);
     let scale = (max_long_side as f64 / long as f64).min(1.0);
@@ -375,8 +514,12 @@ fn recompress(s: &Stream, p: &Photo, max_long_side: u32, quality: u8, limits: &E
         let info = d.info()?;
         let px = d.decode().ok()?;
         match info.pixel_format {
-            jpeg_decoder::PixelFormat::RGB24 => image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w as u32, h as u32, px)?),
-            jpeg_decoder::PixelFormat::L8 => image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(w as u32, h as u32, px)?),
+            jpeg_decoder::PixelFormat::RGB24 => {
+                image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w as u32, h as u32, px)?)
+            }
+            jpeg_decoder::PixelFormat::L8 => {
+                image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(w as u32, h as u32, px)?)
+            }
             _ => return None,
         }
     } else {
@@ -392,7 +535,11 @@ fn recompress(s: &Stream, p: &Photo, max_long_side: u32, quality: u8, limits: &E
             image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(p.width, p.height, raw)?)
         }
     };
-    let img = if (img.width(), img.height()) != (tw, th) { raster::resize_exact(&img, tw, th, false).ok()? } else { img };
+    let img = if (img.width(), img.height()) != (tw, th) {
+        raster::resize_exact(&img, tw, th, false).ok()?
+    } else {
+        img
+    };
     let mut out = Vec::new();
     let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
     let ok = match &img {
@@ -404,23 +551,29 @@ fn recompress(s: &Stream, p: &Photo, max_long_side: u32, quality: u8, limits: &E
 
 /// Rewrites the photos of a PDF at the profile's resolution and quality, compresses
 /// what is uncompressed, drops unused objects and writes object streams.
-pub fn compress(input: &Path, name: &str, output: &Path, profile: Profile, limits: &EngineLimits) -> Result<(), TaskError> {
+pub fn compress(
+    input: &Path,
+    name: &str,
+    output: &Path,
+    profile: Profile,
+    limits: &EngineLimits,
+) -> Result<(), TaskError> {
     let mut doc = load(input, name, limits)?;
-    // The largest a photo can usefully be: its page's longer side at the profile's dpi.
+    // The largest a photo can usefully be: the size it is drawn at, at the profile's dpi
+    // (from the page's content stream); where that cannot be told, the page's longer side.
     let mut budget: HashMap<ObjectId, u32> = HashMap::new();
     for page in doc.get_pages().values().copied() {
         let (x0, y0, x1, y1) = page_box(&doc, page);
-        let long_in = ((x1 - x0).max(y1 - y0) / 72.0).max(0.1);
-        let max_px = (long_in * profile.dpi).ceil() as u32;
-        let Some(res) = inherited(&doc, page, b"Resources") else { continue };
-        let Ok((_, res)) = doc.dereference(&res) else { continue };
-        let Ok(res) = res.as_dict() else { continue };
-        let Ok(xobjects) = res.get(b"XObject").and_then(|x| doc.dereference(x)).and_then(|(_, x)| x.as_dict()) else { continue };
-        for (_, v) in xobjects.iter() {
-            if let Ok(id) = v.as_reference() {
-                let e = budget.entry(id).or_insert(0);
-                *e = (*e).max(max_px);
-            }
+        let page_long_px = (((x1 - x0).max(y1 - y0) / 72.0).max(0.1) * profile.dpi).ceil() as u32;
+        let names = page_images(&doc, page);
+        let drawn = drawn_sizes(&doc, page, &names);
+        for (name, id) in &names {
+            let px = match drawn.get(name) {
+                Some(long_pt) => ((long_pt / 72.0) * profile.dpi).ceil().max(16.0) as u32,
+                None => page_long_px,
+            };
+            let e = budget.entry(*id).or_insert(0);
+            *e = (*e).max(px);
         }
     }
     let ids: Vec<ObjectId> = budget.keys().copied().collect();
@@ -432,7 +585,7 @@ pub fn compress(input: &Path, name: &str, output: &Path, profile: Profile, limit
         })
         .collect();
     // Photos are independent: rewrite them on all cores.
-    let results: Vec<(ObjectId, Option<(Vec<u8>, u32, u32)>)> = std::thread::scope(|scope| {
+    let results: Vec<(ObjectId, Option<Recompressed>)> = std::thread::scope(|scope| {
         let doc = &doc;
         let handles: Vec<_> = jobs
             .iter()
@@ -468,11 +621,21 @@ pub fn compress(input: &Path, name: &str, output: &Path, profile: Profile, limit
 const LAYER_SCALE: f32 = 4.0;
 const WATERMARK_NAME: &str = "RcWatermark";
 
-pub fn watermark(input: &Path, name: &str, output: &Path, wm: &Watermark, limits: &EngineLimits) -> Result<u32, TaskError> {
+pub fn watermark(
+    input: &Path,
+    name: &str,
+    output: &Path,
+    wm: &Watermark,
+    limits: &EngineLimits,
+) -> Result<u32, TaskError> {
     let mut doc = load(input, name, limits)?;
     flatten_inherited(&mut doc);
     let pages = doc.get_pages();
-    let selected: Vec<(u32, ObjectId)> = pages.iter().filter(|(n, _)| wm.pages.contains(**n)).map(|(n, id)| (*n, *id)).collect();
+    let selected: Vec<(u32, ObjectId)> = pages
+        .iter()
+        .filter(|(n, _)| wm.pages.contains(**n))
+        .map(|(n, id)| (*n, *id))
+        .collect();
     if selected.is_empty() {
         return Err(TaskError::new(
             codes::INVALID_DATA,
@@ -487,7 +650,7 @@ pub fn watermark(input: &Path, name: &str, output: &Path, wm: &Watermark, limits
     let smask = doc.add_object(
         Stream::new(
             dictionary! { "Type" => "XObject", "Subtype" => "Image", "Width" => w, "Height" => h,
-                "ColorSpace" => "DeviceGray", "BitsPerComponent" => 8, "Filter" => "FlateDecode" },
+            "ColorSpace" => "DeviceGray", "BitsPerComponent" => 8, "Filter" => "FlateDecode" },
             deflate(&alpha),
         )
         .with_compression(false),
@@ -495,7 +658,7 @@ pub fn watermark(input: &Path, name: &str, output: &Path, wm: &Watermark, limits
     let image = doc.add_object(
         Stream::new(
             dictionary! { "Type" => "XObject", "Subtype" => "Image", "Width" => w, "Height" => h,
-                "ColorSpace" => "DeviceRGB", "BitsPerComponent" => 8, "Filter" => "FlateDecode", "SMask" => smask },
+            "ColorSpace" => "DeviceRGB", "BitsPerComponent" => 8, "Filter" => "FlateDecode", "SMask" => smask },
             deflate(&rgb),
         )
         .with_compression(false),
@@ -539,17 +702,28 @@ pub fn watermark(input: &Path, name: &str, output: &Path, wm: &Watermark, limits
 
 /// Adds the watermark image to a page's resources (which may be shared or indirect).
 fn add_xobject(doc: &mut Document, page: ObjectId, image: ObjectId) -> Result<(), TaskError> {
-    let res = doc.get_dictionary(page).ok().and_then(|d| d.get(b"Resources").ok().cloned());
+    let res = doc
+        .get_dictionary(page)
+        .ok()
+        .and_then(|d| d.get(b"Resources").ok().cloned());
     let res_dict: &mut Dictionary = match res {
-        Some(Object::Reference(id)) => doc.get_dictionary_mut(id).map_err(|e| failed("reading page resources", e))?,
+        Some(Object::Reference(id)) => doc
+            .get_dictionary_mut(id)
+            .map_err(|e| failed("reading page resources", e))?,
         Some(Object::Dictionary(_)) => {
             let page_dict = doc.get_dictionary_mut(page).map_err(|e| failed("reading a page", e))?;
-            page_dict.get_mut(b"Resources").and_then(Object::as_dict_mut).map_err(|e| failed("reading page resources", e))?
+            page_dict
+                .get_mut(b"Resources")
+                .and_then(Object::as_dict_mut)
+                .map_err(|e| failed("reading page resources", e))?
         }
         _ => {
             let page_dict = doc.get_dictionary_mut(page).map_err(|e| failed("reading a page", e))?;
             page_dict.set("Resources", Dictionary::new());
-            page_dict.get_mut(b"Resources").and_then(Object::as_dict_mut).map_err(|e| failed("reading page resources", e))?
+            page_dict
+                .get_mut(b"Resources")
+                .and_then(Object::as_dict_mut)
+                .map_err(|e| failed("reading page resources", e))?
         }
     };
     match res_dict.get(b"XObject").ok().cloned() {
@@ -566,4 +740,3 @@ fn add_xobject(doc: &mut Document, page: ObjectId, image: ObjectId) -> Result<()
     }
     Ok(())
 }
-

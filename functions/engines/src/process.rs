@@ -39,7 +39,9 @@ pub struct Host {
 
 pub fn host() -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
-    HOST.get_or_init(|| Host { pdftoppm: Pdftoppm::find() })
+    HOST.get_or_init(|| Host {
+        pdftoppm: Pdftoppm::find(),
+    })
 }
 
 const THUMB_FITS: &[&str] = &["max", "crop", "scale"];
@@ -76,8 +78,22 @@ fn pdf_render_options(output: &str) -> Vec<OptionSpec> {
     o
 }
 
-fn cap(operation: &'static str, input: &'static str, output: &'static str, engine: &'static str, version: &str, options: Vec<OptionSpec>) -> Capability {
-    Capability { operation, input_format: input, output_format: output, engine, engine_version: version.to_string(), options }
+fn cap(
+    operation: &'static str,
+    input: &'static str,
+    output: &'static str,
+    engine: &'static str,
+    version: &str,
+    options: Vec<OptionSpec>,
+) -> Capability {
+    Capability {
+        operation,
+        input_format: input,
+        output_format: output,
+        engine,
+        engine_version: version.to_string(),
+        options,
+    }
 }
 
 /// Declares every processing capability of this build and host.
@@ -85,7 +101,14 @@ pub fn register(r: &mut Registry) {
     let host = host();
     for i in raster::FORMATS {
         for o in raster::FORMATS {
-            r.add(cap("convert", i, o, raster::ENGINE, raster::ENGINE_VERSION, raster::convert_options(o)));
+            r.add(cap(
+                "convert",
+                i,
+                o,
+                raster::ENGINE,
+                raster::ENGINE_VERSION,
+                raster::convert_options(o),
+            ));
         }
         r.add(cap("convert", i, "pdf", pdf::ENGINE, pdf::ENGINE_VERSION, vec![]));
     }
@@ -100,16 +123,58 @@ pub fn register(r: &mut Registry) {
     for o in archive::FORMATS {
         r.add(cap("archive", "*", o, "runconvert", env!("CARGO_PKG_VERSION"), vec![]));
     }
-    r.add(cap("compress", "pdf", "pdf", "runconvert", env!("CARGO_PKG_VERSION"), pdf::compress_options()));
-    r.add(cap("compress", "jpg", "jpg", "runconvert", env!("CARGO_PKG_VERSION"), vec![raster::quality_option(75)]));
-    r.add(cap("compress", "png", "png", "runconvert", env!("CARGO_PKG_VERSION"), vec![]));
+    r.add(cap(
+        "compress",
+        "pdf",
+        "pdf",
+        "runconvert",
+        env!("CARGO_PKG_VERSION"),
+        pdf::compress_options(),
+    ));
+    r.add(cap(
+        "compress",
+        "jpg",
+        "jpg",
+        "runconvert",
+        env!("CARGO_PKG_VERSION"),
+        vec![raster::quality_option(75)],
+    ));
+    r.add(cap(
+        "compress",
+        "png",
+        "png",
+        "runconvert",
+        env!("CARGO_PKG_VERSION"),
+        vec![],
+    ));
     for i in raster::FORMATS.iter().filter(|f| **f != "ico") {
-        r.add(cap("watermark", i, i, "runconvert", env!("CARGO_PKG_VERSION"), crate::watermark::options(false)));
+        r.add(cap(
+            "watermark",
+            i,
+            i,
+            "runconvert",
+            env!("CARGO_PKG_VERSION"),
+            crate::watermark::options(false),
+        ));
     }
-    r.add(cap("watermark", "pdf", "pdf", "runconvert", env!("CARGO_PKG_VERSION"), crate::watermark::options(true)));
+    r.add(cap(
+        "watermark",
+        "pdf",
+        "pdf",
+        "runconvert",
+        env!("CARGO_PKG_VERSION"),
+        crate::watermark::options(true),
+    ));
     for i in raster::FORMATS {
         for o in THUMBNAIL_FORMATS {
-            r.add(cap("thumbnail", i, o, raster::ENGINE, raster::ENGINE_VERSION, thumbnail_options(o)));
+            r.add(cap(
+                "thumbnail",
+                i,
+                o,
+                raster::ENGINE,
+                raster::ENGINE_VERSION,
+                thumbnail_options(o),
+            ));
         }
     }
     if let Some(p) = &host.pdftoppm {
@@ -135,7 +200,12 @@ pub fn input_format(f: &InputFile, declared: Option<&str>) -> Result<&'static st
         .ok()
         .flatten()
         .and_then(canonical_format)
-        .ok_or_else(|| TaskError::new(codes::INVALID_FILE, format!("cannot tell the format of {}: give input_format", f.name)))
+        .ok_or_else(|| {
+            TaskError::new(
+                codes::INVALID_FILE,
+                format!("cannot tell the format of {}: give input_format", f.name),
+            )
+        })
 }
 
 /// Finds the capability and checks the options against it.
@@ -170,7 +240,10 @@ pub fn run(
     limits: &EngineLimits,
 ) -> Result<Vec<OutputFile>, TaskError> {
     if inputs.is_empty() {
-        return Err(TaskError::new(codes::NO_INPUT_FILES, "the input tasks produced no files"));
+        return Err(TaskError::new(
+            codes::NO_INPUT_FILES,
+            "the input tasks produced no files",
+        ));
     }
     let single = inputs.len() == 1;
     let mut outputs = Vec::new();
@@ -181,12 +254,13 @@ pub fn run(
     };
     match op {
         Operation::Convert(c) => {
-            let output = canonical_format(&c.output_format).ok_or_else(|| unsupported(format!("unknown output format {}", c.output_format)))?;
+            let output = canonical_format(&c.output_format)
+                .ok_or_else(|| unsupported(format!("unknown output format {}", c.output_format)))?;
             for f in &inputs {
                 let input = input_format(f, c.input_format.as_deref())?;
                 let cap = capability(registry, "convert", input, output, c.engine.as_deref(), &c.options)?;
                 match (cap.engine, input, output) {
-                    (e, "pdf", _) if e == "poppler" => {
+                    ("poppler", "pdf", _) => {
                         let rendered = render_pdf(f, output, &c.options, out_dir, limits)?;
                         let many = rendered.len() > 1 || !single;
                         for (page, path) in rendered {
@@ -196,19 +270,28 @@ pub fn run(
                             } else {
                                 out_name(&c.filename, single, &f.name, output)
                             };
-                            outputs.push(OutputFile { path, name: safe_filename(&name) });
+                            outputs.push(OutputFile {
+                                path,
+                                name: safe_filename(&name),
+                            });
                         }
                     }
                     (_, _, "pdf") => {
                         let path = next_path("pdf");
                         pdf::merge(&[(f.clone(), input)], &path, limits)?;
-                        outputs.push(OutputFile { path, name: out_name(&c.filename, single, &f.name, "pdf") });
+                        outputs.push(OutputFile {
+                            path,
+                            name: out_name(&c.filename, single, &f.name, "pdf"),
+                        });
                     }
                     _ => {
                         let path = next_path(output);
                         let opts = ImageOptions::from_options(&c.options)?;
                         raster::convert(&f.path, &f.name, input, &path, output, &opts, limits)?;
-                        outputs.push(OutputFile { path, name: out_name(&c.filename, single, &f.name, output) });
+                        outputs.push(OutputFile {
+                            path,
+                            name: out_name(&c.filename, single, &f.name, output),
+                        });
                     }
                 }
             }
@@ -223,7 +306,10 @@ pub fn run(
                 capability(registry, "thumbnail", input, output, t.engine.as_deref(), &t.options)?;
                 let path = next_path(output);
                 thumbnail(f, input, &path, output, &t.options, out_dir, limits)?;
-                outputs.push(OutputFile { path, name: out_name(&t.filename, single, &f.name, output) });
+                outputs.push(OutputFile {
+                    path,
+                    name: out_name(&t.filename, single, &f.name, output),
+                });
             }
         }
         Operation::Merge(m) => {
@@ -231,14 +317,24 @@ pub fn run(
             let mut typed = Vec::with_capacity(inputs.len());
             for f in &inputs {
                 let input = input_format(f, None)?;
-                capability(registry, "merge", input, output, m.engine.as_deref(), &m.options)
-                    .map_err(|e| unsupported(format!("merge takes PDFs and images; {} is {input} ({})", f.name, e.message)))?;
+                capability(registry, "merge", input, output, m.engine.as_deref(), &m.options).map_err(|e| {
+                    unsupported(format!(
+                        "merge takes PDFs and images; {} is {input} ({})",
+                        f.name, e.message
+                    ))
+                })?;
                 typed.push((f.clone(), input));
             }
             let path = next_path("pdf");
             pdf::merge(&typed, &path, limits)?;
-            let name = m.filename.clone().unwrap_or_else(|| with_extension(&inputs[0].name, "pdf"));
-            outputs.push(OutputFile { path, name: safe_filename(&name) });
+            let name = m
+                .filename
+                .clone()
+                .unwrap_or_else(|| with_extension(&inputs[0].name, "pdf"));
+            outputs.push(OutputFile {
+                path,
+                name: safe_filename(&name),
+            });
         }
         Operation::Archive(a) => {
             let output = a.output_format.trim().to_ascii_lowercase();
@@ -247,7 +343,10 @@ pub fn run(
             let path = next_path(&output);
             archive::create(&inputs, &path, &output)?;
             let name = a.filename.clone().unwrap_or_else(|| format!("archive.{output}"));
-            outputs.push(OutputFile { path, name: safe_filename(&name) });
+            outputs.push(OutputFile {
+                path,
+                name: safe_filename(&name),
+            });
         }
         Operation::Compress(c) => {
             for f in &inputs {
@@ -256,26 +355,39 @@ pub fn run(
                 capability(registry, "compress", input, output, c.engine.as_deref(), &c.options)?;
                 let path = next_path(output);
                 compress(f, input, &path, &c.options, limits)?;
-                outputs.push(OutputFile { path, name: out_name(&c.filename, single, &f.name, output) });
+                outputs.push(OutputFile {
+                    path,
+                    name: out_name(&c.filename, single, &f.name, output),
+                });
             }
         }
         Operation::Watermark(w) => {
             let mut wm = Watermark::from_options(w.text.as_deref(), &w.options)?;
             let image_task = w.options.get("image").and_then(|v| v.as_str());
-            let (marks, docs): (Vec<&InputFile>, Vec<&InputFile>) =
-                inputs.iter().partition(|f| image_task.is_some() && f.task.as_deref() == image_task);
+            let (marks, docs): (Vec<&InputFile>, Vec<&InputFile>) = inputs
+                .iter()
+                .partition(|f| image_task.is_some() && f.task.as_deref() == image_task);
             if let Some(task) = image_task {
                 let mark = marks.first().ok_or_else(|| {
-                    TaskError::new(codes::INVALID_DATA, format!("option image names task {task:?}, which is not an input with a file"))
+                    TaskError::new(
+                        codes::INVALID_DATA,
+                        format!("option image names task {task:?}, which is not an input with a file"),
+                    )
                 })?;
                 let fmt = input_format(mark, None)?;
                 if !raster::FORMATS.contains(&fmt) {
-                    return Err(TaskError::new(codes::INVALID_DATA, format!("the watermark image {} is {fmt}, not an image", mark.name)));
+                    return Err(TaskError::new(
+                        codes::INVALID_DATA,
+                        format!("the watermark image {} is {fmt}, not an image", mark.name),
+                    ));
                 }
                 wm.image = Some(raster::decode(&mark.path, &mark.name, fmt, limits, None)?);
             }
             if docs.is_empty() {
-                return Err(TaskError::new(codes::NO_INPUT_FILES, "there is no file to watermark besides the watermark image"));
+                return Err(TaskError::new(
+                    codes::NO_INPUT_FILES,
+                    "there is no file to watermark besides the watermark image",
+                ));
             }
             let single = docs.len() == 1;
             for f in docs {
@@ -289,18 +401,33 @@ pub fn run(
                     let marked = crate::watermark::apply_to_image(&img, &wm)?;
                     raster::encode(&marked, &path, input, wm.quality.or(Some(90)), false)?;
                 }
-                outputs.push(OutputFile { path, name: out_name(&w.filename, single, &f.name, input) });
+                outputs.push(OutputFile {
+                    path,
+                    name: out_name(&w.filename, single, &f.name, input),
+                });
             }
         }
         other => {
-            return Err(unsupported(format!("operation {} does not process files on this server", other.name())));
+            return Err(unsupported(format!(
+                "operation {} does not process files on this server",
+                other.name()
+            )));
         }
     }
     Ok(outputs)
 }
 
-fn render_pdf(f: &InputFile, output: &str, o: &EngineOptions, out_dir: &Path, limits: &EngineLimits) -> Result<Vec<(u32, PathBuf)>, TaskError> {
-    let tool = host().pdftoppm.as_ref().ok_or_else(|| unsupported("PDF rendering (pdftoppm) is not installed on this server".into()))?;
+fn render_pdf(
+    f: &InputFile,
+    output: &str,
+    o: &EngineOptions,
+    out_dir: &Path,
+    limits: &EngineLimits,
+) -> Result<Vec<(u32, PathBuf)>, TaskError> {
+    let tool = host()
+        .pdftoppm
+        .as_ref()
+        .ok_or_else(|| unsupported("PDF rendering (pdftoppm) is not installed on this server".into()))?;
     let count = pdf::page_count(&f.path, &f.name, limits)?;
     let selection = match o.get("pages").and_then(|v| v.as_str()) {
         None => PageSelection::All,
@@ -308,7 +435,10 @@ fn render_pdf(f: &InputFile, output: &str, o: &EngineOptions, out_dir: &Path, li
     };
     let pages = selection.pages(count);
     if pages.is_empty() {
-        return Err(TaskError::new(codes::INVALID_DATA, format!("option pages selects none of the {count} pages of {}", f.name)));
+        return Err(TaskError::new(
+            codes::INVALID_DATA,
+            format!("option pages selects none of the {count} pages of {}", f.name),
+        ));
     }
     let dpi = raster::int_option(o, "resolution", 10, 1200)?.unwrap_or(150) as u32;
     let quality = raster::int_option(o, "quality", 1, 100)?.unwrap_or(85) as u8;
@@ -321,7 +451,17 @@ fn render_pdf(f: &InputFile, output: &str, o: &EngineOptions, out_dir: &Path, li
         while end + 1 < pages.len() && pages[end + 1] == pages[end] + 1 {
             end += 1;
         }
-        tool.render(&f.path, &dir.join("p"), output, pages[start], pages[end], Some(dpi), None, quality, limits.tool_timeout)?;
+        tool.render(
+            &f.path,
+            &dir.join("p"),
+            output,
+            pages[start],
+            pages[end],
+            Some(dpi),
+            None,
+            quality,
+            limits.tool_timeout,
+        )?;
         start = end + 1;
     }
     let mut rendered: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
@@ -337,13 +477,26 @@ fn render_pdf(f: &InputFile, output: &str, o: &EngineOptions, out_dir: &Path, li
     if rendered.len() != pages.len() {
         return Err(TaskError::new(
             codes::PROCESSING_FAILED,
-            format!("pdftoppm rendered {} of {} pages of {}", rendered.len(), pages.len(), f.name),
+            format!(
+                "pdftoppm rendered {} of {} pages of {}",
+                rendered.len(),
+                pages.len(),
+                f.name
+            ),
         ));
     }
     Ok(rendered)
 }
 
-fn thumbnail(f: &InputFile, input: &str, out: &Path, output: &str, o: &EngineOptions, work: &Path, limits: &EngineLimits) -> Result<(), TaskError> {
+fn thumbnail(
+    f: &InputFile,
+    input: &str,
+    out: &Path,
+    output: &str,
+    o: &EngineOptions,
+    work: &Path,
+    limits: &EngineLimits,
+) -> Result<(), TaskError> {
     let mut opts = ImageOptions::from_options(o)?;
     if opts.width.is_none() && opts.height.is_none() {
         opts.width = Some(256);
@@ -353,7 +506,10 @@ fn thumbnail(f: &InputFile, input: &str, out: &Path, output: &str, o: &EngineOpt
         opts.fit = Fit::Max;
     }
     let (img, original) = if input == "pdf" {
-        let tool = host().pdftoppm.as_ref().ok_or_else(|| unsupported("PDF rendering (pdftoppm) is not installed on this server".into()))?;
+        let tool = host()
+            .pdftoppm
+            .as_ref()
+            .ok_or_else(|| unsupported("PDF rendering (pdftoppm) is not installed on this server".into()))?;
         pdf::page_count(&f.path, &f.name, limits)?;
         // Render the first page a little larger than needed, then resize exactly.
         let long = opts.width.unwrap_or(0).max(opts.height.unwrap_or(0)).max(16) * 2;
@@ -362,9 +518,12 @@ fn thumbnail(f: &InputFile, input: &str, out: &Path, output: &str, o: &EngineOpt
         let page = std::fs::read_dir(work)
             .ok()
             .and_then(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("thumb-{}-", std::process::id()))))
+                d.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+                    p.file_name().is_some_and(|n| {
+                        n.to_string_lossy()
+                            .starts_with(&format!("thumb-{}-", std::process::id()))
+                    })
+                })
             })
             .ok_or_else(|| TaskError::new(codes::PROCESSING_FAILED, "pdftoppm produced no page"))?;
         let img = raster::decode(&page, &f.name, "png", limits, None)?;
@@ -390,8 +549,12 @@ fn compress(f: &InputFile, input: &str, out: &Path, o: &EngineOptions, limits: &
     match input {
         "pdf" => {
             let name = o.get("profile").and_then(|v| v.as_str()).unwrap_or("web");
-            let mut profile = pdf::Profile::named(name)
-                .ok_or_else(|| TaskError::new(codes::INVALID_DATA, format!("option profile must be one of {}", pdf::PROFILES.join(", "))))?;
+            let mut profile = pdf::Profile::named(name).ok_or_else(|| {
+                TaskError::new(
+                    codes::INVALID_DATA,
+                    format!("option profile must be one of {}", pdf::PROFILES.join(", ")),
+                )
+            })?;
             if let Some(dpi) = raster::int_option(o, "image_resolution", 36, 1200)? {
                 profile.dpi = dpi as f32;
             }
@@ -409,13 +572,15 @@ fn compress(f: &InputFile, input: &str, out: &Path, o: &EngineOptions, limits: &
         "png" => {
             let img = raster::decode(&f.path, &f.name, "png", limits, None)?;
             let img = reduce_png(img);
-            let file = std::fs::File::create(out).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
+            let file =
+                std::fs::File::create(out).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
             let enc = image::codecs::png::PngEncoder::new_with_quality(
                 std::io::BufWriter::new(file),
                 image::codecs::png::CompressionType::Best,
                 image::codecs::png::FilterType::Adaptive,
             );
-            img.write_with_encoder(enc).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
+            img.write_with_encoder(enc)
+                .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
             keep_smaller(&f.path, out)
         }
         other => Err(unsupported(format!("compress does not take {other}"))),

@@ -135,7 +135,12 @@ impl ImageOptions {
             Some("crop") => Fit::Crop,
             Some("scale") => Fit::Scale,
             Some("upscale") => Fit::Upscale,
-            Some(other) => return Err(bad_option(format!("option fit must be one of {}, got {other:?}", FITS.join(", ")))),
+            Some(other) => {
+                return Err(bad_option(format!(
+                    "option fit must be one of {}, got {other:?}",
+                    FITS.join(", ")
+                )))
+            }
         };
         Ok(ImageOptions {
             width: int_option(o, "width", 1, 30_000)?.map(|n| n as u32),
@@ -174,16 +179,25 @@ pub fn check_format(path: &Path, display_name: &str, format: &str) -> Result<(),
         None => Err(invalid(format!(
             "{display_name} is not a {format} file: its content is not a format this server reads"
         ))),
-        Some(real) if real != format => Err(invalid(format!("{display_name} is said to be {format} but its content is {real}"))),
+        Some(real) if real != format => Err(invalid(format!(
+            "{display_name} is said to be {format} but its content is {real}"
+        ))),
         Some(_) => Ok(()),
     }
 }
 
 /// Width and height from the header, refused when over the pixel limit.
-pub fn dimensions(path: &Path, display_name: &str, format: &str, limits: &EngineLimits) -> Result<(u32, u32), TaskError> {
+pub fn dimensions(
+    path: &Path,
+    display_name: &str,
+    format: &str,
+    limits: &EngineLimits,
+) -> Result<(u32, u32), TaskError> {
     let fmt = image_format(format)
         .ok_or_else(|| TaskError::new(codes::UNSUPPORTED_CONVERSION, format!("cannot read {format} images")))?;
-    let mut r = ImageReader::new(BufReader::new(File::open(path).map_err(|e| io_error("reading the input", e))?));
+    let mut r = ImageReader::new(BufReader::new(
+        File::open(path).map_err(|e| io_error("reading the input", e))?,
+    ));
     r.set_format(fmt);
     let (w, h) = r
         .into_dimensions()
@@ -212,7 +226,9 @@ pub fn decode(
             }
         }
     }
-    let mut reader = ImageReader::new(BufReader::new(File::open(path).map_err(|e| io_error("reading the input", e))?));
+    let mut reader = ImageReader::new(BufReader::new(
+        File::open(path).map_err(|e| io_error("reading the input", e))?,
+    ));
     reader.set_format(image_format(format).expect("checked by dimensions"));
     let mut decode_limits = image::Limits::default();
     decode_limits.max_image_width = Some(w);
@@ -229,7 +245,9 @@ fn decode_jpeg_scaled(path: &Path, tw: u32, th: u32) -> Option<DynamicImage> {
     let file = File::open(path).ok()?;
     let mut d = jpeg_decoder::Decoder::new(BufReader::new(file));
     d.read_info().ok()?;
-    let (w, h) = d.scale(tw.min(u16::MAX as u32) as u16, th.min(u16::MAX as u32) as u16).ok()?;
+    let (w, h) = d
+        .scale(tw.min(u16::MAX as u32) as u16, th.min(u16::MAX as u32) as u16)
+        .ok()?;
     let info = d.info()?;
     let pixels = d.decode().ok()?;
     let (w, h) = (w as u32, h as u32);
@@ -272,9 +290,10 @@ pub fn resize_exact(img: &DynamicImage, tw: u32, th: u32, crop: bool) -> Result<
     }
     // The resizer handles 8-bit gray, gray+alpha, RGB and RGBA; anything else goes through RGBA.
     let src: std::borrow::Cow<DynamicImage> = match img {
-        DynamicImage::ImageLuma8(_) | DynamicImage::ImageLumaA8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) => {
-            std::borrow::Cow::Borrowed(img)
-        }
+        DynamicImage::ImageLuma8(_)
+        | DynamicImage::ImageLumaA8(_)
+        | DynamicImage::ImageRgb8(_)
+        | DynamicImage::ImageRgba8(_) => std::borrow::Cow::Borrowed(img),
         other if other.color().has_alpha() => std::borrow::Cow::Owned(DynamicImage::ImageRgba8(other.to_rgba8())),
         other => std::borrow::Cow::Owned(DynamicImage::ImageRgb8(other.to_rgb8())),
     };
@@ -304,7 +323,13 @@ pub fn resize(img: DynamicImage, opts: &ImageOptions) -> Result<DynamicImage, Ta
 }
 
 /// Writes `img` as `format`.
-pub fn encode(img: &DynamicImage, output: &Path, format: &str, quality: Option<u8>, lossless: bool) -> Result<(), TaskError> {
+pub fn encode(
+    img: &DynamicImage,
+    output: &Path,
+    format: &str,
+    quality: Option<u8>,
+    lossless: bool,
+) -> Result<(), TaskError> {
     let fail = |e: &dyn std::fmt::Display| io_error(&format!("writing {format}"), e);
     let mut out = BufWriter::new(File::create(output).map_err(|e| fail(&e))?);
     let result: image::ImageResult<()> = match format {
@@ -324,11 +349,19 @@ pub fn encode(img: &DynamicImage, output: &Path, format: &str, quality: Option<u
             let mem = if img.color().has_alpha() {
                 let rgba = img.to_rgba8();
                 let enc = webp::Encoder::from_rgba(rgba.as_raw(), w, h);
-                if lossless { enc.encode_lossless() } else { enc.encode(quality.unwrap_or(80) as f32) }
+                if lossless {
+                    enc.encode_lossless()
+                } else {
+                    enc.encode(quality.unwrap_or(80) as f32)
+                }
             } else {
                 let rgb = img.to_rgb8();
                 let enc = webp::Encoder::from_rgb(rgb.as_raw(), w, h);
-                if lossless { enc.encode_lossless() } else { enc.encode(quality.unwrap_or(80) as f32) }
+                if lossless {
+                    enc.encode_lossless()
+                } else {
+                    enc.encode(quality.unwrap_or(80) as f32)
+                }
             };
             out.write_all(&mem).map_err(image::ImageError::IoError)
         }
@@ -354,7 +387,12 @@ pub fn encode(img: &DynamicImage, output: &Path, format: &str, quality: Option<u
             }
         }
         "tiff" => img.write_to(&mut out, ImageFormat::Tiff),
-        other => return Err(TaskError::new(codes::UNSUPPORTED_CONVERSION, format!("cannot write {other} images"))),
+        other => {
+            return Err(TaskError::new(
+                codes::UNSUPPORTED_CONVERSION,
+                format!("cannot write {other} images"),
+            ))
+        }
     };
     result.map_err(|e| fail(&e))?;
     out.flush().map_err(|e| fail(&e))
@@ -435,7 +473,10 @@ mod tests {
             .save(&src)
             .unwrap();
         let limits = EngineLimits::default();
-        let opts = ImageOptions { width: Some(32), ..Default::default() };
+        let opts = ImageOptions {
+            width: Some(32),
+            ..Default::default()
+        };
         for fmt in FORMATS {
             let out = dir.join(format!("out.{fmt}"));
             convert(&src, "src.png", "png", &out, fmt, &opts, &limits).unwrap();
@@ -443,11 +484,32 @@ mod tests {
             let img = image::open(&out).unwrap();
             assert_eq!((img.width(), img.height()), (32, 24), "{fmt}");
         }
-        let e = convert(&src, "src.jpg", "jpg", &dir.join("x.png"), "png", &ImageOptions::default(), &limits).unwrap_err();
+        let e = convert(
+            &src,
+            "src.jpg",
+            "jpg",
+            &dir.join("x.png"),
+            "png",
+            &ImageOptions::default(),
+            &limits,
+        )
+        .unwrap_err();
         assert_eq!(e.code, "invalid_file");
         assert!(e.message.contains("its content is png"), "{}", e.message);
-        let small = EngineLimits { max_pixels: 1000, ..Default::default() };
-        let e = convert(&src, "src.png", "png", &dir.join("y.png"), "png", &ImageOptions::default(), &small).unwrap_err();
+        let small = EngineLimits {
+            max_pixels: 1000,
+            ..Default::default()
+        };
+        let e = convert(
+            &src,
+            "src.png",
+            "png",
+            &dir.join("y.png"),
+            "png",
+            &ImageOptions::default(),
+            &small,
+        )
+        .unwrap_err();
         assert_eq!(e.code, "limit_exceeded");
         std::fs::remove_dir_all(&dir).ok();
     }

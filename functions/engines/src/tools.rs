@@ -22,13 +22,19 @@ pub fn which(name: &str) -> Option<PathBuf> {
 pub fn version_of(program: &Path, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).stdin(Stdio::null()).output().ok()?;
     let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
-    String::from_utf8_lossy(&text).lines().next().map(|l| l.trim().to_string())
+    String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .map(|l| l.trim().to_string())
 }
 
 /// Runs `cmd` to completion within `timeout`; on timeout the process group is killed.
 /// Returns stderr's tail on failure, as the error message.
 pub fn run(mut cmd: Command, what: &str, timeout: Duration) -> Result<(), TaskError> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = cmd
         .spawn()
         .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("cannot start {what}: {e}")))?;
@@ -68,7 +74,11 @@ pub fn run(mut cmd: Command, what: &str, timeout: Duration) -> Result<(), TaskEr
     let detail = tail.into_iter().rev().collect::<Vec<_>>().join("; ");
     Err(TaskError::new(
         codes::PROCESSING_FAILED,
-        if detail.is_empty() { format!("{what} failed ({status})") } else { format!("{what} failed: {detail}") },
+        if detail.is_empty() {
+            format!("{what} failed ({status})")
+        } else {
+            format!("{what} failed: {detail}")
+        },
     ))
 }
 
@@ -118,7 +128,12 @@ impl Pdftoppm {
             "jpg" => {
                 cmd.arg("-jpeg").arg("-jpegopt").arg(format!("quality={quality}"));
             }
-            other => return Err(TaskError::new(codes::UNSUPPORTED_CONVERSION, format!("cannot render PDF pages as {other}"))),
+            other => {
+                return Err(TaskError::new(
+                    codes::UNSUPPORTED_CONVERSION,
+                    format!("cannot render PDF pages as {other}"),
+                ))
+            }
         }
         cmd.args(["-f", &first.to_string(), "-l", &last.to_string()]);
         if let Some(s) = scale_to {

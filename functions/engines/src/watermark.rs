@@ -214,14 +214,25 @@ pub fn parse_color(s: &str) -> Option<[u8; 3]> {
 
 /// Renders `text` (lines split on `\n`) at `px` pixels in `color`, on transparency.
 pub fn render_text(text: &str, px: f32, color: [u8; 3]) -> Result<RgbaImage, TaskError> {
-    let font = FontRef::try_from_slice(FONT).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("font: {e}")))?;
-    let mut missing: Vec<char> = text.chars().filter(|c| !c.is_whitespace() && font.glyph_id(*c).0 == 0).collect();
+    let font =
+        FontRef::try_from_slice(FONT).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("font: {e}")))?;
+    let mut missing: Vec<char> = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && font.glyph_id(*c).0 == 0)
+        .collect();
     if !missing.is_empty() {
         missing.dedup();
-        let shown: String = missing.iter().take(10).map(|c| format!("{c:?} (U+{:04X}) ", *c as u32)).collect();
+        let shown: String = missing
+            .iter()
+            .take(10)
+            .map(|c| format!("{c:?} (U+{:04X}) ", *c as u32))
+            .collect();
         return Err(TaskError::new(
             codes::INVALID_DATA,
-            format!("the watermark font (DejaVu Sans) has no glyph for: {}", shown.trim_end()),
+            format!(
+                "the watermark font (DejaVu Sans) has no glyph for: {}",
+                shown.trim_end()
+            ),
         ));
     }
     if text.chars().count() > 1000 {
@@ -281,8 +292,8 @@ pub fn rotate(img: &RgbaImage, degrees: f32) -> RgbaImage {
     }
     let (sin, cos) = (-r.to_radians()).sin_cos();
     let (w, h) = (img.width() as f32, img.height() as f32);
-    let nw = (w * cos.abs() + h * sin.abs()).ceil().max(1.0) as u32;
-    let nh = (w * sin.abs() + h * cos.abs()).ceil().max(1.0) as u32;
+    let nw = (w * cos.abs() + h * sin.abs() - 1e-3).ceil().max(1.0) as u32;
+    let nh = (w * sin.abs() + h * cos.abs() - 1e-3).ceil().max(1.0) as u32;
     let (cx, cy) = (w / 2.0, h / 2.0);
     let (ncx, ncy) = (nw as f32 / 2.0, nh as f32 / 2.0);
     RgbaImage::from_fn(nw, nh, |x, y| {
@@ -354,7 +365,12 @@ pub fn apply_to_image(img: &DynamicImage, wm: &Watermark) -> Result<DynamicImage
     let had_alpha = img.color().has_alpha();
     let mut base = img.to_rgba8();
     let layer = rotate(&wm.layer(1.0)?, wm.rotation);
-    let (x, y) = wm.position(base.width() as f32, base.height() as f32, layer.width() as f32, layer.height() as f32);
+    let (x, y) = wm.position(
+        base.width() as f32,
+        base.height() as f32,
+        layer.width() as f32,
+        layer.height() as f32,
+    );
     blend(&mut base, &layer, x.round() as i64, y.round() as i64);
     Ok(if had_alpha {
         DynamicImage::ImageRgba8(base)
@@ -384,7 +400,10 @@ impl PageSelection {
             let (a, b) = match part.split_once('-') {
                 Some((a, "")) => (a.trim().parse::<u32>().map_err(|_| err())?, None),
                 Some((a, b)) => {
-                    let (a, b) = (a.trim().parse::<u32>().map_err(|_| err())?, b.trim().parse::<u32>().map_err(|_| err())?);
+                    let (a, b) = (
+                        a.trim().parse::<u32>().map_err(|_| err())?,
+                        b.trim().parse::<u32>().map_err(|_| err())?,
+                    );
                     if b < a {
                         return Err(err());
                     }
@@ -433,7 +452,12 @@ mod tests {
     #[test]
     fn text_renders_and_missing_glyphs_are_named() {
         let img = render_text("Confidential", 40.0, [255, 0, 0]).unwrap();
-        assert!(img.width() > 150 && img.height() > 30, "{}x{}", img.width(), img.height());
+        assert!(
+            img.width() > 150 && img.height() > 30,
+            "{}x{}",
+            img.width(),
+            img.height()
+        );
         assert!(img.pixels().any(|p| p[3] == 255 && p[0] == 255));
         let e = render_text("snow ☃ 🦀", 40.0, [0, 0, 0]).unwrap_err();
         assert!(e.message.contains("U+1F980"), "{}", e.message);

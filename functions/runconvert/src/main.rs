@@ -7,6 +7,7 @@
 mod events;
 mod executor;
 mod files;
+mod oneshot;
 mod store;
 
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +41,73 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Convert a file here and now (no server): runconvert convert IN OUT [-o width=400]...
+    Convert(OneShot),
+    /// Make a thumbnail: runconvert thumbnail IN OUT.png [-o width=400]...
+    Thumbnail(OneShot),
+    /// Compress a PDF, JPEG or PNG: runconvert compress IN OUT [-o profile=web]...
+    Compress(OneShot),
+    /// Watermark an image or PDF: runconvert watermark IN OUT --text TEXT [-o opacity=30]...
+    Watermark(OneShot),
+    /// Merge PDFs and images into one PDF: runconvert merge OUT.pdf IN... (output first)
+    Merge(ManyToOne),
+    /// Archive files: runconvert archive OUT.zip IN... (output first)
+    Archive(ManyToOne),
+}
+
+#[derive(Args)]
+struct OneShot {
+    input: PathBuf,
+    output: PathBuf,
+    /// An option of the operation, as key=value (repeatable).
+    #[arg(short = 'o', long = "option")]
+    options: Vec<String>,
+    /// Watermark text.
+    #[arg(long)]
+    text: Option<String>,
+    #[command(flatten)]
+    limits: OneShotLimits,
+}
+
+#[derive(Args)]
+struct ManyToOne {
+    output: PathBuf,
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[arg(short = 'o', long = "option")]
+    options: Vec<String>,
+    #[command(flatten)]
+    limits: OneShotLimits,
+}
+
+#[derive(Args)]
+struct OneShotLimits {
+    #[arg(long = "max-pixels", env = "RUNCONVERT_MAX_PIXELS", default_value_t = 150_000_000)]
+    max_pixels: u64,
+    #[arg(long = "max-pages", env = "RUNCONVERT_MAX_PAGES", default_value_t = 2000)]
+    max_pages: u32,
+}
+
+impl OneShotLimits {
+    fn engine(&self) -> EngineLimits {
+        EngineLimits {
+            max_pixels: self.max_pixels,
+            max_pages: self.max_pages,
+            ..EngineLimits::default()
+        }
+    }
+}
+
+fn one_shot(
+    operation: &str,
+    inputs: &[PathBuf],
+    output: &Path,
+    text: Option<String>,
+    options: &[String],
+    limits: &OneShotLimits,
+) -> Result<(), String> {
+    let options = oneshot::parse_options(options)?;
+    oneshot::run(operation, inputs, output, text, options, &limits.engine()).map(|_| ())
 }
 
 #[derive(Subcommand)]
@@ -107,6 +175,12 @@ fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Create { name, data },
         } => create_key(&name, &data.data_dir),
+        Command::Convert(a) => one_shot("convert", &[a.input], &a.output, a.text, &a.options, &a.limits),
+        Command::Thumbnail(a) => one_shot("thumbnail", &[a.input], &a.output, a.text, &a.options, &a.limits),
+        Command::Compress(a) => one_shot("compress", &[a.input], &a.output, a.text, &a.options, &a.limits),
+        Command::Watermark(a) => one_shot("watermark", &[a.input], &a.output, a.text, &a.options, &a.limits),
+        Command::Merge(a) => one_shot("merge", &a.inputs, &a.output, None, &a.options, &a.limits),
+        Command::Archive(a) => one_shot("archive", &a.inputs, &a.output, None, &a.options, &a.limits),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -135,7 +135,11 @@ impl Worker {
                 .await
                 .map_err(|e| internal(&format!("cannot read input file {}", f.filename), e))?;
             let source = job.task(&f.task_id).map(|t| t.name.clone());
-            inputs.push(InputFile { path, name: f.filename.clone(), task: source });
+            inputs.push(InputFile {
+                path,
+                name: f.filename.clone(),
+                task: source,
+            });
         }
         Ok(inputs)
     }

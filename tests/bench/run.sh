@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Benchmark: RunConvert's one-shot commands side by side with the reference tools, in
+# one run, on the shared corpus. Each command runs once to warm up, then RUNS times
+# under GNU time; the table shows median wall seconds, the ratio ours ÷ theirs, peak
+# memory and output sizes. Whole processes, start-up included, like reference_tools.sh.
+#
+#   bash tests/bench/run.sh [RUNS]        (default 5; installs the reference tools if missing)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RUNS=${1:-5}
+C=${RUNCONVERT_CORPUS:-$(cd ../shared/bench/corpus && pwd)}
+O=$(mktemp -d /tmp/runconvert-bench.XXXXXX)
+trap 'rm -rf "$O"' EXIT
+
+need=()
+command -v vipsthumbnail >/dev/null || need+=(libvips-tools)
+command -v convert >/dev/null && convert -version 2>/dev/null | grep -q ImageMagick || need+=(imagemagick)
+command -v qpdf >/dev/null || need+=(qpdf)
+command -v gs >/dev/null || need+=(ghostscript)
+command -v pdftoppm >/dev/null || need+=(poppler-utils)
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release -q -p runconvert
+RC=$(pwd)/target/release/runconvert
+
+J6=$C/images/photo_6000x4000.jpg
+J3=$C/images/photo_3000x2000.jpg
+PA=$C/pdf/text_20p.pdf
+PB=$C/pdf/photos_4p.pdf
+
+# name | target (ratio ours/theirs) | our output | our command | their output | their command
+PAIRS=(
+"thumbnail 6000x4000 → 400px JPEG q75|0.8|$O/rc_thumb.jpg|$RC thumbnail $J6 $O/rc_thumb.jpg -o width=400 -o quality=75|$O/vips_thumb.jpg|vipsthumbnail $J6 -s 400 -o $O/vips_thumb.jpg[Q=75]"
+"6000x4000 JPEG → PNG|1.0|$O/rc.png|$RC convert $J6 $O/rc.png|$O/vips.png|vips copy $J6 $O/vips.png"
+"3000x2000 JPEG → WebP q75|1.0|$O/rc.webp|$RC convert $J3 $O/rc.webp -o quality=75|$O/vips.webp|vips copy $J3 $O/vips.webp[Q=75]"
+"merge 20p text + 4p photo PDF|1.0|$O/rc_merge.pdf|$RC merge $O/rc_merge.pdf $PA $PB|$O/qpdf_merge.pdf|qpdf --empty --pages $PA $PB -- $O/qpdf_merge.pdf"
+"compress 4p photo PDF (ebook)|0.5|$O/rc_compress.pdf|$RC compress $PB $O/rc_compress.pdf -o profile=web|$O/gs_ebook.pdf|gs -q -dNOPAUSE -dBATCH -dSAFER -sDEVICE=pdfwrite -dCompatibilityLevel=1.4 -dPDFSETTINGS=/ebook -sOutputFile=$O/gs_ebook.pdf $PB"
+)
+
+# measure OUT_PREFIX CMD... → writes OUT_PREFIX.{wall,rss} (one line per run)
+measure() {
+  local prefix=$1; shift
+  "$@" </dev/null >/dev/null 2>&1 || { echo "command failed: $*" >&2; "$@" </dev/null >&2 || true; exit 1; }
+  : >"$prefix.wall"; : >"$prefix.rss"
+  for _ in $(seq 1 "$RUNS"); do
+    /usr/bin/time -f '%e %M' -o "$prefix.t" "$@" </dev/null >/dev/null 2>&1
+    read -r wall rss <"$prefix.t"
+    echo "$wall" >>"$prefix.wall"; echo "$rss" >>"$prefix.rss"
+  done
+}
+
+median() { sort -g "$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+maxof() { sort -g "$1" | tail -1; }
+
+echo "# RunConvert benchmark: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $RUNS runs + 1 warm-up each"
+echo
+echo "| case | ours s | theirs s | ratio | target | ours MiB | theirs MiB | ours bytes | theirs bytes |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for row in "${PAIRS[@]}"; do
+  IFS='|' read -r name target out1 cmd1 out2 cmd2 <<<"$row"
+  read -r -a a1 <<<"$cmd1"; read -r -a a2 <<<"$cmd2"
+  measure "$O/m1" "${a1[@]}"; measure "$O/m2" "${a2[@]}"
+  w1=$(median "$O/m1.wall"); w2=$(median "$O/m2.wall")
+  r1=$(( $(maxof "$O/m1.rss") / 1024 )); r2=$(( $(maxof "$O/m2.rss") / 1024 ))
+  ratio=$(awk -v a="$w1" -v b="$w2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+  ok=$(awk -v r="$ratio" -v t="$target" 'BEGIN { print (r <= t ? "met" : "MISSED") }')
+  echo "| $name | $w1 | $w2 | $ratio | ≤ $target ($ok) | $r1 | $r2 | $(stat -c%s "$out1") | $(stat -c%s "$out2") |"
+done
+
+# Sizes the targets speak of.
+IM=$O/im.png
+convert "$J6" "$IM"
+in=$(stat -c%s "$PB"); ours=$(stat -c%s "$O/rc_compress.pdf"); gs=$(stat -c%s "$O/gs_ebook.pdf")
+echo
+echo "PNG size: ours $(stat -c%s "$O/rc.png") bytes, ImageMagick $(stat -c%s "$IM") bytes ($( [ "$(stat -c%s "$O/rc.png")" -le "$(stat -c%s "$IM")" ] && echo "met: no larger" || echo "MISSED: larger"))"
+awk -v i="$in" -v o="$ours" -v g="$gs" 'BEGIN { printf "PDF compress: %d → ours %d (%.1f%% removed), Ghostscript /ebook %d (%.1f%% removed): %s\n", i, o, 100*(1-o/i), g, 100*(1-g/i), (o <= g ? "met" : "MISSED") }'
+echo "Merged pages: ours $(qpdf --show-npages "$O/rc_merge.pdf"), qpdf $(qpdf --show-npages "$O/qpdf_merge.pdf")"
