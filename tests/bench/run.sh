@@ -47,9 +47,13 @@ measure() {
   "$@" </dev/null >/dev/null 2>&1 || { echo "command failed: $*" >&2; "$@" </dev/null >&2 || true; exit 1; }
   : >"$prefix.wall"; : >"$prefix.rss"
   for _ in $(seq 1 "$RUNS"); do
-    /usr/bin/time -f '%e %M' -o "$prefix.t" "$@" </dev/null >/dev/null 2>&1
-    read -r wall rss <"$prefix.t"
-    echo "$wall" >>"$prefix.wall"; echo "$rss" >>"$prefix.rss"
+    local t0 t1
+    t0=$(date +%s%N)
+    /usr/bin/time -f '%M' -o "$prefix.t" "$@" </dev/null >/dev/null 2>&1
+    t1=$(date +%s%N)
+    # Wall time in ms resolution (GNU time's %e has only 10 ms).
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }' >>"$prefix.wall"
+    cat "$prefix.t" >>"$prefix.rss"
   done
 }
 

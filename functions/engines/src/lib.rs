@@ -62,7 +62,8 @@ impl EngineLimits {
     }
 }
 
-/// Registers every engine this build has (tool-backed ones only where the tool is found).
-pub fn register_all(registry: &mut Registry) {
-    process::register(registry);
+/// Registers every engine this build has (tool-backed ones only where the tool is found;
+/// their versions only with `probe_versions`).
+pub fn register_all(registry: &mut Registry, probe_versions: bool) {
+    process::register(registry, probe_versions);
 }

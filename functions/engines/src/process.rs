@@ -37,11 +37,17 @@ pub struct Host {
     pub pdftoppm: Option<Pdftoppm>,
 }
 
-pub fn host() -> &'static Host {
+/// The engines of this host; with `probe_versions`, each tool is run once to learn its
+/// version (the server reports it; one-shot commands skip the extra processes).
+pub fn probe_host(probe_versions: bool) -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
     HOST.get_or_init(|| Host {
-        pdftoppm: Pdftoppm::find(),
+        pdftoppm: Pdftoppm::find(probe_versions),
     })
+}
+
+pub fn host() -> &'static Host {
+    probe_host(true)
 }
 
 const THUMB_FITS: &[&str] = &["max", "crop", "scale"];
@@ -97,8 +103,8 @@ fn cap(
 }
 
 /// Declares every processing capability of this build and host.
-pub fn register(r: &mut Registry) {
-    let host = host();
+pub fn register(r: &mut Registry, probe_versions: bool) {
+    let host = probe_host(probe_versions);
     for i in raster::FORMATS {
         for o in raster::FORMATS {
             r.add(cap(

@@ -195,6 +195,18 @@ pub fn dimensions(
 ) -> Result<(u32, u32), TaskError> {
     let fmt = image_format(format)
         .ok_or_else(|| TaskError::new(codes::UNSUPPORTED_CONVERSION, format!("cannot read {format} images")))?;
+    if format == "jpg" {
+        // The header alone (the image crate's JPEG path reads the whole file for this).
+        let file = File::open(path).map_err(|e| io_error("reading the input", e))?;
+        let mut d = jpeg_decoder::Decoder::new(BufReader::new(file));
+        if d.read_info().is_ok() {
+            if let Some(info) = d.info() {
+                let (w, h) = (info.width as u32, info.height as u32);
+                limits.check_pixels(display_name, w, h)?;
+                return Ok((w, h));
+            }
+        }
+    }
     let mut r = ImageReader::new(BufReader::new(
         File::open(path).map_err(|e| io_error("reading the input", e))?,
     ));
@@ -242,8 +254,9 @@ pub fn decode(
 
 /// JPEG decoding with DCT scaling; `None` if this decoder cannot (the caller falls back).
 fn decode_jpeg_scaled(path: &Path, tw: u32, th: u32) -> Option<DynamicImage> {
-    let file = File::open(path).ok()?;
-    let mut d = jpeg_decoder::Decoder::new(BufReader::new(file));
+    // From memory: the decoder reads byte by byte, which is slow through a file reader.
+    let bytes = std::fs::read(path).ok()?;
+    let mut d = jpeg_decoder::Decoder::new(&bytes[..]);
     d.read_info().ok()?;
     let (w, h) = d
         .scale(tw.min(u16::MAX as u32) as u16, th.min(u16::MAX as u32) as u16)

@@ -97,11 +97,16 @@ pub struct Pdftoppm {
 }
 
 impl Pdftoppm {
-    pub fn find() -> Option<Self> {
+    /// Finds the program; its version (one more process to run) only if `probe_version`.
+    pub fn find(probe_version: bool) -> Option<Self> {
         let path = which("pdftoppm")?;
-        let version = version_of(&path, &["-v"])
-            .and_then(|l| l.split_whitespace().last().map(String::from))
-            .unwrap_or_else(|| "unknown".into());
+        let version = if probe_version {
+            version_of(&path, &["-v"])
+                .and_then(|l| l.split_whitespace().last().map(String::from))
+                .unwrap_or_else(|| "unknown".into())
+        } else {
+            "not probed".into()
+        };
         Some(Pdftoppm { path, version })
     }
 

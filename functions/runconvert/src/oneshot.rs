@@ -57,7 +57,7 @@ pub fn run(
     let op = Operation::parse(operation, fields)
         .map_err(|e| format!("{operation}: {e}"))?
         .ok_or_else(|| format!("unknown operation {operation}"))?;
-    let registry = runconvert_worker::registry();
+    let registry = runconvert_worker::registry_with(false);
     let work = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

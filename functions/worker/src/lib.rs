@@ -225,10 +225,15 @@ impl Worker {
 
 /// Registers what this worker can run: the engines' conversions and the connectors.
 pub fn registry() -> Registry {
+    registry_with(true)
+}
+
+/// The registry, with or without running each tool once for its version.
+pub fn registry_with(probe_versions: bool) -> Registry {
     let mut r = Registry::new();
     for op in ["import/url", "import/upload", "import/base64", "export/url"] {
         r.add_operation(op);
     }
-    runconvert_engines::register_all(&mut r);
+    runconvert_engines::register_all(&mut r, probe_versions);
     r
 }
