@@ -452,6 +452,13 @@ fn process_fields(op: &Operation) -> Option<ProcessFields<'_>> {
             engine: c.engine.as_deref(),
             options: &c.options,
         },
+        Operation::Ocr(o) => ProcessFields {
+            operation: "ocr",
+            input_format: o.input_format.as_deref(),
+            output_format: Some(o.output_format.as_deref().unwrap_or("txt")),
+            engine: o.engine.as_deref(),
+            options: &o.options,
+        },
         Operation::Watermark(w) => ProcessFields {
             operation: "watermark",
             input_format: w.input_format.as_deref(),

@@ -14,6 +14,9 @@
 
 pub mod archive;
 pub mod detect;
+pub mod media;
+pub mod ocr;
+pub mod office;
 pub mod pdf;
 pub mod process;
 pub mod raster;
@@ -23,9 +26,43 @@ pub mod watermark;
 use runconvert_core::error::codes;
 use runconvert_core::formats::Registry;
 use runconvert_core::TaskError;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Limits every engine honours.
+/// Cancels a running operation: external programs are killed within milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(pub Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Receives an operation's progress, 0 to 100.
+#[derive(Clone, Default)]
+pub struct Progress(pub Option<Arc<dyn Fn(u8) + Send + Sync>>);
+
+impl Progress {
+    pub fn report(&self, percent: u8) {
+        if let Some(f) = &self.0 {
+            f(percent.min(100));
+        }
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
+/// Limits every engine honours, and the controls of the task it works for.
 #[derive(Debug, Clone)]
 pub struct EngineLimits {
     /// Largest image (width × height) an engine will decode.
@@ -34,6 +71,9 @@ pub struct EngineLimits {
     pub max_pages: u32,
     /// How long an external program may run.
     pub tool_timeout: Duration,
+    /// Set when the task is cancelled (deleted, timed out).
+    pub cancel: Cancel,
+    pub progress: Progress,
 }
 
 impl Default for EngineLimits {
@@ -42,6 +82,8 @@ impl Default for EngineLimits {
             max_pixels: 150_000_000,
             max_pages: 2_000,
             tool_timeout: Duration::from_secs(300),
+            cancel: Cancel::default(),
+            progress: Progress::default(),
         }
     }
 }

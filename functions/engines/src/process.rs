@@ -2,6 +2,9 @@
 //! and its input files in a work directory and writes the outputs there. The worker (in
 //! the server and in Lambdas) and the `runconvert` command line both call it.
 
+use crate::media::{self, Ffmpeg};
+use crate::ocr::{self, Tesseract};
+use crate::office::{self, Office};
 use crate::raster::{self, Fit, ImageOptions};
 use crate::tools::Pdftoppm;
 use crate::watermark::{PageSelection, Watermark};
@@ -35,6 +38,9 @@ pub struct OutputFile {
 /// Engines found on this host, probed once.
 pub struct Host {
     pub pdftoppm: Option<Pdftoppm>,
+    pub tesseract: Option<Tesseract>,
+    pub ffmpeg: Option<Ffmpeg>,
+    pub office: Option<Office>,
 }
 
 /// The engines of this host; with `probe_versions`, each tool is run once to learn its
@@ -43,6 +49,9 @@ pub fn probe_host(probe_versions: bool) -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
     HOST.get_or_init(|| Host {
         pdftoppm: Pdftoppm::find(probe_versions),
+        tesseract: Tesseract::find(probe_versions),
+        ffmpeg: Ffmpeg::find(probe_versions),
+        office: Office::find(probe_versions),
     })
 }
 
@@ -120,7 +129,7 @@ pub fn register(r: &mut Registry, probe_versions: bool) {
     }
     if let Some(p) = &host.pdftoppm {
         for o in ["png", "jpg"] {
-            r.add(cap("convert", "pdf", o, "poppler", &p.version, pdf_render_options(o)));
+            r.add(cap("convert", "pdf", o, "poppler", p.version(), pdf_render_options(o)));
         }
     }
     for i in raster::FORMATS.iter().chain(&["pdf"]) {
@@ -183,9 +192,56 @@ pub fn register(r: &mut Registry, probe_versions: bool) {
             ));
         }
     }
+    if let Some(t) = &host.tesseract {
+        let pdf: &[&str] = if host.pdftoppm.is_some() { &["pdf"] } else { &[] };
+        for i in ocr::DIRECT.iter().chain(pdf) {
+            for o in ocr::OUTPUTS {
+                r.add(cap("ocr", i, o, "tesseract", &t.tool.version, vec![]));
+            }
+        }
+    }
+    if let Some(f) = &host.ffmpeg {
+        let v = &f.ffmpeg.version;
+        for i in media::VIDEO {
+            for o in media::VIDEO.iter().chain(media::AUDIO) {
+                r.add(cap("convert", i, o, "ffmpeg", v, media::options(o)));
+            }
+        }
+        for i in media::AUDIO {
+            for o in media::AUDIO {
+                r.add(cap("convert", i, o, "ffmpeg", v, media::options(o)));
+            }
+        }
+        for i in media::VIDEO.iter().filter(|f| **f != "gif") {
+            for o in THUMBNAIL_FORMATS {
+                let mut opts = thumbnail_options(o);
+                opts.push(OptionSpec {
+                    name: "timestamp",
+                    kind: OptionType::Integer { min: 0, max: 86_400 },
+                    default: None,
+                    description:
+                        "Second of the video to take the frame from (default: 1, or the middle of a shorter video).",
+                });
+                r.add(cap("thumbnail", i, o, "ffmpeg", v, opts));
+            }
+        }
+    }
+    if let Some(lo) = &host.office {
+        for (inputs, outputs) in [
+            (office::WRITER, office::WRITER_OUT),
+            (office::CALC, office::CALC_OUT),
+            (office::IMPRESS, office::IMPRESS_OUT),
+        ] {
+            for i in inputs {
+                for o in outputs.iter().filter(|o| *o != i) {
+                    r.add(cap("convert", i, o, "libreoffice", &lo.tool.version, vec![]));
+                }
+            }
+        }
+    }
     if let Some(p) = &host.pdftoppm {
         for o in THUMBNAIL_FORMATS {
-            r.add(cap("thumbnail", "pdf", o, "poppler", &p.version, thumbnail_options(o)));
+            r.add(cap("thumbnail", "pdf", o, "poppler", p.version(), thumbnail_options(o)));
         }
     }
 }
@@ -282,6 +338,32 @@ pub fn run(
                             });
                         }
                     }
+                    ("ffmpeg", _, _) => {
+                        let tool = host()
+                            .ffmpeg
+                            .as_ref()
+                            .ok_or_else(|| unsupported("FFmpeg is not installed on this server".into()))?;
+                        crate::raster::check_format(&f.path, &f.name, input)?;
+                        let path = next_path(output);
+                        tool.convert(&f.path, &f.name, &path, output, &c.options, limits)?;
+                        outputs.push(OutputFile {
+                            path,
+                            name: out_name(&c.filename, single, &f.name, output),
+                        });
+                    }
+                    ("libreoffice", _, _) => {
+                        let tool = host()
+                            .office
+                            .as_ref()
+                            .ok_or_else(|| unsupported("LibreOffice is not installed on this server".into()))?;
+                        crate::raster::check_format(&f.path, &f.name, input)?;
+                        let path = next_path(output);
+                        tool.convert(&f.path, &f.name, input, &path, output, out_dir, limits)?;
+                        outputs.push(OutputFile {
+                            path,
+                            name: out_name(&c.filename, single, &f.name, output),
+                        });
+                    }
                     (_, _, "pdf") => {
                         let path = next_path("pdf");
                         pdf::merge(&[(f.clone(), input)], &path, limits)?;
@@ -309,9 +391,9 @@ pub fn run(
             };
             for f in &inputs {
                 let input = input_format(f, t.input_format.as_deref())?;
-                capability(registry, "thumbnail", input, output, t.engine.as_deref(), &t.options)?;
+                let engine = capability(registry, "thumbnail", input, output, t.engine.as_deref(), &t.options)?.engine;
                 let path = next_path(output);
-                thumbnail(f, input, &path, output, &t.options, out_dir, limits)?;
+                thumbnail(f, input, engine, &path, output, &t.options, out_dir, limits)?;
                 outputs.push(OutputFile {
                     path,
                     name: out_name(&t.filename, single, &f.name, output),
@@ -413,6 +495,40 @@ pub fn run(
                 });
             }
         }
+        Operation::Ocr(o) => {
+            let tess = host()
+                .tesseract
+                .as_ref()
+                .ok_or_else(|| unsupported("OCR (Tesseract) is not installed on this server".into()))?;
+            let output = match &o.output_format {
+                Some(f) => canonical_format(f).ok_or_else(|| unsupported(format!("unknown output format {f}")))?,
+                None => "txt",
+            };
+            let language = o.language.as_deref().unwrap_or("eng");
+            tess.check_language(language)?;
+            for f in &inputs {
+                let input = input_format(f, o.input_format.as_deref())?;
+                capability(registry, "ocr", input, output, o.engine.as_deref(), &o.options)?;
+                let pages: Vec<PathBuf> = if input == "pdf" {
+                    let mut opts = EngineOptions::new();
+                    opts.insert("resolution".into(), json!(300));
+                    render_pdf(f, "png", &opts, out_dir, limits)?
+                        .into_iter()
+                        .map(|(_, p)| p)
+                        .collect()
+                } else {
+                    raster::check_format(&f.path, &f.name, input)?;
+                    raster::dimensions(&f.path, &f.name, input, limits)?;
+                    vec![f.path.clone()]
+                };
+                let path = next_path(output);
+                tess.recognise(&pages, language, output, &path, out_dir, limits)?;
+                outputs.push(OutputFile {
+                    path,
+                    name: out_name(&o.filename, single, &f.name, output),
+                });
+            }
+        }
         other => {
             return Err(unsupported(format!(
                 "operation {} does not process files on this server",
@@ -466,7 +582,7 @@ fn render_pdf(
             Some(dpi),
             None,
             quality,
-            limits.tool_timeout,
+            limits,
         )?;
         start = end + 1;
     }
@@ -494,9 +610,11 @@ fn render_pdf(
     Ok(rendered)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn thumbnail(
     f: &InputFile,
     input: &str,
+    engine: &str,
     out: &Path,
     output: &str,
     o: &EngineOptions,
@@ -511,7 +629,19 @@ fn thumbnail(
     if opts.fit == Fit::Upscale {
         opts.fit = Fit::Max;
     }
-    let (img, original) = if input == "pdf" {
+    let (img, original) = if engine == "ffmpeg" {
+        let tool = host()
+            .ffmpeg
+            .as_ref()
+            .ok_or_else(|| unsupported("FFmpeg is not installed on this server".into()))?;
+        raster::check_format(&f.path, &f.name, input)?;
+        let frame = work.join(format!("frame-{}.png", std::process::id()));
+        let at = raster::int_option(o, "timestamp", 0, 86_400)?.map(|t| t as f64);
+        tool.frame(&f.path, &f.name, at, &frame, limits)?;
+        let img = raster::decode(&frame, &f.name, "png", limits, None)?;
+        let dims = (img.width(), img.height());
+        (img, dims)
+    } else if input == "pdf" {
         let tool = host()
             .pdftoppm
             .as_ref()
@@ -520,7 +650,7 @@ fn thumbnail(
         // Render the first page a little larger than needed, then resize exactly.
         let long = opts.width.unwrap_or(0).max(opts.height.unwrap_or(0)).max(16) * 2;
         let prefix = work.join(format!("thumb-{}", std::process::id()));
-        tool.render(&f.path, &prefix, "png", 1, 1, None, Some(long), 85, limits.tool_timeout)?;
+        tool.render(&f.path, &prefix, "png", 1, 1, None, Some(long), 85, limits)?;
         let page = std::fs::read_dir(work)
             .ok()
             .and_then(|d| {

@@ -179,7 +179,7 @@ pub fn check_format(path: &Path, display_name: &str, format: &str) -> Result<(),
         None => Err(invalid(format!(
             "{display_name} is not a {format} file: its content is not a format this server reads"
         ))),
-        Some(real) if real != format => Err(invalid(format!(
+        Some(real) if !crate::detect::compatible(format, real) => Err(invalid(format!(
             "{display_name} is said to be {format} but its content is {real}"
         ))),
         Some(_) => Ok(()),

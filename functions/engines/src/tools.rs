@@ -1,11 +1,16 @@
-//! External programs, supervised: found on PATH (or not, and then not offered), run in
-//! their own process group with a timeout, and the whole group killed when it runs out.
+//! External programs, supervised the way Gotenberg supervises its engines: each is found
+//! on PATH (or not, and then not offered), runs without a shell in a fresh process group
+//! with its own concurrency limit, and the whole group is killed at the task's timeout or
+//! when the task is cancelled. Nothing a program starts outlives it.
 
+use crate::EngineLimits;
 use runconvert_core::error::codes;
 use runconvert_core::TaskError;
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The full path of `name` on PATH, if it is there and executable.
@@ -28,44 +33,148 @@ pub fn version_of(program: &Path, args: &[&str]) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
-/// Runs `cmd` to completion within `timeout`; on timeout the process group is killed.
-/// Returns stderr's tail on failure, as the error message.
-pub fn run(mut cmd: Command, what: &str, timeout: Duration) -> Result<(), TaskError> {
+/// A program found on this host.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    pub path: PathBuf,
+    pub version: String,
+}
+
+impl Tool {
+    /// Finds `name`; runs it with `version_args` for its version only if `probe_version`,
+    /// and keeps the word of that line that `pick` chooses.
+    pub fn find(
+        name: &str,
+        version_args: &[&str],
+        probe_version: bool,
+        pick: fn(&str) -> Option<String>,
+    ) -> Option<Tool> {
+        let path = which(name)?;
+        let version = if probe_version {
+            version_of(&path, version_args)
+                .and_then(|l| pick(&l))
+                .unwrap_or_else(|| "unknown".into())
+        } else {
+            "not probed".into()
+        };
+        Some(Tool { path, version })
+    }
+}
+
+/// The last whitespace-separated word of a line.
+pub fn last_word(line: &str) -> Option<String> {
+    line.split_whitespace().last().map(String::from)
+}
+
+/// A counting semaphore: at most `n` runs of one engine at a time.
+pub struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Slots {
+    pub const fn new(n: usize) -> Self {
+        Slots {
+            free: Mutex::new(n),
+            cv: Condvar::new(),
+        }
+    }
+
+    pub fn acquire(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+pub struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// Runs `cmd` to completion within the task's timeout; see [`run_lines`].
+pub fn run(cmd: Command, what: &str, limits: &EngineLimits) -> Result<(), TaskError> {
+    run_lines(cmd, what, limits, &mut |_| {})
+}
+
+/// Runs `cmd`, handing each line it prints on stdout to `on_line`. On timeout or cancel
+/// the process group is killed. A failure's message is the tail of stderr.
+pub fn run_lines(
+    mut cmd: Command,
+    what: &str,
+    limits: &EngineLimits,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<(), TaskError> {
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let mut child = cmd
         .spawn()
         .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("cannot start {what}: {e}")))?;
     let pid = child.id() as i32;
+    // From here on, whatever happens, the group is killed when this guard goes.
+    let _group = KillGroupOnDrop(pid);
     let stderr = child.stderr.take();
-    let reader = std::thread::spawn(move || {
+    let err_reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
         if let Some(mut s) = stderr {
             let _ = std::io::Read::read_to_end(&mut s, &mut buf);
         }
         buf
     });
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let started = Instant::now();
     let status = loop {
+        while let Ok(line) = rx.try_recv() {
+            on_line(&line);
+        }
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() >= timeout => {
+            Ok(None) if limits.cancel.is_cancelled() => {
+                kill_group(pid);
+                let _ = child.wait();
+                return Err(TaskError::new(
+                    codes::PROCESSING_FAILED,
+                    format!("{what} was stopped: the task was cancelled"),
+                ));
+            }
+            Ok(None) if started.elapsed() >= limits.tool_timeout => {
                 kill_group(pid);
                 let _ = child.wait();
                 return Err(TaskError::new(
                     codes::TIMEOUT,
-                    format!("{what} did not finish within {} s and was stopped", timeout.as_secs()),
+                    format!(
+                        "{what} did not finish within {} s and was stopped",
+                        limits.tool_timeout.as_secs()
+                    ),
                 ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => return Err(TaskError::new(codes::PROCESSING_FAILED, format!("{what}: {e}"))),
         }
     };
-    // Nothing the program started may outlive it.
+    while let Ok(line) = rx.try_recv() {
+        on_line(&line);
+    }
     kill_group(pid);
-    let err = reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
     if status.success() {
         return Ok(());
     }
@@ -82,32 +191,34 @@ pub fn run(mut cmd: Command, what: &str, timeout: Duration) -> Result<(), TaskEr
     ))
 }
 
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
 fn kill_group(pid: i32) {
-    // SAFETY: kill(2) with a negative pid signals the process group we created for the child.
+    // SAFETY: kill(2) with a negative pid signals the process group made for the child.
     unsafe {
         libc::kill(-pid, libc::SIGKILL);
     }
 }
 
-/// Poppler's pdftoppm, if installed.
+/// Poppler's pdftoppm.
 #[derive(Debug, Clone)]
-pub struct Pdftoppm {
-    pub path: PathBuf,
-    pub version: String,
-}
+pub struct Pdftoppm(pub Tool);
+
+static PDFTOPPM_SLOTS: Slots = Slots::new(2);
 
 impl Pdftoppm {
-    /// Finds the program; its version (one more process to run) only if `probe_version`.
     pub fn find(probe_version: bool) -> Option<Self> {
-        let path = which("pdftoppm")?;
-        let version = if probe_version {
-            version_of(&path, &["-v"])
-                .and_then(|l| l.split_whitespace().last().map(String::from))
-                .unwrap_or_else(|| "unknown".into())
-        } else {
-            "not probed".into()
-        };
-        Some(Pdftoppm { path, version })
+        Tool::find("pdftoppm", &["-v"], probe_version, last_word).map(Pdftoppm)
+    }
+
+    pub fn version(&self) -> &str {
+        &self.0.version
     }
 
     /// Renders pages `first..=last` of `pdf` as `out_prefix-N.{png,jpg}` at `dpi`, or scaled
@@ -123,9 +234,9 @@ impl Pdftoppm {
         dpi: Option<u32>,
         scale_to: Option<u32>,
         quality: u8,
-        timeout: Duration,
+        limits: &EngineLimits,
     ) -> Result<(), TaskError> {
-        let mut cmd = Command::new(&self.path);
+        let mut cmd = Command::new(&self.0.path);
         match format {
             "png" => {
                 cmd.arg("-png");
@@ -147,6 +258,7 @@ impl Pdftoppm {
             cmd.args(["-r", &dpi.unwrap_or(150).to_string()]);
         }
         cmd.arg(pdf).arg(out_prefix);
-        run(cmd, "pdftoppm", timeout)
+        let _slot = PDFTOPPM_SLOTS.acquire();
+        run(cmd, "pdftoppm", limits)
     }
 }

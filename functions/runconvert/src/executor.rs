@@ -8,6 +8,7 @@ use runconvert_core::model::{Job, JobStatus, Task, TaskStatus};
 use runconvert_core::planner;
 use runconvert_core::ports::{Dispatcher, Event, EventName, EventSink, JobStore, PortResult, TaskTransition};
 use runconvert_core::{TaskError, Timestamp};
+use runconvert_engines::Progress;
 use runconvert_worker::Worker;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -186,6 +187,22 @@ impl Executor {
         }
     }
 
+    /// Records a running task's percent (only when it grows).
+    fn progress_reporter(&self, task_id: &str) -> Progress {
+        let store = self.jobs.clone();
+        let id = task_id.to_string();
+        let rt = tokio::runtime::Handle::current();
+        let last = Arc::new(std::sync::atomic::AtomicU8::new(0));
+        Progress(Some(Arc::new(move |p: u8| {
+            if p > last.fetch_max(p, std::sync::atomic::Ordering::SeqCst) {
+                let (store, id) = (store.clone(), id.clone());
+                rt.spawn(async move {
+                    let _ = store.set_task_percent(&id, p).await;
+                });
+            }
+        })))
+    }
+
     async fn run_task(self: Arc<Self>, job: &Job, task_id: &str) {
         let Some(task) = job.task(task_id) else { return };
         let _slot = match self.slots.clone().acquire_owned().await {
@@ -215,7 +232,8 @@ impl Executor {
         // The worker runs in its own tokio task: a panic there fails this task only.
         let worker = self.worker.clone();
         let (job2, task2) = (job.clone(), task.clone());
-        let handle = tokio::spawn(async move { worker.run(&job2, &task2).await });
+        let progress = self.progress_reporter(&task.id);
+        let handle = tokio::spawn(async move { worker.run(&job2, &task2, progress).await });
         let abort = handle.abort_handle();
         // If this future is dropped (the job was deleted), the worker stops too.
         let _stop_worker = AbortOnDrop(abort.clone());

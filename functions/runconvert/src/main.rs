@@ -49,6 +49,8 @@ enum Command {
     Compress(OneShot),
     /// Watermark an image or PDF: runconvert watermark IN OUT --text TEXT [-o opacity=30]...
     Watermark(OneShot),
+    /// Recognise text: runconvert ocr IN OUT.txt|OUT.pdf [--language eng]
+    Ocr(OneShot),
     /// Merge PDFs and images into one PDF: runconvert merge OUT.pdf IN... (output first)
     Merge(ManyToOne),
     /// Archive files: runconvert archive OUT.zip IN... (output first)
@@ -65,6 +67,9 @@ struct OneShot {
     /// Watermark text.
     #[arg(long)]
     text: Option<String>,
+    /// OCR language(s), such as eng or eng+deu.
+    #[arg(long)]
+    language: Option<String>,
     #[command(flatten)]
     limits: OneShotLimits,
 }
@@ -179,6 +184,7 @@ fn main() -> ExitCode {
         Command::Thumbnail(a) => one_shot("thumbnail", &[a.input], &a.output, a.text, &a.options, &a.limits),
         Command::Compress(a) => one_shot("compress", &[a.input], &a.output, a.text, &a.options, &a.limits),
         Command::Watermark(a) => one_shot("watermark", &[a.input], &a.output, a.text, &a.options, &a.limits),
+        Command::Ocr(a) => one_shot("ocr", &[a.input], &a.output, a.language, &a.options, &a.limits),
         Command::Merge(a) => one_shot("merge", &a.inputs, &a.output, None, &a.options, &a.limits),
         Command::Archive(a) => one_shot("archive", &a.inputs, &a.output, None, &a.options, &a.limits),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
@@ -284,6 +290,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 max_pixels: args.max_pixels,
                 max_pages: args.max_pages,
                 tool_timeout: Duration::from_secs(args.task_timeout),
+                ..EngineLimits::default()
             },
             retention,
         },

@@ -43,13 +43,15 @@ pub fn run(
     let mut fields = Map::new();
     let out_format = extension_format(output)?;
     match operation {
-        "convert" | "thumbnail" | "merge" | "archive" => {
+        "convert" | "thumbnail" | "merge" | "archive" | "ocr" => {
             fields.insert("output_format".into(), Value::String(out_format.clone()));
         }
         _ => {}
     }
+    // The free-text argument: watermark text, or OCR language.
     if let Some(t) = text {
-        fields.insert("text".into(), Value::String(t));
+        let key = if operation == "ocr" { "language" } else { "text" };
+        fields.insert(key.into(), Value::String(t));
     }
     if !options.is_empty() {
         fields.insert("options".into(), Value::Object(options));

@@ -14,7 +14,7 @@ use runconvert_core::ops::{ImportBase64, ImportUrl, Operation};
 use runconvert_core::ports::FileStore;
 use runconvert_core::{TaskError, Timestamp};
 use runconvert_engines::process::{self, InputFile};
-use runconvert_engines::EngineLimits;
+use runconvert_engines::{Cancel, EngineLimits, Progress};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +38,14 @@ pub struct Worker {
 
 fn internal(what: &str, e: impl std::fmt::Display) -> TaskError {
     TaskError::new(codes::PROCESSING_FAILED, format!("{what}: {e}"))
+}
+
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// A work directory, removed when dropped.
@@ -75,7 +83,7 @@ fn unique_name(name: &str, taken: &mut std::collections::HashSet<String>) -> Str
 
 impl Worker {
     /// Runs `task` of `job` and returns its result; the caller records it.
-    pub async fn run(&self, job: &Job, task: &Task) -> Result<TaskResult, TaskError> {
+    pub async fn run(&self, job: &Job, task: &Task, progress: Progress) -> Result<TaskResult, TaskError> {
         let work = WorkDir::create(&self.settings.work_root, task)?;
         let files = match &task.operation {
             Operation::ImportUrl(o) => vec![self.import_url(task, o, &work.0).await?],
@@ -91,9 +99,10 @@ impl Worker {
             | Operation::Merge(_)
             | Operation::Archive(_)
             | Operation::Compress(_)
-            | Operation::Watermark(_) => {
+            | Operation::Watermark(_)
+            | Operation::Ocr(_) => {
                 let inputs = self.fetch_inputs(job, task, &work.0).await?;
-                self.process(task, inputs, &work.0).await?
+                self.process(task, inputs, &work.0, progress).await?
             }
             Operation::ExportUrl(o) => return Ok(self.export_url(job, task, o.inline)),
             other => {
@@ -191,11 +200,23 @@ impl Worker {
     }
 
     /// A processing operation: the engines run on a blocking thread.
-    async fn process(&self, task: &Task, inputs: Vec<InputFile>, work: &Path) -> Result<Vec<FileRef>, TaskError> {
+    async fn process(
+        &self,
+        task: &Task,
+        inputs: Vec<InputFile>,
+        work: &Path,
+        progress: Progress,
+    ) -> Result<Vec<FileRef>, TaskError> {
         let op = task.operation.clone();
         let out_dir = work.join("out");
         let registry = self.registry.clone();
-        let limits = self.settings.engine.clone();
+        let mut limits = self.settings.engine.clone();
+        // If this future is dropped (the task was deleted or timed out), the engine's
+        // external programs are killed.
+        let cancel = Cancel::default();
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
+        limits.cancel = cancel;
+        limits.progress = progress;
         let outputs = tokio::task::spawn_blocking(move || process::run(&op, inputs, &out_dir, &registry, &limits))
             .await
             .map_err(|e| internal("the operation stopped", e))??;
