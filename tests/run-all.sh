@@ -19,6 +19,11 @@ command -v pkg-config >/dev/null || apt_pkgs+=(pkg-config)
 # qpdf makes the password-protected PDF of the bad-input tests.
 command -v pdftoppm >/dev/null || apt_pkgs+=(poppler-utils)
 command -v qpdf >/dev/null || apt_pkgs+=(qpdf)
+# The engines: Tesseract for OCR, FFmpeg for audio and video, LibreOffice for documents.
+command -v tesseract >/dev/null || apt_pkgs+=(tesseract-ocr)
+[ -n "$(ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata 2>/dev/null)" ] || apt_pkgs+=(tesseract-ocr-eng)
+command -v ffmpeg >/dev/null || apt_pkgs+=(ffmpeg)
+command -v soffice >/dev/null || apt_pkgs+=(libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   log "installing ${apt_pkgs[*]}"
   sudo_cmd=""

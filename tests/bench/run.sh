@@ -18,6 +18,8 @@ command -v convert >/dev/null && convert -version 2>/dev/null | grep -q ImageMag
 command -v qpdf >/dev/null || need+=(qpdf)
 command -v gs >/dev/null || need+=(ghostscript)
 command -v pdftoppm >/dev/null || need+=(poppler-utils)
+command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
 [ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
@@ -31,6 +33,8 @@ J6=$C/images/photo_6000x4000.jpg
 J3=$C/images/photo_3000x2000.jpg
 PA=$C/pdf/text_20p.pdf
 PB=$C/pdf/photos_4p.pdf
+OCR=$C/images/ocr_text_300dpi.png
+MP4=$C/video/testsrc_10s_720p.mp4
 
 # name | target (ratio ours/theirs) | our output | our command | their output | their command
 PAIRS=(
@@ -38,6 +42,8 @@ PAIRS=(
 "6000x4000 JPEG → PNG|1.0|$O/rc.png|$RC convert $J6 $O/rc.png|$O/vips.png|vips copy $J6 $O/vips.png"
 "3000x2000 JPEG → WebP q75|1.0|$O/rc.webp|$RC convert $J3 $O/rc.webp -o quality=75|$O/vips.webp|vips copy $J3 $O/vips.webp[Q=75]"
 "merge 20p text + 4p photo PDF|1.0|$O/rc_merge.pdf|$RC merge $O/rc_merge.pdf $PA $PB|$O/qpdf_merge.pdf|qpdf --empty --pages $PA $PB -- $O/qpdf_merge.pdf"
+"OCR 300 dpi page → text|1.05|$O/rc_ocr.txt|$RC ocr $OCR $O/rc_ocr.txt|$O/tess.txt|tesseract $OCR $O/tess"
+"video frame at 1 s → JPEG|1.05|$O/rc_vthumb.jpg|$RC thumbnail $MP4 $O/rc_vthumb.jpg -o timestamp=1 -o width=1280 -o quality=90|$O/vthumb.jpg|ffmpeg -nostdin -y -loglevel error -ss 1 -i $MP4 -frames:v 1 $O/vthumb.jpg"
 "compress 4p photo PDF (ebook)|0.5|$O/rc_compress.pdf|$RC compress $PB $O/rc_compress.pdf -o profile=web|$O/gs_ebook.pdf|gs -q -dNOPAUSE -dBATCH -dSAFER -sDEVICE=pdfwrite -dCompatibilityLevel=1.4 -dPDFSETTINGS=/ebook -sOutputFile=$O/gs_ebook.pdf $PB"
 )
 

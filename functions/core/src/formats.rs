@@ -248,10 +248,17 @@ pub fn mime_type_of(format: &str) -> &'static str {
 /// The type of an engine option.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OptionType {
-    Integer { min: i64, max: i64 },
+    Integer {
+        min: i64,
+        max: i64,
+    },
     Enum(&'static [&'static str]),
     Boolean,
-    String { max_len: usize },
+    String {
+        max_len: usize,
+    },
+    /// A point in time of a media file: seconds (a number) or `hh:mm:ss[.ms]`.
+    Time,
 }
 
 /// An option an engine takes in `options: {...}`.
@@ -279,6 +286,7 @@ impl OptionSpec {
             }
             OptionType::Boolean => "boolean",
             OptionType::String { .. } => "string",
+            OptionType::Time => "time",
         };
         m.insert("type".into(), ty.into());
         if let Some(d) = &self.default {
@@ -300,6 +308,17 @@ impl OptionSpec {
                 _ => Err(format!("must be one of: {}", values.join(", "))),
             },
             OptionType::Boolean => v.as_bool().map(|_| ()).ok_or_else(|| "must be true or false".into()),
+            OptionType::Time => match v {
+                Value::Number(n) if n.as_f64().is_some_and(|f| f >= 0.0) => Ok(()),
+                Value::String(s)
+                    if !s.is_empty()
+                        && s.len() <= 16
+                        && s.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '.') =>
+                {
+                    Ok(())
+                }
+                _ => Err("must be seconds (a number) or hh:mm:ss".into()),
+            },
             OptionType::String { max_len } => match v.as_str() {
                 Some(s) if s.len() <= *max_len => Ok(()),
                 Some(_) => Err(format!("must be at most {max_len} bytes long")),

@@ -34,13 +34,13 @@ pub fn options(output: &str) -> Vec<OptionSpec> {
     let mut o = vec![
         OptionSpec {
             name: "trim_start",
-            kind: OptionType::String { max_len: 16 },
+            kind: OptionType::Time,
             default: None,
             description: "Start at this time (seconds, or hh:mm:ss[.ms]).",
         },
         OptionSpec {
             name: "trim_end",
-            kind: OptionType::String { max_len: 16 },
+            kind: OptionType::Time,
             default: None,
             description: "End at this time (seconds, or hh:mm:ss[.ms]).",
         },
@@ -327,28 +327,75 @@ impl Ffmpeg {
         })
     }
 
-    /// One frame at `at` seconds (or the middle... the first second if shorter) as PNG.
-    pub fn frame(
+    /// A thumbnail of the frame at `at` seconds (default: 1 s, or the middle of a shorter
+    /// video), scaled and encoded by FFmpeg itself: one process, no intermediate image.
+    /// `fit` is max (never enlarging), crop or scale, as for image thumbnails.
+    #[allow(clippy::too_many_arguments)]
+    pub fn thumbnail(
         &self,
         input: &Path,
         name: &str,
         at: Option<f64>,
-        out_png: &Path,
+        out: &Path,
+        output: &str,
+        size: (Option<u32>, Option<u32>),
+        fit: &str,
+        quality: u8,
         limits: &EngineLimits,
     ) -> Result<(), TaskError> {
-        let total = self.duration(input, name, limits)?.unwrap_or(0.0);
-        let t = at
-            .unwrap_or(1.0_f64.min(total / 2.0))
-            .clamp(0.0, (total - 0.05).max(0.0));
+        let t = match at {
+            Some(t) => t,
+            None => {
+                let total = self.duration(input, name, limits)?.unwrap_or(0.0);
+                1.0_f64.min(total / 2.0).max(0.0)
+            }
+        };
+        let filter = match (fit, size) {
+            (_, (None, None)) => None,
+            ("crop", (Some(w), Some(h))) => Some(format!(
+                "scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h}"
+            )),
+            ("scale", (Some(w), Some(h))) => Some(format!("scale={w}:{h}")),
+            (_, (Some(w), Some(h))) => Some(format!(
+                "scale=w='min({w},iw)':h='min({h},ih)':force_original_aspect_ratio=decrease"
+            )),
+            (_, (Some(w), None)) => Some(format!("scale='min({w},iw)':-1")),
+            (_, (None, Some(h))) => Some(format!("scale=-1:'min({h},ih)'")),
+        };
         let mut cmd = self.base();
         cmd.args(["-ss", &format!("{t:.3}")])
             .arg("-i")
             .arg(input)
-            .args(["-frames:v", "1", "-an", "-f", "image2", "-c:v", "png"])
-            .arg(out_png);
+            .args(["-frames:v", "1", "-an"]);
+        if let Some(f) = filter {
+            cmd.args(["-vf", &f]);
+        }
+        match output {
+            "jpg" => {
+                // mjpeg's qscale: 2 (best) to 31.
+                let q = 2 + ((100 - quality.clamp(1, 100) as u32) * 29 / 99);
+                cmd.args([
+                    "-c:v",
+                    "mjpeg",
+                    "-q:v",
+                    &q.to_string(),
+                    "-pix_fmt",
+                    "yuvj420p",
+                    "-f",
+                    "image2",
+                ]);
+            }
+            "webp" => {
+                cmd.args(["-c:v", "libwebp", "-quality", &quality.to_string(), "-f", "image2"]);
+            }
+            _ => {
+                cmd.args(["-c:v", "png", "-f", "image2"]);
+            }
+        }
+        cmd.arg(out);
         let _slot = SLOTS.acquire();
         run(cmd, "ffmpeg", limits)?;
-        if !out_png.exists() {
+        if !out.exists() {
             return Err(TaskError::new(
                 codes::INVALID_FILE,
                 format!("{name} has no video frame at {t:.2} s"),

@@ -46,6 +46,7 @@ impl Office {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn convert(
         &self,
         input: &Path,

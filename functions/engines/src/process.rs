@@ -629,19 +629,32 @@ fn thumbnail(
     if opts.fit == Fit::Upscale {
         opts.fit = Fit::Max;
     }
-    let (img, original) = if engine == "ffmpeg" {
+    if engine == "ffmpeg" {
         let tool = host()
             .ffmpeg
             .as_ref()
             .ok_or_else(|| unsupported("FFmpeg is not installed on this server".into()))?;
         raster::check_format(&f.path, &f.name, input)?;
-        let frame = work.join(format!("frame-{}.png", std::process::id()));
         let at = raster::int_option(o, "timestamp", 0, 86_400)?.map(|t| t as f64);
-        tool.frame(&f.path, &f.name, at, &frame, limits)?;
-        let img = raster::decode(&frame, &f.name, "png", limits, None)?;
-        let dims = (img.width(), img.height());
-        (img, dims)
-    } else if input == "pdf" {
+        let fit = match opts.fit {
+            Fit::Crop => "crop",
+            Fit::Scale => "scale",
+            _ => "max",
+        };
+        let quality = opts.quality.unwrap_or(if output == "jpg" { 75 } else { 80 });
+        return tool.thumbnail(
+            &f.path,
+            &f.name,
+            at,
+            out,
+            output,
+            (opts.width, opts.height),
+            fit,
+            quality,
+            limits,
+        );
+    }
+    let (img, original) = if input == "pdf" {
         let tool = host()
             .pdftoppm
             .as_ref()

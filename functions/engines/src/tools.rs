@@ -166,7 +166,7 @@ pub fn run_lines(
                     ),
                 ));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
             Err(e) => return Err(TaskError::new(codes::PROCESSING_FAILED, format!("{what}: {e}"))),
         }
     };

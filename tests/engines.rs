@@ -1,0 +1,361 @@
+//! The tool-backed engines end to end through the HTTP API: OCR (Tesseract), office
+//! documents (LibreOffice), audio and video (FFmpeg), and that stopping a task stops
+//! its programs.
+
+use runconvert_tests::serde_json::{json, Map, Value};
+use runconvert_tests::*;
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+fn import(fixture: &Fixture, rel: &str) -> Value {
+    json!({"operation": "import/url", "url": fixture.url(&format!("/corpus/{rel}"))})
+}
+
+fn tasks(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+fn file<'a>(files: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
+    &files
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no file {name} in {:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>()))
+        .1
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+/// Text of a PDF, by Poppler's pdftotext.
+fn pdf_text(bytes: &[u8]) -> String {
+    let path = std::env::temp_dir().join(format!("rc-text-{}-{}.pdf", std::process::id(), bytes.len()));
+    std::fs::write(&path, bytes).unwrap();
+    let out = Command::new("pdftotext")
+        .arg(&path)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils)");
+    let _ = std::fs::remove_file(&path);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// What ffprobe says of a media file: (format names, duration, codec names).
+fn probe(bytes: &[u8], ext: &str) -> (String, f64, String) {
+    let path = std::env::temp_dir().join(format!("rc-probe-{}-{}.{ext}", std::process::id(), bytes.len()));
+    std::fs::write(&path, bytes).unwrap();
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=format_name,duration:stream=codec_name",
+            "-of",
+            "default=nw=1",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe");
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let get = |k: &str| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(k))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    (
+        get("format_name="),
+        get("duration=").parse().unwrap_or(0.0),
+        get("codec_name="),
+    )
+}
+
+/// A minimal Word document, written here, whose text is `text`.
+fn docx(text: &str) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default();
+        z.start_file("[Content_Types].xml", opts).unwrap();
+        z.write_all(br#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#).unwrap();
+        z.start_file("_rels/.rels", opts).unwrap();
+        z.write_all(br#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>"#).unwrap();
+        z.start_file("word/document.xml", opts).unwrap();
+        write!(z, r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body></w:document>"#).unwrap();
+        z.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+/// A Word document whose one part unpacks to 600 MB of zeros (a zip bomb).
+fn docx_bomb() -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .large_file(true);
+        z.start_file("word/document.xml", opts).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..600 {
+            z.write_all(&zeros).unwrap();
+        }
+        z.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+async fn server() -> (Fixture, Server) {
+    (
+        Fixture::start().await,
+        Server::start(&["--allow-private-networks"]).await,
+    )
+}
+
+#[tokio::test]
+async fn ocr_recovers_the_words_as_text_and_searchable_pdf() {
+    let (fx, s) = server().await;
+    let expected = std::fs::read_to_string(corpus_file("images/ocr_text.expected.txt")).unwrap();
+    let (job, files) = run_and_download(
+        &s,
+        tasks(&[
+            ("scan", import(&fx, "images/ocr_text_300dpi.png")),
+            ("txt", json!({"operation": "ocr", "input": "scan", "language": "eng"})),
+            (
+                "pdf",
+                json!({"operation": "ocr", "input": "scan", "output_format": "pdf"}),
+            ),
+            (
+                "klingon",
+                json!({"operation": "ocr", "input": "scan", "language": "tlh", "ignore_error": true}),
+            ),
+        ]),
+        &["txt", "pdf"],
+    )
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let text = String::from_utf8(file(&files, "ocr_text_300dpi.txt").to_vec()).unwrap();
+    assert_eq!(words(&text), words(&expected), "OCR text:\n{text}");
+    let pdf = file(&files, "ocr_text_300dpi.pdf");
+    assert_eq!(pdf_pages(pdf), 1);
+    let searchable = pdf_text(pdf);
+    for w in ["quick", "Invoice", "1,284.50"] {
+        assert!(searchable.contains(w), "the PDF's text layer has {w:?}: {searchable}");
+    }
+    let k = task(&job, "klingon");
+    assert_eq!(
+        (k["status"].as_str(), k["code"].as_str()),
+        (Some("failed"), Some("invalid_data")),
+        "{k}"
+    );
+    assert!(k["message"].as_str().unwrap().contains("not installed"), "{k}");
+}
+
+#[tokio::test]
+async fn a_docx_made_here_becomes_a_pdf_with_its_text_and_a_zip_bomb_is_refused() {
+    let s = Server::start(&[]).await;
+    let (job, files) = run_and_download(
+        &s,
+        tasks(&[
+            ("doc", json!({"operation": "import/base64", "file": b64(&docx("Hello from a RunConvert test document")), "filename": "letter.docx"})),
+            ("pdf", json!({"operation": "convert", "input": "doc", "output_format": "pdf"})),
+            ("odt", json!({"operation": "convert", "input": "doc", "output_format": "odt"})),
+        ]),
+        &["pdf", "odt"],
+    )
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let pdf = file(&files, "letter.pdf");
+    assert_eq!(pdf_pages(pdf), 1);
+    assert!(pdf_text(pdf).contains("Hello from a RunConvert test document"));
+    let odt = file(&files, "letter.odt");
+    assert!(odt.starts_with(b"PK") && odt.windows(39).any(|w| w == b"application/vnd.oasis.opendocument.text"));
+
+    let bomb = docx_bomb();
+    assert!(bomb.len() < 1_500_000, "the bomb is small: {}", bomb.len());
+    let (job, _) = run_and_download(
+        &s,
+        tasks(&[
+            (
+                "doc",
+                json!({"operation": "import/base64", "file": b64(&bomb), "filename": "bomb.docx"}),
+            ),
+            (
+                "pdf",
+                json!({"operation": "convert", "input": "doc", "output_format": "pdf"}),
+            ),
+        ]),
+        &["pdf"],
+    )
+    .await;
+    let t = task(&job, "pdf");
+    assert_eq!(t["code"], "limit_exceeded", "{t}");
+    assert!(t["message"].as_str().unwrap().contains("zip bomb"), "{t}");
+}
+
+#[tokio::test]
+async fn video_becomes_webm_mp3_a_trimmed_clip_and_a_thumbnail() {
+    let (fx, s) = server().await;
+    let (job, files) = run_and_download(
+        &s,
+        tasks(&[
+            ("video", import(&fx, "video/testsrc_10s_720p.mp4")),
+            ("webm", json!({"operation": "convert", "input": "video", "output_format": "webm", "options": {"width": 320}})),
+            ("mp3", json!({"operation": "convert", "input": "video", "output_format": "mp3", "options": {"audio_bitrate": "96k"}})),
+            ("clip", json!({"operation": "convert", "input": "video", "output_format": "mp4", "filename": "clip.mp4", "options": {"trim_start": 2, "trim_end": 5, "height": 180}})),
+            ("thumb", json!({"operation": "thumbnail", "input": "video", "output_format": "jpg", "options": {"width": 320, "timestamp": 3}})),
+        ]),
+        &["webm", "mp3", "clip", "thumb"],
+    )
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    for t in ["webm", "mp3", "clip"] {
+        assert_eq!(task(&job, t)["percent"], 100);
+    }
+    let (fmt, dur, codecs) = probe(file(&files, "testsrc_10s_720p.webm"), "webm");
+    assert!(fmt.contains("webm") && codecs.contains("vp9"), "{fmt} {codecs}");
+    assert!((dur - 10.0).abs() < 0.5, "{dur}");
+    let (fmt, dur, codecs) = probe(file(&files, "testsrc_10s_720p.mp3"), "mp3");
+    assert!(
+        fmt.contains("mp3") && codecs.contains("mp3") && !codecs.contains("h264"),
+        "{fmt} {codecs}"
+    );
+    assert!((dur - 10.0).abs() < 0.5, "{dur}");
+    let (_, dur, codecs) = probe(file(&files, "clip.mp4"), "mp4");
+    assert!((dur - 3.0).abs() < 0.5 && codecs.contains("h264"), "{dur} {codecs}");
+    let thumb = image::load_from_memory(file(&files, "testsrc_10s_720p.jpg")).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (320, 180));
+}
+
+#[tokio::test]
+async fn corrupt_media_fails_clearly() {
+    let (fx, s) = server().await;
+    let video = std::fs::read(corpus_file("video/testsrc_10s_720p.mp4")).unwrap();
+    let mut broken = video[..4096].to_vec();
+    broken.extend(std::iter::repeat_n(0u8, 8192));
+    let playlist = b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n";
+    let (job, _) = run_and_download(
+        &s,
+        tasks(&[
+            (
+                "bad",
+                json!({"operation": "import/base64", "file": b64(&broken), "filename": "broken.mp4"}),
+            ),
+            (
+                "hls",
+                json!({"operation": "import/base64", "file": b64(playlist), "filename": "movie.mp4"}),
+            ),
+            ("img", import(&fx, "images/photo_640x480.jpg")),
+            (
+                "c1",
+                json!({"operation": "convert", "input": "bad", "output_format": "webm"}),
+            ),
+            (
+                "c2",
+                json!({"operation": "convert", "input": "hls", "output_format": "webm"}),
+            ),
+        ]),
+        &["img"],
+    )
+    .await;
+    let c1 = task(&job, "c1");
+    assert_eq!(c1["status"], "failed");
+    assert!(
+        matches!(c1["code"].as_str(), Some("invalid_file" | "processing_failed")),
+        "{c1}"
+    );
+    let c2 = task(&job, "c2");
+    assert_eq!(c2["code"], "invalid_file", "{c2}");
+    assert!(c2["message"].as_str().unwrap().contains("movie.mp4"), "{c2}");
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) && !cmd.contains("runconvert serve") {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn deleting_a_running_job_leaves_no_process_behind() {
+    let (fx, s) = server().await;
+    // A slow encode: the 10 s clip upscaled, at 60 fps, losslessly.
+    let job = s
+        .create_job(json!({"tasks": {
+            "video": import(&fx, "video/testsrc_10s_720p.mp4"),
+            "slow": {"operation": "convert", "input": "video", "output_format": "mkv", "options": {"width": 3840, "fps": 60, "crf": 0}}
+        }}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let work = s.data_dir.join("work").to_string_lossy().to_string();
+    let mut seen = false;
+    for _ in 0..300 {
+        if processes_with(&work).iter().any(|c| c.contains("ffmpeg")) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "ffmpeg started");
+    let key = s.key.clone();
+    let (status, _) = s.delete_as(&key, &format!("/v2/process/jobs/{id}")).await;
+    assert_eq!(status, 204);
+    let mut left = processes_with(&work);
+    for _ in 0..40 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = processes_with(&work);
+    }
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    // The server is fine.
+    let (status, _) = s.get("/v2/process/jobs").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_registry_lists_the_engines_of_this_host() {
+    let s = Server::start(&[]).await;
+    let (_, ops) = s
+        .get_as("", "/v2/core/operations?input_format=docx&output_format=pdf")
+        .await;
+    assert_eq!(ops["data"][0]["engine"], "libreoffice", "{ops}");
+    assert!(
+        ops["data"][0]["engine_version"].as_str().unwrap().starts_with('7'),
+        "{ops}"
+    );
+    let (_, ops) = s
+        .get_as("", "/v2/core/operations?input_format=mp4&output_format=webm")
+        .await;
+    assert_eq!(ops["data"][0]["engine"], "ffmpeg");
+    let (_, ops) = s
+        .get_as(
+            "",
+            "/v2/core/operations?operation=ocr&input_format=png&output_format=txt",
+        )
+        .await;
+    assert_eq!(ops["data"][0]["engine"], "tesseract");
+    let (_, formats) = s.get_as("", "/v2/core/formats").await;
+    let names: Vec<&str> = formats["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for f in ["mp4", "webm", "mp3", "docx", "xlsx", "pptx", "txt"] {
+        assert!(names.contains(&f), "{f} missing from {names:?}");
+    }
+}
