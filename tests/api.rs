@@ -357,7 +357,7 @@ async fn bad_job_requests_get_clear_400s() {
     .await;
     expect_invalid(
         &s,
-        json!({"tasks": {"o": {"operation": "capture_website", "url": "https://example.com/", "output_format": "png"}}}),
+        json!({"tasks": {"o": {"operation": "import/s3", "bucket": "b", "region": "us-east-1", "access_key_id": "AKIA", "secret_access_key": "s", "key": "k.jpg"}}}),
         "tasks.o.operation",
         "not available",
     )
@@ -440,7 +440,7 @@ async fn core_endpoints_report_what_the_build_does() {
     for op in ["import/url", "import/upload", "import/base64", "export/url", "convert"] {
         assert!(names.contains(&op), "{op} missing");
     }
-    assert!(!names.contains(&"capture_website"), "not in this build yet");
+    assert!(!names.contains(&"import/s3"), "not in this build yet");
 }
 
 #[tokio::test]

@@ -359,3 +359,99 @@ async fn the_registry_lists_the_engines_of_this_host() {
         assert!(names.contains(&f), "{f} missing from {names:?}");
     }
 }
+
+#[tokio::test]
+async fn capture_website_as_png_and_pdf_and_a_page_that_never_loads_times_out() {
+    let (fx, s) = server().await;
+    let (job, files) = run_and_download(
+        &s,
+        tasks(&[
+            ("shot", json!({"operation": "capture_website", "url": fx.url("/page"), "output_format": "png", "filename": "shot.png",
+                "options": {"viewport_width": 800, "viewport_height": 600}})),
+            ("print", json!({"operation": "capture_website", "url": fx.url("/page"), "output_format": "pdf", "filename": "print.pdf"})),
+            ("hang", json!({"operation": "capture_website", "url": fx.url("/hang"), "output_format": "png",
+                "options": {"load_timeout": 2}, "ignore_error": true})),
+        ]),
+        &["shot", "print"],
+    )
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let shot = image::load_from_memory(file(&files, "shot.png")).unwrap().to_rgb8();
+    assert_eq!(shot.dimensions(), (800, 600));
+    assert_eq!(
+        shot.get_pixel(100, 50).0,
+        [255, 0, 0],
+        "the red box is drawn at the top left"
+    );
+    assert_eq!(shot.get_pixel(600, 50).0, [255, 255, 255], "white beside it");
+    let pdf = file(&files, "print.pdf");
+    assert_eq!(pdf_pages(pdf), 1);
+    assert!(pdf_text(pdf).contains("Captured by RunConvert"));
+    let hang = task(&job, "hang");
+    assert_eq!(
+        (hang["status"].as_str(), hang["code"].as_str()),
+        (Some("failed"), Some("timeout")),
+        "{hang}"
+    );
+    assert!(
+        hang["message"].as_str().unwrap().contains("did not finish loading"),
+        "{hang}"
+    );
+    // Chromium is gone once the tasks end.
+    let work = s.data_dir.join("work").to_string_lossy().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(processes_with(&work).is_empty(), "{:?}", processes_with(&work));
+
+    // Without private networks the loopback page is refused before Chromium loads it.
+    let strict = Server::start(&[]).await;
+    let (job, _) = run_and_download(
+        &strict,
+        tasks(&[(
+            "shot",
+            json!({"operation": "capture_website", "url": fx.url("/page"), "output_format": "png"}),
+        )]),
+        &["shot"],
+    )
+    .await;
+    let t = task(&job, "shot");
+    assert_eq!(t["code"], "forbidden_address", "{t}");
+}
+
+#[tokio::test]
+async fn html_and_markdown_become_pdf_through_chromium() {
+    let s = Server::start(&[]).await;
+    let md = "# Quarterly report\n\nRevenue grew by **12 %** in the quarter.\n\n- one\n- two\n";
+    let html = "<!doctype html><html><body><h1>Hello HTML</h1><img src='http://127.0.0.1:9/x.png'><p>Rendered by Chromium</p></body></html>";
+    let (job, files) = run_and_download(
+        &s,
+        tasks(&[
+            ("md", json!({"operation": "import/base64", "file": b64(md.as_bytes()), "filename": "report.md"})),
+            ("html", json!({"operation": "import/base64", "file": b64(html.as_bytes()), "filename": "page.html"})),
+            ("md-pdf", json!({"operation": "convert", "input": "md", "output_format": "pdf"})),
+            ("html-pdf", json!({"operation": "convert", "input": "html", "output_format": "pdf", "options": {"page_size": "Letter"}})),
+        ]),
+        &["md-pdf", "html-pdf"],
+    )
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let text = pdf_text(file(&files, "report.pdf"));
+    assert!(
+        text.contains("Quarterly report") && text.contains("Revenue grew by 12 %"),
+        "{text}"
+    );
+    let page = file(&files, "page.pdf");
+    assert!(pdf_text(page).contains("Rendered by Chromium"));
+    // Letter paper: 612 × 792 points.
+    let doc = lopdf::Document::load_mem(page).unwrap();
+    let mb: Vec<f32> = doc
+        .get_dictionary(doc.get_pages()[&1])
+        .unwrap()
+        .get(b"MediaBox")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_float().unwrap())
+        .collect();
+    assert!((mb[2] - 612.0).abs() < 1.0 && (mb[3] - 792.0).abs() < 1.0, "{mb:?}");
+}

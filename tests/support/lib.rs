@@ -364,6 +364,18 @@ impl Fixture {
             )
             .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
             .route(
+                "/page",
+                get(|| async {
+                    axum::response::Html(
+                        "<!doctype html><html><head><title>RunConvert test page</title><style>body{margin:0;background:#fff}\
+                         #box{position:absolute;left:0;top:0;width:200px;height:100px;background:rgb(255,0,0)}\
+                         p{position:absolute;top:150px;left:20px;font:24px sans-serif}</style></head>\
+                         <body><div id=box></div><p>Captured by RunConvert</p></body></html>",
+                    )
+                }),
+            )
+            .route("/hang", get(|| async { std::future::pending::<()>().await }))
+            .route(
                 "/redirect-to/{*target}",
                 get(|AxPath(t): AxPath<String>| async move { Redirect::temporary(&format!("/{t}")) }),
             )

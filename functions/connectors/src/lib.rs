@@ -1,6 +1,7 @@
 //! Imports and exports that cross the network. Everything here that reaches a host a
 //! user chose goes through [`guard`], the outbound-address guard.
 
+pub mod capture;
 pub mod guard;
 pub mod http_import;
 

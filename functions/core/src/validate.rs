@@ -330,6 +330,12 @@ fn check_operation_fields(field: &str, op: &Operation, limits: &Limits, errs: &m
             }
         }
         Operation::Convert(o) => check_filename(&o.filename, errs),
+        Operation::CaptureWebsite(o) => {
+            if !is_http_url(&o.url) {
+                errs.add(format!("{field}.url"), "must be an http:// or https:// URL");
+            }
+            check_filename(&o.filename, errs);
+        }
         _ => {}
     }
 }
@@ -452,6 +458,13 @@ fn process_fields(op: &Operation) -> Option<ProcessFields<'_>> {
             engine: c.engine.as_deref(),
             options: &c.options,
         },
+        Operation::CaptureWebsite(c) => ProcessFields {
+            operation: "capture_website",
+            input_format: Some("url"),
+            output_format: Some(&c.output_format),
+            engine: c.engine.as_deref(),
+            options: &c.options,
+        },
         Operation::Ocr(o) => ProcessFields {
             operation: "ocr",
             input_format: o.input_format.as_deref(),
@@ -544,6 +557,7 @@ fn check_formats(spec: &TaskSpec, specs: &BTreeMap<String, TaskSpec>, registry: 
     }
     let input = match p.input_format {
         Some(crate::formats::ANY) => Some(crate::formats::ANY),
+        Some("url") => Some("url"),
         Some(f) => match canonical_format(f) {
             Some(f) => Some(f),
             None => {

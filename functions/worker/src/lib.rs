@@ -4,13 +4,15 @@
 //! executor and the per-operation Lambdas both call [`Worker::run`].
 
 use base64::Engine as _;
+use runconvert_connectors::capture::{self, Chromium};
 use runconvert_connectors::http_import::{self, DownloadLimits};
 use runconvert_connectors::Guard;
 use runconvert_core::error::codes;
 use runconvert_core::formats::Registry;
+use runconvert_core::formats::{canonical_format, Capability};
 use runconvert_core::model::{FileRef, Job, Task, TaskResult, TaskStatus};
 use runconvert_core::names::safe_filename;
-use runconvert_core::ops::{ImportBase64, ImportUrl, Operation};
+use runconvert_core::ops::{CaptureWebsite, ImportBase64, ImportUrl, Operation};
 use runconvert_core::ports::FileStore;
 use runconvert_core::{TaskError, Timestamp};
 use runconvert_engines::process::{self, InputFile};
@@ -102,9 +104,15 @@ impl Worker {
             | Operation::Watermark(_)
             | Operation::Ocr(_) => {
                 let inputs = self.fetch_inputs(job, task, &work.0).await?;
-                self.process(task, inputs, &work.0, progress).await?
+                match &task.operation {
+                    Operation::Convert(c) if self.is_web_document(c, &inputs) => {
+                        self.web_document(task, c, inputs, &work.0).await?
+                    }
+                    _ => self.process(task, inputs, &work.0, progress).await?,
+                }
             }
             Operation::ExportUrl(o) => return Ok(self.export_url(job, task, o.inline)),
+            Operation::CaptureWebsite(o) => vec![self.capture(task, o, &work.0).await?],
             other => {
                 return Err(TaskError::new(
                     codes::UNSUPPORTED_CONVERSION,
@@ -228,6 +236,62 @@ impl Worker {
         Ok(files)
     }
 
+    /// html/md → pdf is Chromium's (a connector, since the page may load what it links).
+    fn is_web_document(&self, c: &runconvert_core::ops::Convert, inputs: &[InputFile]) -> bool {
+        canonical_format(&c.output_format) == Some("pdf")
+            && inputs
+                .iter()
+                .all(|f| matches!(process::input_format(f, c.input_format.as_deref()), Ok("html" | "md")))
+    }
+
+    async fn web_document(
+        &self,
+        task: &Task,
+        c: &runconvert_core::ops::Convert,
+        inputs: Vec<InputFile>,
+        work: &Path,
+    ) -> Result<Vec<FileRef>, TaskError> {
+        let chromium = Chromium::get().ok_or_else(|| {
+            TaskError::new(
+                codes::UNSUPPORTED_CONVERSION,
+                "html and md to pdf need Chromium, which is not installed on this server",
+            )
+        })?;
+        let guard = Guard::new(self.settings.allow_private_networks);
+        let single = inputs.len() == 1;
+        let mut files = Vec::new();
+        for (i, f) in inputs.iter().enumerate() {
+            let format = process::input_format(f, c.input_format.as_deref())?;
+            let dest = work.join("out").join(format!("doc-{i}.pdf"));
+            capture::document_to_pdf(chromium, &guard, &f.path, format, &c.options, work, &dest).await?;
+            let name = match (&c.filename, single) {
+                (Some(n), true) => n.clone(),
+                _ => runconvert_core::names::with_extension(&f.name, "pdf"),
+            };
+            files.push(self.store(task, &safe_filename(&name), &dest).await?);
+        }
+        Ok(files)
+    }
+
+    async fn capture(&self, task: &Task, o: &CaptureWebsite, work: &Path) -> Result<FileRef, TaskError> {
+        let chromium = Chromium::get().ok_or_else(|| {
+            TaskError::new(
+                codes::UNSUPPORTED_CONVERSION,
+                "capture_website needs Chromium, which is not installed on this server",
+            )
+        })?;
+        let output = canonical_format(&o.output_format).unwrap_or("png");
+        let guard = Guard::new(self.settings.allow_private_networks);
+        let dest = work.join("out").join(format!("capture.{output}"));
+        capture::capture(chromium, &guard, &o.url, output, &o.options, work, &dest).await?;
+        let host = url::Url::parse(o.url.trim())
+            .ok()
+            .and_then(|u| u.host_str().map(String::from))
+            .unwrap_or_else(|| "capture".into());
+        let name = o.filename.clone().unwrap_or_else(|| format!("{host}.{output}"));
+        self.store(task, &safe_filename(&name), &dest).await
+    }
+
     fn export_url(&self, job: &Job, task: &Task, inline: bool) -> TaskResult {
         let expires = Timestamp::now().plus(self.settings.retention);
         let files = self
@@ -256,5 +320,27 @@ pub fn registry_with(probe_versions: bool) -> Registry {
         r.add_operation(op);
     }
     runconvert_engines::register_all(&mut r, probe_versions);
+    if let Some(c) = Chromium::get() {
+        for i in ["html", "md"] {
+            r.add(Capability {
+                operation: "convert",
+                input_format: i,
+                output_format: "pdf",
+                engine: "chromium",
+                engine_version: c.version.clone(),
+                options: capture::options("pdf"),
+            });
+        }
+        for o in capture::OUTPUTS {
+            r.add(Capability {
+                operation: "capture_website",
+                input_format: "url",
+                output_format: o,
+                engine: "chromium",
+                engine_version: c.version.clone(),
+                options: capture::options(o),
+            });
+        }
+    }
     r
 }
