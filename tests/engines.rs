@@ -2,27 +2,11 @@
 //! documents (LibreOffice), audio and video (FFmpeg), and that stopping a task stops
 //! its programs.
 
-use runconvert_tests::serde_json::{json, Map, Value};
+use runconvert_tests::serde_json::json;
 use runconvert_tests::*;
 use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
-
-fn import(fixture: &Fixture, rel: &str) -> Value {
-    json!({"operation": "import/url", "url": fixture.url(&format!("/corpus/{rel}"))})
-}
-
-fn tasks(pairs: &[(&str, Value)]) -> Map<String, Value> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-}
-
-fn file<'a>(files: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
-    &files
-        .iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no file {name} in {:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>()))
-        .1
-}
 
 fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
@@ -110,16 +94,9 @@ fn docx_bomb() -> Vec<u8> {
     buf.into_inner()
 }
 
-async fn server() -> (Fixture, Server) {
-    (
-        Fixture::start().await,
-        Server::start(&["--allow-private-networks"]).await,
-    )
-}
-
 #[tokio::test]
 async fn ocr_recovers_the_words_as_text_and_searchable_pdf() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let expected = std::fs::read_to_string(corpus_file("images/ocr_text.expected.txt")).unwrap();
     let (job, files) = run_and_download(
         &s,
@@ -200,7 +177,7 @@ async fn a_docx_made_here_becomes_a_pdf_with_its_text_and_a_zip_bomb_is_refused(
 
 #[tokio::test]
 async fn video_becomes_webm_mp3_a_trimmed_clip_and_a_thumbnail() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let (job, files) = run_and_download(
         &s,
         tasks(&[
@@ -234,7 +211,7 @@ async fn video_becomes_webm_mp3_a_trimmed_clip_and_a_thumbnail() {
 
 #[tokio::test]
 async fn corrupt_media_fails_clearly() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let video = std::fs::read(corpus_file("video/testsrc_10s_720p.mp4")).unwrap();
     let mut broken = video[..4096].to_vec();
     broken.extend(std::iter::repeat_n(0u8, 8192));
@@ -290,7 +267,7 @@ fn processes_with(needle: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn deleting_a_running_job_leaves_no_process_behind() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     // A slow encode: the 10 s clip upscaled, at 60 fps, losslessly.
     let job = s
         .create_job(json!({"tasks": {
@@ -362,7 +339,7 @@ async fn the_registry_lists_the_engines_of_this_host() {
 
 #[tokio::test]
 async fn capture_website_as_png_and_pdf_and_a_page_that_never_loads_times_out() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let (job, files) = run_and_download(
         &s,
         tasks(&[

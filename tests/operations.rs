@@ -1,36 +1,13 @@
 //! Every processing operation end to end through the HTTP API, on the corpus files:
 //! merge, archive, compress, watermark, thumbnail, and PDF in and out of convert.
 
-use runconvert_tests::serde_json::{json, Map, Value};
+use runconvert_tests::serde_json::json;
 use runconvert_tests::*;
 use std::io::Read;
 
-fn import(fixture: &Fixture, rel: &str) -> Value {
-    json!({"operation": "import/url", "url": fixture.url(&format!("/corpus/{rel}"))})
-}
-
-fn tasks(pairs: &[(&str, Value)]) -> Map<String, Value> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-}
-
-fn file<'a>(files: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
-    &files
-        .iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no file {name} in {:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>()))
-        .1
-}
-
-async fn server() -> (Fixture, Server) {
-    (
-        Fixture::start().await,
-        Server::start(&["--allow-private-networks"]).await,
-    )
-}
-
 #[tokio::test]
 async fn merge_pdfs_and_images_in_input_order() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let photo = std::fs::read(corpus_file("images/photo_640x480.jpg")).unwrap();
     let (job, files) = run_and_download(
         &s,
@@ -66,7 +43,7 @@ async fn merge_pdfs_and_images_in_input_order() {
 
 #[tokio::test]
 async fn archives_list_their_entries() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let photo = std::fs::read(corpus_file("images/photo_640x480.jpg")).unwrap();
     let text = std::fs::read(corpus_file("images/ocr_text.expected.txt")).unwrap();
     let mut t = tasks(&[
@@ -127,7 +104,7 @@ async fn archives_list_their_entries() {
 
 #[tokio::test]
 async fn compress_pdf_jpeg_and_png() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let (job, files) = run_and_download(
         &s,
         tasks(&[
@@ -188,7 +165,7 @@ async fn compress_pdf_jpeg_and_png() {
 
 #[tokio::test]
 async fn watermark_changes_the_image_where_it_should_and_nowhere_else() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let (job, files) = run_and_download(
         &s,
         tasks(&[
@@ -235,7 +212,7 @@ async fn watermark_changes_the_image_where_it_should_and_nowhere_else() {
 
 #[tokio::test]
 async fn watermark_pdf_pages_chosen() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let (job, files) = run_and_download(
         &s,
         tasks(&[
@@ -274,7 +251,7 @@ async fn watermark_pdf_pages_chosen() {
 
 #[tokio::test]
 async fn thumbnails_of_images_and_pdfs() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let (job, files) = run_and_download(
         &s,
         tasks(&[
@@ -304,7 +281,7 @@ async fn thumbnails_of_images_and_pdfs() {
 
 #[tokio::test]
 async fn convert_images_to_pdf_and_pdf_pages_to_images() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let (job, files) = run_and_download(
         &s,
         tasks(&[
@@ -386,7 +363,7 @@ fn encrypted_pdf() -> Vec<u8> {
 
 #[tokio::test]
 async fn bad_inputs_fail_their_task_with_a_clear_message() {
-    let (fx, s) = server().await;
+    let (fx, s) = server_with_fixture().await;
     let text_pdf = std::fs::read(corpus_file("pdf/text_20p.pdf")).unwrap();
     let b64task =
         |bytes: &[u8], name: &str| json!({"operation": "import/base64", "file": b64(bytes), "filename": name});

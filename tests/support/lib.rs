@@ -94,32 +94,21 @@ impl Server {
         let data_dir = unique_dir("data");
         let key = create_key(&data_dir, "alice");
         let other_key = create_key(&data_dir, "bob");
+        Self::launch(data_dir, key, other_key, args).await
+    }
+
+    /// Starts a server on an empty data directory (no key made beforehand).
+    pub async fn start_fresh(args: &[&str]) -> Server {
+        Self::launch(unique_dir("fresh"), String::new(), String::new(), args).await
+    }
+
+    async fn launch(data_dir: PathBuf, key: String, other_key: String, args: &[&str]) -> Server {
         let mut s = Server {
             child: None,
             data_dir,
             base: String::new(),
             key,
             other_key,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            listen: "127.0.0.1:0".into(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap(),
-            banner: Vec::new(),
-        };
-        s.spawn().await;
-        s
-    }
-
-    /// Starts a server on an empty data directory (no key made beforehand).
-    pub async fn start_fresh(args: &[&str]) -> Server {
-        let mut s = Server {
-            child: None,
-            data_dir: unique_dir("fresh"),
-            base: String::new(),
-            key: String::new(),
-            other_key: String::new(),
             args: args.iter().map(|s| s.to_string()).collect(),
             listen: "127.0.0.1:0".into(),
             http: reqwest::Client::builder()
@@ -492,4 +481,31 @@ pub fn mean_diff(a: &image::RgbImage, b: &image::RgbImage, x0: u32, y0: u32, x1:
         }
     }
     sum as f64 / n.max(1) as f64
+}
+
+/// An import/url task of a corpus file served by `fixture`.
+pub fn import(fixture: &Fixture, rel: &str) -> Value {
+    json!({"operation": "import/url", "url": fixture.url(&format!("/corpus/{rel}"))})
+}
+
+/// A tasks map from (name, task) pairs.
+pub fn tasks(pairs: &[(&str, Value)]) -> serde_json::Map<String, Value> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+/// The bytes of the downloaded file called `name`.
+pub fn file<'a>(files: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
+    &files
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no file {name} in {:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>()))
+        .1
+}
+
+/// A loopback fixture and a server allowed to reach it.
+pub async fn server_with_fixture() -> (Fixture, Server) {
+    (
+        Fixture::start().await,
+        Server::start(&["--allow-private-networks"]).await,
+    )
 }
