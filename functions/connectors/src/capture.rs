@@ -92,30 +92,33 @@ pub struct Chromium {
 }
 
 impl Chromium {
-    /// The Chromium of this host, looked for once.
-    pub fn get() -> Option<&'static Chromium> {
+    /// The Chromium of this host, looked for once; its version (one more browser start)
+    /// only if the first caller asks for it.
+    pub fn get(probe_version: bool) -> Option<&'static Chromium> {
         static FOUND: std::sync::OnceLock<Option<Chromium>> = std::sync::OnceLock::new();
-        FOUND.get_or_init(Chromium::find).as_ref()
+        FOUND.get_or_init(|| Chromium::find(probe_version)).as_ref()
     }
 
-    pub fn find() -> Option<Self> {
-        for name in ["chromium", "chromium-browser", "google-chrome"] {
-            if let Some(path) = which(name) {
-                let version = std::process::Command::new(&path)
-                    .arg("--version")
-                    .output()
-                    .ok()
-                    .and_then(|o| {
-                        String::from_utf8_lossy(&o.stdout)
-                            .split_whitespace()
-                            .nth(1)
-                            .map(String::from)
-                    })
-                    .unwrap_or_else(|| "unknown".into());
-                return Some(Chromium { path, version });
-            }
-        }
-        None
+    pub fn find(probe_version: bool) -> Option<Self> {
+        let path = ["chromium", "chromium-browser", "google-chrome"]
+            .iter()
+            .find_map(|n| which(n))?;
+        let version = if probe_version {
+            std::process::Command::new(&path)
+                .arg("--version")
+                .output()
+                .ok()
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .nth(1)
+                        .map(String::from)
+                })
+                .unwrap_or_else(|| "unknown".into())
+        } else {
+            "not probed".into()
+        };
+        Some(Chromium { path, version })
     }
 }
 

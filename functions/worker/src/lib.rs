@@ -251,7 +251,7 @@ impl Worker {
         inputs: Vec<InputFile>,
         work: &Path,
     ) -> Result<Vec<FileRef>, TaskError> {
-        let chromium = Chromium::get().ok_or_else(|| {
+        let chromium = Chromium::get(true).ok_or_else(|| {
             TaskError::new(
                 codes::UNSUPPORTED_CONVERSION,
                 "html and md to pdf need Chromium, which is not installed on this server",
@@ -274,7 +274,7 @@ impl Worker {
     }
 
     async fn capture(&self, task: &Task, o: &CaptureWebsite, work: &Path) -> Result<FileRef, TaskError> {
-        let chromium = Chromium::get().ok_or_else(|| {
+        let chromium = Chromium::get(true).ok_or_else(|| {
             TaskError::new(
                 codes::UNSUPPORTED_CONVERSION,
                 "capture_website needs Chromium, which is not installed on this server",
@@ -320,7 +320,7 @@ pub fn registry_with(probe_versions: bool) -> Registry {
         r.add_operation(op);
     }
     runconvert_engines::register_all(&mut r, probe_versions);
-    if let Some(c) = Chromium::get() {
+    if let Some(c) = Chromium::get(probe_versions) {
         for i in ["html", "md"] {
             r.add(Capability {
                 operation: "convert",
