@@ -153,6 +153,11 @@ async fn a_docx_made_here_becomes_a_pdf_with_its_text_and_a_zip_bomb_is_refused(
     let odt = file(&files, "letter.odt");
     assert!(odt.starts_with(b"PK") && odt.windows(39).any(|w| w == b"application/vnd.oasis.opendocument.text"));
 
+    // LibreOffice stayed up for the next document (warm), and dies with the server.
+    let warm = format!("name=runconvert-{}-", s.pid());
+    assert!(!processes_with(&warm).is_empty(), "a warm LibreOffice runs");
+    let mut s = s;
+
     let bomb = docx_bomb();
     assert!(bomb.len() < 1_500_000, "the bomb is small: {}", bomb.len());
     let (job, _) = run_and_download(
@@ -173,6 +178,17 @@ async fn a_docx_made_here_becomes_a_pdf_with_its_text_and_a_zip_bomb_is_refused(
     let t = task(&job, "pdf");
     assert_eq!(t["code"], "limit_exceeded", "{t}");
     assert!(t["message"].as_str().unwrap().contains("zip bomb"), "{t}");
+
+    s.kill();
+    let mut left = processes_with(&warm);
+    for _ in 0..40 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = processes_with(&warm);
+    }
+    assert!(left.is_empty(), "LibreOffice outlived the server: {left:?}");
 }
 
 #[tokio::test]

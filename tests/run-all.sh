@@ -24,6 +24,7 @@ command -v tesseract >/dev/null || apt_pkgs+=(tesseract-ocr)
 [ -n "$(ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata 2>/dev/null)" ] || apt_pkgs+=(tesseract-ocr-eng)
 command -v ffmpeg >/dev/null || apt_pkgs+=(ffmpeg)
 command -v soffice >/dev/null || apt_pkgs+=(libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui)
+dpkg -s python3-uno >/dev/null 2>&1 || apt_pkgs+=(python3-uno)
 # Chromium for capture_website and html/md → pdf.
 command -v chromium >/dev/null || apt_pkgs+=(chromium)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then

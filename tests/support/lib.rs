@@ -173,6 +173,11 @@ impl Server {
         panic!("server never became healthy");
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// Kills the server with SIGKILL (no clean shutdown).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,13 +1,21 @@
-//! Office documents with LibreOffice (`soffice --headless --convert-to`), one fresh user
-//! profile per conversion so no state, macro setting or lock leaks between users.
-//! LibreOffice's default macro security (unsigned macros never run) stays in force.
+//! Office documents with LibreOffice. Two ways, one result:
+//! - warm (the default when Debian's python3 has the `uno` module): one LibreOffice stays
+//!   running, started by a manager thread with its own fresh profile, and each conversion
+//!   is a small UNO client (assets/office_convert.py) that opens the document hidden,
+//!   read-only and with macros never executed, and stores it with the output filter.
+//!   The instance is replaced (new process, new profile) after 10 conversions and after
+//!   any failure or timeout, and dies with the server (parent-death signal).
+//! - cold (`soffice --headless --convert-to`): a fresh profile per conversion, used when
+//!   warm is not available and to retry a conversion the warm instance failed.
 
 use crate::tools::{run, Slots, Tool};
 use crate::EngineLimits;
 use runconvert_core::error::codes;
 use runconvert_core::TaskError;
-use std::path::Path;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, OnceLock};
 
 pub const WRITER: &[&str] = &["docx", "doc", "odt", "rtf", "txt"];
 pub const WRITER_OUT: &[&str] = &["pdf", "docx", "odt"];
@@ -21,6 +29,157 @@ const MAX_UNPACKED: u64 = 512 << 20;
 const MAX_ENTRIES: usize = 10_000;
 
 static SLOTS: Slots = Slots::new(1);
+
+/// The UNO client, written next to each warm instance's profile.
+const CLIENT: &str = include_str!("../assets/office_convert.py");
+/// Conversions before the warm instance is replaced by a fresh one.
+const RESTART_AFTER: u32 = 10;
+const SOFFICE_BIN: &str = "/usr/lib/libreoffice/program/soffice.bin";
+const UNO_PYTHON: &str = "/usr/bin/python3";
+
+/// The running LibreOffice of the warm mode.
+struct Instance {
+    pid: i32,
+    child: std::process::Child,
+    pipe: String,
+    dir: PathBuf,
+    uses: u32,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the instance's own process group.
+        unsafe {
+            libc::kill(-self.pid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Request {
+    src: PathBuf,
+    dst: PathBuf,
+    filter: &'static str,
+    limits: EngineLimits,
+    reply: std::sync::mpsc::Sender<Result<(), TaskError>>,
+}
+
+/// The warm manager: a thread that lives as long as the server and owns the instance
+/// (the instance's parent-death signal is tied to this thread). `None` if warm mode
+/// cannot work on this host.
+fn warm() -> Option<&'static Mutex<std::sync::mpsc::Sender<Request>>> {
+    static WARM: OnceLock<Option<Mutex<std::sync::mpsc::Sender<Request>>>> = OnceLock::new();
+    WARM.get_or_init(|| {
+        let usable = Path::new(SOFFICE_BIN).exists()
+            && Command::new(UNO_PYTHON)
+                .args(["-c", "import uno"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+        if !usable {
+            return None;
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("office-warm".into())
+            .spawn(move || {
+                let mut instance: Option<Instance> = None;
+                let mut started = 0u64;
+                for req in rx {
+                    if instance.is_none() {
+                        started += 1;
+                        instance = start_instance(started).ok();
+                    }
+                    let result = match &mut instance {
+                        Some(inst) => {
+                            let mut cmd = Command::new(UNO_PYTHON);
+                            cmd.arg(inst.dir.join("convert.py"))
+                                .arg(&inst.pipe)
+                                .arg(&req.src)
+                                .arg(&req.dst)
+                                .arg(req.filter);
+                            let r = run(cmd, "LibreOffice", &req.limits);
+                            inst.uses += 1;
+                            r
+                        }
+                        None => Err(TaskError::new(
+                            codes::PROCESSING_FAILED,
+                            "LibreOffice could not be started",
+                        )),
+                    };
+                    if result.is_err() || instance.as_ref().is_some_and(|i| i.uses >= RESTART_AFTER) {
+                        instance = None; // killed; a fresh one next time
+                    }
+                    let _ = req.reply.send(result);
+                }
+            })
+            .ok()?;
+        Some(Mutex::new(tx))
+    })
+    .as_ref()
+}
+
+fn start_instance(n: u64) -> std::io::Result<Instance> {
+    let dir = std::env::temp_dir().join(format!("runconvert-office-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("profile"))?;
+    std::fs::write(dir.join("convert.py"), CLIENT)?;
+    let pipe = format!("runconvert-{}-{n}", std::process::id());
+    let profile_url = format!("-env:UserInstallation=file://{}", dir.join("profile").display());
+    // A new profile is set up by a first start that ends by itself (soffice.bin would
+    // otherwise exit asking for a restart, which only the `soffice` wrapper handles).
+    let mut init = Command::new(SOFFICE_BIN)
+        .args(["--headless", "--norestore", "--terminate_after_init"])
+        .arg(&profile_url)
+        .env("HOME", dir.join("profile"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let started = std::time::Instant::now();
+    while init.try_wait()?.is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = init.kill();
+            let _ = init.wait();
+            return Err(std::io::Error::other("LibreOffice did not set up its profile"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut cmd = Command::new(SOFFICE_BIN);
+    cmd.args([
+        "--headless",
+        "--invisible",
+        "--norestore",
+        "--nologo",
+        "--nodefault",
+        "--nolockcheck",
+        "--nofirststartwizard",
+    ])
+    .arg(format!("--accept=pipe,name={pipe};urp;"))
+    .arg(&profile_url)
+    .env("HOME", dir.join("profile"))
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .process_group(0);
+    // SAFETY: prctl in the child before exec; it only sets the parent-death signal so
+    // the instance dies with the thread that started it (which lives as long as the server).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    Ok(Instance {
+        pid: child.id() as i32,
+        child,
+        pipe,
+        dir,
+        uses: 0,
+    })
+}
 
 #[derive(Debug, Clone)]
 pub struct Office {
@@ -90,9 +249,31 @@ impl Office {
         .arg(&src)
         .env("HOME", &profile)
         .current_dir(&dir);
-        let result = {
-            let _slot = SLOTS.acquire();
-            run(cmd, "LibreOffice", limits)
+        let warm_result = warm().map(|manager| {
+            let (reply, answer) = std::sync::mpsc::channel();
+            let req = Request {
+                src: src.clone(),
+                dst: outdir.join(format!("document.{output}")),
+                filter: uno_filter(format, output),
+                limits: limits.clone(),
+                reply,
+            };
+            let sent = manager.lock().map(|tx| tx.send(req).is_ok()).unwrap_or(false);
+            if sent {
+                answer
+                    .recv()
+                    .unwrap_or_else(|_| Err(TaskError::new(codes::PROCESSING_FAILED, "LibreOffice manager stopped")))
+            } else {
+                Err(TaskError::new(codes::PROCESSING_FAILED, "LibreOffice manager stopped"))
+            }
+        });
+        let result = match warm_result {
+            Some(Ok(())) => Ok(()),
+            // Cold, with a fresh profile: the answer the user gets if this fails too.
+            _ => {
+                let _slot = SLOTS.acquire();
+                run(cmd, "LibreOffice", limits)
+            }
         };
         let produced = outdir.join(format!("document.{output}"));
         let moved = result.and_then(|()| {
@@ -105,6 +286,21 @@ impl Office {
         });
         let _ = std::fs::remove_dir_all(&dir);
         moved
+    }
+}
+
+/// The UNO export filter for a conversion.
+fn uno_filter(input: &str, output: &str) -> &'static str {
+    match output {
+        "pdf" if CALC.contains(&input) => "calc_pdf_Export",
+        "pdf" if IMPRESS.contains(&input) => "impress_pdf_Export",
+        "pdf" => "writer_pdf_Export",
+        "docx" => "MS Word 2007 XML",
+        "odt" => "writer8",
+        "xlsx" => "Calc MS Excel 2007 XML",
+        "ods" => "calc8",
+        "pptx" => "Impress MS PowerPoint 2007 XML",
+        _ => "impress8",
     }
 }
 
