@@ -27,6 +27,21 @@ pub fn safe_filename(name: &str) -> String {
     }
 }
 
+/// `name`, or `name (2).ext`, `name (3).ext`... when `taken` already has it (compared
+/// without regard to case, as some file systems and archive tools do). Records the result.
+pub fn unique_name(name: &str, taken: &mut std::collections::HashSet<String>) -> String {
+    let mut candidate = name.to_string();
+    let mut n = 2;
+    while !taken.insert(candidate.to_lowercase()) {
+        candidate = match name.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => format!("{stem} ({n}).{ext}"),
+            _ => format!("{name} ({n})"),
+        };
+        n += 1;
+    }
+    candidate
+}
+
 /// `photo.jpeg` + `png` → `photo.png`.
 pub fn with_extension(filename: &str, ext: &str) -> String {
     let stem = match filename.rsplit_once('.') {

@@ -3,7 +3,7 @@
 
 use crate::process::InputFile;
 use runconvert_core::error::codes;
-use runconvert_core::names::safe_filename;
+use runconvert_core::names::{safe_filename, unique_name};
 use runconvert_core::TaskError;
 use std::collections::HashSet;
 use std::fs::File;
@@ -27,19 +27,7 @@ pub fn entry_names(inputs: &[InputFile]) -> Vec<String> {
     let mut seen = HashSet::new();
     inputs
         .iter()
-        .map(|f| {
-            let base = safe_filename(&f.name);
-            let mut name = base.clone();
-            let mut n = 2;
-            while !seen.insert(name.to_ascii_lowercase()) {
-                name = match base.rsplit_once('.') {
-                    Some((stem, ext)) if !stem.is_empty() => format!("{stem} ({n}).{ext}"),
-                    _ => format!("{base} ({n})"),
-                };
-                n += 1;
-            }
-            name
-        })
+        .map(|f| unique_name(&safe_filename(&f.name), &mut seen))
         .collect()
 }
 

@@ -11,7 +11,7 @@ use runconvert_core::error::codes;
 use runconvert_core::formats::Registry;
 use runconvert_core::formats::{canonical_format, Capability};
 use runconvert_core::model::{FileRef, Job, Task, TaskResult, TaskStatus};
-use runconvert_core::names::safe_filename;
+use runconvert_core::names::{safe_filename, unique_name};
 use runconvert_core::ops::{CaptureWebsite, ImportBase64, ImportUrl, Operation};
 use runconvert_core::ports::FileStore;
 use runconvert_core::{TaskError, Timestamp};
@@ -67,20 +67,6 @@ impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// `name`, or `name (2).ext`... when a task already has a file of that name.
-fn unique_name(name: &str, taken: &mut std::collections::HashSet<String>) -> String {
-    let mut candidate = name.to_string();
-    let mut n = 2;
-    while !taken.insert(candidate.clone()) {
-        candidate = match name.rsplit_once('.') {
-            Some((stem, ext)) if !stem.is_empty() => format!("{stem} ({n}).{ext}"),
-            _ => format!("{name} ({n})"),
-        };
-        n += 1;
-    }
-    candidate
 }
 
 impl Worker {
