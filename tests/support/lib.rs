@@ -507,6 +507,18 @@ pub fn file<'a>(files: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
         .1
 }
 
+/// The names `/v2/core/formats` lists.
+pub async fn format_names(s: &Server) -> Vec<String> {
+    let (status, formats) = s.get_as("", "/v2/core/formats").await;
+    assert_eq!(status, 200);
+    formats["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// A loopback fixture and a server allowed to reach it.
 pub async fn server_with_fixture() -> (Fixture, Server) {
     (

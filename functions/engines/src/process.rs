@@ -517,8 +517,7 @@ pub fn run(
                         .map(|(_, p)| p)
                         .collect()
                 } else {
-                    raster::check_format(&f.path, &f.name, input)?;
-                    raster::dimensions(&f.path, &f.name, input, limits)?;
+                    raster::probe(&f.path, &f.name, input, limits)?;
                     vec![f.path.clone()]
                 };
                 let path = next_path(output);
@@ -679,7 +678,7 @@ fn thumbnail(
         let dims = (img.width(), img.height());
         (img, dims)
     } else {
-        let (w, h) = raster::dimensions(&f.path, &f.name, input, limits)?;
+        let (w, h) = raster::probe(&f.path, &f.name, input, limits)?;
         let (tw, th) = raster::target_size(w, h, opts.width, opts.height, opts.fit);
         let target = if opts.fit == Fit::Crop {
             let s = (tw as f64 / w as f64).max(th as f64 / h as f64);
@@ -687,7 +686,10 @@ fn thumbnail(
         } else {
             (tw, th)
         };
-        (raster::decode(&f.path, &f.name, input, limits, Some(target))?, (w, h))
+        (
+            raster::decode_probed(&f.path, &f.name, input, (w, h), limits, Some(target))?,
+            (w, h),
+        )
     };
     let img = raster::resize_scaled(img, original, &opts)?;
     let quality = opts.quality.or(Some(if output == "jpg" { 75 } else { 80 }));

@@ -227,8 +227,25 @@ pub fn decode(
     limits: &EngineLimits,
     target: Option<(u32, u32)>,
 ) -> Result<DynamicImage, TaskError> {
+    let size = probe(path, display_name, format, limits)?;
+    decode_probed(path, display_name, format, size, limits, target)
+}
+
+/// Checks the real format and the header's size against the limit; returns the size.
+pub fn probe(path: &Path, display_name: &str, format: &str, limits: &EngineLimits) -> Result<(u32, u32), TaskError> {
     check_format(path, display_name, format)?;
-    let (w, h) = dimensions(path, display_name, format, limits)?;
+    dimensions(path, display_name, format, limits)
+}
+
+/// [`decode`] for a file [`probe`] has already checked (its size is `(w, h)`).
+pub fn decode_probed(
+    path: &Path,
+    display_name: &str,
+    format: &str,
+    (w, h): (u32, u32),
+    limits: &EngineLimits,
+    target: Option<(u32, u32)>,
+) -> Result<DynamicImage, TaskError> {
     if format == "jpg" {
         if let Some((tw, th)) = target {
             if tw.saturating_mul(2) <= w && th.saturating_mul(2) <= h {
@@ -445,9 +462,15 @@ pub fn convert(
     opts: &ImageOptions,
     limits: &EngineLimits,
 ) -> Result<(), TaskError> {
-    check_format(input, display_name, input_format)?;
-    let (w, h) = dimensions(input, display_name, input_format, limits)?;
-    let img = decode(input, display_name, input_format, limits, decode_target(w, h, opts))?;
+    let (w, h) = probe(input, display_name, input_format, limits)?;
+    let img = decode_probed(
+        input,
+        display_name,
+        input_format,
+        (w, h),
+        limits,
+        decode_target(w, h, opts),
+    )?;
     let img = resize_scaled(img, (w, h), opts)?;
     encode(&img, output, output_format, opts.quality, opts.lossless)
 }
