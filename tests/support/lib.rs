@@ -1,6 +1,8 @@
 //! Test support: start the real `runconvert` binary on a loopback port with its own data
 //! directory, talk to it over HTTP, and serve fixture files from a loopback server.
 
+pub mod stores;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

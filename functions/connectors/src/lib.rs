@@ -1,8 +1,11 @@
 //! Imports and exports that cross the network. Everything here that reaches a host a
 //! user chose goes through [`guard`], the outbound-address guard.
 
+pub mod buckets;
 pub mod capture;
 pub mod guard;
 pub mod http_import;
+pub mod sftp;
+pub mod transfer;
 
 pub use guard::Guard;

@@ -124,4 +124,12 @@ pub mod codes {
     pub const TIMEOUT: &str = "timeout";
     pub const INTERRUPTED: &str = "interrupted";
     pub const NO_INPUT_FILES: &str = "no_input_files";
+    /// The object, blob or remote file named by the task does not exist.
+    pub const FILE_NOT_FOUND: &str = "file_not_found";
+    /// The bucket or container named by the task does not exist.
+    pub const BUCKET_NOT_FOUND: &str = "bucket_not_found";
+    /// The storage service refused the task's credentials.
+    pub const ACCESS_DENIED: &str = "access_denied";
+    /// Writing to the task's destination failed.
+    pub const UPLOAD_FAILED: &str = "upload_failed";
 }

@@ -336,8 +336,126 @@ fn check_operation_fields(field: &str, op: &Operation, limits: &Limits, errs: &m
             }
             check_filename(&o.filename, errs);
         }
-        _ => {}
+        _ => check_connector_fields(field, op, errs),
     }
+}
+
+/// import/export to S3, Google Cloud Storage, Azure Blob and SFTP: what can be checked
+/// before connecting (the addresses are checked by the guard when the task runs).
+fn check_connector_fields(field: &str, op: &Operation, errs: &mut Errors) {
+    let mut one_of = |a: (&str, bool), b: (&str, bool)| {
+        if !a.1 && !b.1 {
+            errs.add(format!("{field}.{}", a.0), format!("give {} or {}", a.0, b.0));
+        }
+    };
+    type Fields<'a> = (
+        Vec<(&'a str, &'a Option<String>)>,
+        Option<&'a String>,
+        &'a Option<String>,
+    );
+    let (paths, endpoint, filename): Fields = match op {
+        Operation::ImportS3(o) => {
+            one_of(("key", o.key.is_some()), ("key_prefix", o.key_prefix.is_some()));
+            (
+                vec![("key", &o.key), ("key_prefix", &o.key_prefix)],
+                o.endpoint.as_ref(),
+                &o.filename,
+            )
+        }
+        Operation::ExportS3(o) => {
+            one_of(("key", o.key.is_some()), ("key_prefix", o.key_prefix.is_some()));
+            (
+                vec![("key", &o.key), ("key_prefix", &o.key_prefix)],
+                o.endpoint.as_ref(),
+                &None,
+            )
+        }
+        Operation::ImportGoogleCloudStorage(o) => {
+            one_of(("file", o.file.is_some()), ("file_prefix", o.file_prefix.is_some()));
+            (
+                vec![("file", &o.file), ("file_prefix", &o.file_prefix)],
+                None,
+                &o.filename,
+            )
+        }
+        Operation::ExportGoogleCloudStorage(o) => {
+            one_of(("file", o.file.is_some()), ("file_prefix", o.file_prefix.is_some()));
+            (vec![("file", &o.file), ("file_prefix", &o.file_prefix)], None, &None)
+        }
+        Operation::ImportAzureBlob(o) => {
+            one_of(("blob", o.blob.is_some()), ("blob_prefix", o.blob_prefix.is_some()));
+            one_of(
+                ("storage_access_key", o.storage_access_key.is_some()),
+                ("sas_token", o.sas_token.is_some()),
+            );
+            (
+                vec![("blob", &o.blob), ("blob_prefix", &o.blob_prefix)],
+                None,
+                &o.filename,
+            )
+        }
+        Operation::ExportAzureBlob(o) => {
+            one_of(("blob", o.blob.is_some()), ("blob_prefix", o.blob_prefix.is_some()));
+            one_of(
+                ("storage_access_key", o.storage_access_key.is_some()),
+                ("sas_token", o.sas_token.is_some()),
+            );
+            (vec![("blob", &o.blob), ("blob_prefix", &o.blob_prefix)], None, &None)
+        }
+        Operation::ImportSftp(o) => {
+            one_of(("file_string", o.file_string.is_some()), ("path", o.path.is_some()));
+            one_of(
+                ("password", o.password.is_some()),
+                ("private_key", o.private_key.is_some()),
+            );
+            (
+                vec![("file_string", &o.file_string), ("path", &o.path)],
+                None,
+                &o.filename,
+            )
+        }
+        Operation::ExportSftp(o) => {
+            one_of(("file_string", o.file_string.is_some()), ("path", o.path.is_some()));
+            one_of(
+                ("password", o.password.is_some()),
+                ("private_key", o.private_key.is_some()),
+            );
+            (vec![("file_string", &o.file_string), ("path", &o.path)], None, &None)
+        }
+        _ => return,
+    };
+    for (name, value) in paths {
+        if let Some(v) = value {
+            if let Err(e) = check_remote_path(v) {
+                errs.add(format!("{field}.{name}"), e);
+            }
+        }
+    }
+    if let Some(e) = endpoint {
+        if !is_http_url(e) {
+            errs.add(format!("{field}.endpoint"), "must be an http:// or https:// URL");
+        }
+    }
+    if let Some(n) = filename {
+        if let Err(e) = check_filename(n) {
+            errs.add(format!("{field}.filename"), e);
+        }
+    }
+}
+
+/// A key, blob name or remote path: no `.` or `..` segments (no climbing out of the
+/// place the user named), no control characters.
+pub fn check_remote_path(path: &str) -> Result<(), String> {
+    if path.is_empty() || path.len() > 1024 {
+        return Err("must be 1 to 1024 bytes long".into());
+    }
+    if path.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if path.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Err("must not contain '.' or '..' segments".into());
+    }
+    Ok(())
 }
 
 /// A file name a user may choose: no path, no control characters, not too long.
@@ -620,7 +738,14 @@ mod tests {
 
     fn registry() -> Registry {
         let mut r = Registry::new();
-        for op in ["import/url", "import/upload", "import/base64", "export/url"] {
+        for op in [
+            "import/url",
+            "import/upload",
+            "import/base64",
+            "import/s3",
+            "import/sftp",
+            "export/url",
+        ] {
             r.add_operation(op);
         }
         for (i, o) in [("jpg", "png"), ("png", "jpg"), ("jpg", "webp")] {
@@ -713,6 +838,19 @@ mod tests {
         assert!(m.contains("at least one"), "{m}");
         let m = field_error(json!({"tasks": {"i": {"operation": "import/upload"}}, "x": 1}), "x");
         assert!(m.contains("unknown field"), "{m}");
+    }
+
+    #[test]
+    fn checks_connector_fields() {
+        let s3 = json!({"tasks": {"i": {"operation": "import/s3", "bucket": "b", "region": "us-east-1",
+            "access_key_id": "a", "secret_access_key": "s"}}});
+        assert!(field_error(s3, "tasks.i.key").contains("give key or key_prefix"));
+        let s3 = json!({"tasks": {"i": {"operation": "import/s3", "bucket": "b", "region": "us-east-1",
+            "access_key_id": "a", "secret_access_key": "s", "key": "a/../b.jpg"}}});
+        assert!(field_error(s3, "tasks.i.key").contains(".."));
+        let sftp = json!({"tasks": {"i": {"operation": "import/sftp", "host": "h", "username": "u",
+            "file_string": "/home/u/in.jpg"}}});
+        assert!(field_error(sftp, "tasks.i.password").contains("give password or private_key"));
     }
 
     #[test]

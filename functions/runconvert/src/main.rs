@@ -167,6 +167,17 @@ struct ServeArgs {
     /// Largest file an import may bring in, in bytes.
     #[arg(long = "max-file-size", env = "RUNCONVERT_MAX_FILE_SIZE", default_value_t = 1 << 30)]
     max_file_size: u64,
+    /// Seconds an import or export may wait on a silent server (connecting, or between two
+    /// pieces of data) before it fails with `timeout`.
+    #[arg(long = "transfer-timeout", env = "RUNCONVERT_TRANSFER_TIMEOUT", default_value_t = 30)]
+    transfer_timeout: u64,
+    /// Azure Blob endpoint for import/azure/blob and export/azure/blob, `{account}` standing
+    /// for the storage account (Azurite: http://127.0.0.1:10000/{account}).
+    #[arg(long = "azure-blob-endpoint", env = "RUNCONVERT_AZURE_BLOB_ENDPOINT")]
+    azure_blob_endpoint: Option<String>,
+    /// A Google Cloud Storage emulator's base URL (requests go there without OAuth).
+    #[arg(long = "gcs-emulator", env = "RUNCONVERT_GCS_EMULATOR")]
+    gcs_emulator: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -204,7 +215,16 @@ fn main() -> ExitCode {
 
 fn open_store(data_dir: &Path) -> Result<store::SqliteStore, String> {
     std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-    store::SqliteStore::open(&data_dir.join("runconvert.db")).map_err(|e| e.to_string())
+    let sealer = store::Sealer::new(secrets_key(&signing_key(data_dir)?));
+    store::SqliteStore::open(&data_dir.join("runconvert.db"), sealer).map_err(|e| e.to_string())
+}
+
+/// The key that seals task credentials at rest, derived from the signing key.
+fn secrets_key(signing_key: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(signing_key).expect("HMAC takes any key length");
+    mac.update(b"runconvert task secrets v1");
+    mac.finalize().into_bytes().into()
 }
 
 fn create_key(name: &str, data_dir: &Path) -> Result<(), String> {
@@ -284,7 +304,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             allow_private_networks: args.allow_private_networks,
             download: DownloadLimits {
                 max_bytes: args.max_file_size,
-                ..DownloadLimits::default()
+                connect_timeout: Duration::from_secs(args.transfer_timeout.clamp(1, 10)),
+                read_timeout: Duration::from_secs(args.transfer_timeout.max(1)),
             },
             engine: EngineLimits {
                 max_pixels: args.max_pixels,
@@ -293,6 +314,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 ..EngineLimits::default()
             },
             retention,
+            stores: runconvert_connectors::buckets::StoreSettings {
+                azure_blob_endpoint: args.azure_blob_endpoint.clone(),
+                gcs_emulator: args.gcs_emulator.clone(),
+            },
         },
     });
     let events = Arc::new(events::LogEvents);

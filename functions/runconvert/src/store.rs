@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     ended_at INTEGER,
     expires_at INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
-    result TEXT
+    result TEXT,
+    -- the task's credentials, sealed (see Sealer); NULL once the task has ended
+    secrets TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id, position);
 CREATE INDEX IF NOT EXISTS tasks_by_user ON tasks(user_id, created_at);
@@ -60,6 +62,70 @@ CREATE INDEX IF NOT EXISTS tasks_by_user ON tasks(user_id, created_at);
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    sealer: Arc<Sealer>,
+}
+
+/// Seals the credentials of tasks (import/s3 keys, SFTP passwords...) before they are
+/// written: the `payload` column holds the fields with secrets redacted, the `secrets`
+/// column the secret fields encrypted with XChaCha20-Poly1305 under a key of this server
+/// (derived from its signing key), so a copy of the database alone reveals none. They are
+/// erased when the task ends.
+pub struct Sealer {
+    cipher: chacha20poly1305::XChaCha20Poly1305,
+}
+
+impl Sealer {
+    pub fn new(key: [u8; 32]) -> Self {
+        use chacha20poly1305::KeyInit;
+        Sealer {
+            cipher: chacha20poly1305::XChaCha20Poly1305::new(&key.into()),
+        }
+    }
+
+    fn seal(&self, plain: &[u8]) -> String {
+        use base64::Engine as _;
+        use chacha20poly1305::aead::{Aead, AeadCore, OsRng};
+        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = self
+            .cipher
+            .encrypt(&nonce, plain)
+            .expect("sealing in memory cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        base64::engine::general_purpose::STANDARD.encode(out)
+    }
+
+    fn open(&self, sealed: &str) -> Result<Vec<u8>, String> {
+        use base64::Engine as _;
+        use chacha20poly1305::aead::Aead;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .map_err(|e| format!("sealed secrets: {e}"))?;
+        if raw.len() < 24 {
+            return Err("sealed secrets are too short".into());
+        }
+        let (nonce, body) = raw.split_at(24);
+        self.cipher
+            .decrypt(nonce.into(), body)
+            .map_err(|_| "sealed secrets do not open with this server's key".to_string())
+    }
+}
+
+/// A task's stored payload (secrets redacted) and its sealed secrets, if it has any.
+fn stored_task(t: &Task, sealer: &Sealer) -> (String, Option<String>) {
+    let mut payload = t.stored_payload();
+    let fields = payload["fields"].as_object_mut().expect("stored payload has fields");
+    let mut secrets = serde_json::Map::new();
+    for name in t.operation.secret_fields() {
+        if let Some(v) = fields.get_mut(*name) {
+            if !v.is_null() {
+                secrets.insert(name.to_string(), v.take());
+                *v = serde_json::Value::String(runconvert_core::ops::REDACTED.to_string());
+            }
+        }
+    }
+    let sealed = (!secrets.is_empty()).then(|| sealer.seal(serde_json::Value::Object(secrets).to_string().as_bytes()));
+    (payload.to_string(), sealed)
 }
 
 fn err(e: impl std::fmt::Display) -> PortError {
@@ -71,13 +137,22 @@ fn ts(v: Option<i64>) -> Option<Timestamp> {
 }
 
 const TASK_COLUMNS: &str = "id, job_id, name, payload, depends_on, status, message, code, percent, \
-    created_at, started_at, ended_at, expires_at, attempts, result";
+    created_at, started_at, ended_at, expires_at, attempts, result, secrets";
 
-fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
+fn task_from_row(row: &Row, sealer: &Sealer) -> rusqlite::Result<Task> {
     let conv =
         |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
     let payload: String = row.get(3)?;
-    let payload: serde_json::Value = serde_json::from_str(&payload).map_err(|e| conv(3, e.to_string()))?;
+    let mut payload: serde_json::Value = serde_json::from_str(&payload).map_err(|e| conv(3, e.to_string()))?;
+    let sealed: Option<String> = row.get(15)?;
+    if let Some(sealed) = sealed {
+        let plain = sealer.open(&sealed).map_err(|e| conv(15, e))?;
+        let secrets: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&plain).map_err(|e| conv(15, e.to_string()))?;
+        if let Some(fields) = payload["fields"].as_object_mut() {
+            fields.extend(secrets);
+        }
+    }
     let (operation, input, ignore_error, timeout) = Task::parse_stored_payload(&payload).map_err(|e| conv(3, e))?;
     let depends: String = row.get(4)?;
     let status: String = row.get(5)?;
@@ -129,12 +204,12 @@ fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
 
 const JOB_COLUMNS: &str = "id, user_id, tag, status, created_at, started_at, ended_at";
 
-fn load_tasks(conn: &Connection, job: &mut Job) -> rusqlite::Result<()> {
+fn load_tasks(conn: &Connection, sealer: &Sealer, job: &mut Job) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = ?1 ORDER BY position"
     ))?;
     job.tasks = stmt
-        .query_map([&job.id], task_from_row)?
+        .query_map([&job.id], |r| task_from_row(r, sealer))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(())
 }
@@ -162,15 +237,30 @@ pub fn generate_key() -> String {
 }
 
 impl SqliteStore {
-    pub fn open(path: &Path) -> Result<Self, PortError> {
+    pub fn open(path: &Path, sealer: Sealer) -> Result<Self, PortError> {
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // Databases made before secrets were sealed lack the column.
+        let has_secrets: bool = conn
+            .query_row(
+                "SELECT 1 FROM pragma_table_info('tasks') WHERE name = 'secrets'",
+                [],
+                |_| Ok(true),
+            )
+            .optional()
+            .map_err(err)?
+            .unwrap_or(false);
+        if !has_secrets {
+            conn.execute_batch("ALTER TABLE tasks ADD COLUMN secrets TEXT")
+                .map_err(err)?;
+        }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            sealer: Arc::new(sealer),
         })
     }
 
@@ -246,6 +336,7 @@ impl KeyStore for SqliteStore {
 impl JobStore for SqliteStore {
     async fn create_job(&self, job: &Job) -> PortResult<()> {
         let job = job.clone();
+        let stored: Vec<(String, Option<String>)> = job.tasks.iter().map(|t| stored_task(t, &self.sealer)).collect();
         self.with(move |c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -263,15 +354,15 @@ impl JobStore for SqliteStore {
             for (pos, t) in job.tasks.iter().enumerate() {
                 tx.execute(
                     "INSERT INTO tasks (id, job_id, user_id, position, name, payload, depends_on, status, message, code, \
-                     percent, created_at, started_at, ended_at, expires_at, attempts, result) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                     percent, created_at, started_at, ended_at, expires_at, attempts, result, secrets) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                     params![
                         t.id,
                         job.id,
                         job.user_id,
                         pos as i64,
                         t.name,
-                        t.stored_payload().to_string(),
+                        stored[pos].0,
                         serde_json::to_string(&t.depends_on_task_ids).expect("ids serialise"),
                         t.status.as_str(),
                         t.message,
@@ -283,6 +374,7 @@ impl JobStore for SqliteStore {
                         t.expires_at.map(|x| x.millis()),
                         t.attempts as i64,
                         result_json(&t.result),
+                        stored[pos].1,
                     ],
                 )?;
             }
@@ -293,6 +385,7 @@ impl JobStore for SqliteStore {
 
     async fn get_job(&self, user_id: Option<&str>, job_id: &str) -> PortResult<Option<Job>> {
         let (user, id) = (user_id.map(String::from), job_id.to_string());
+        let sealer = self.sealer.clone();
         self.with(move |c| {
             let job = c
                 .query_row(
@@ -303,7 +396,7 @@ impl JobStore for SqliteStore {
                 .optional()?;
             match job {
                 Some(mut job) => {
-                    load_tasks(c, &mut job)?;
+                    load_tasks(c, &sealer, &mut job)?;
                     Ok(Some(job))
                 }
                 None => Ok(None),
@@ -316,6 +409,7 @@ impl JobStore for SqliteStore {
         let user = user_id.to_string();
         let status = filter.status.map(|s| s.as_str());
         let (limit, offset) = (filter.page.limit as i64, filter.page.offset as i64);
+        let sealer = self.sealer.clone();
         self.with(move |c| {
             let count: i64 = c.query_row(
                 "SELECT COUNT(*) FROM jobs WHERE user_id = ?1 AND (?2 IS NULL OR status = ?2)",
@@ -331,7 +425,7 @@ impl JobStore for SqliteStore {
                 .collect::<rusqlite::Result<_>>()?;
             drop(stmt);
             for job in &mut jobs {
-                load_tasks(c, job)?;
+                load_tasks(c, &sealer, job)?;
             }
             Ok((jobs, count as u64))
         })
@@ -362,11 +456,12 @@ impl JobStore for SqliteStore {
 
     async fn get_task(&self, user_id: Option<&str>, task_id: &str) -> PortResult<Option<Task>> {
         let (user, id) = (user_id.map(String::from), task_id.to_string());
+        let sealer = self.sealer.clone();
         self.with(move |c| {
             c.query_row(
                 &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)"),
                 params![id, user],
-                task_from_row,
+                |r| task_from_row(r, &sealer),
             )
             .optional()
         })
@@ -378,6 +473,7 @@ impl JobStore for SqliteStore {
         let job = filter.job_id.clone();
         let status = filter.status.map(|s| s.as_str());
         let (limit, offset) = (filter.page.limit as i64, filter.page.offset as i64);
+        let sealer = self.sealer.clone();
         self.with(move |c| {
             let cond = "user_id = ?1 AND (?2 IS NULL OR job_id = ?2) AND (?3 IS NULL OR status = ?3)";
             let count: i64 =
@@ -386,7 +482,7 @@ impl JobStore for SqliteStore {
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE {cond} ORDER BY created_at DESC, job_id, position LIMIT ?4 OFFSET ?5"
             ))?;
             let tasks = stmt
-                .query_map(params![user, job, status, limit, offset], task_from_row)?
+                .query_map(params![user, job, status, limit, offset], |r| task_from_row(r, &sealer))?
                 .collect::<rusqlite::Result<_>>()?;
             Ok((tasks, count as u64))
         })
@@ -402,7 +498,8 @@ impl JobStore for SqliteStore {
                  started_at = CASE WHEN ?1 = 'processing' THEN ?5 ELSE started_at END, \
                  attempts = attempts + CASE WHEN ?1 = 'processing' THEN 1 ELSE 0 END, \
                  ended_at = CASE WHEN ?1 IN ('finished', 'failed') THEN ?5 ELSE ended_at END, \
-                 percent = CASE WHEN ?1 = 'finished' THEN 100 ELSE percent END \
+                 percent = CASE WHEN ?1 = 'finished' THEN 100 ELSE percent END, \
+                 secrets = CASE WHEN ?1 IN ('finished', 'failed') THEN NULL ELSE secrets END \
                  WHERE id = ?6 AND status = ?7",
                 params![
                     to,

@@ -4,8 +4,11 @@
 //! executor and the per-operation Lambdas both call [`Worker::run`].
 
 use base64::Engine as _;
+use runconvert_connectors::buckets::{self, StoreSettings};
 use runconvert_connectors::capture::{self, Chromium};
 use runconvert_connectors::http_import::{self, DownloadLimits};
+use runconvert_connectors::sftp;
+use runconvert_connectors::transfer::{ByteProgress, ToSend, TransferLimits};
 use runconvert_connectors::Guard;
 use runconvert_core::error::codes;
 use runconvert_core::formats::Registry;
@@ -30,6 +33,8 @@ pub struct WorkerSettings {
     pub engine: EngineLimits,
     /// How long exported files stay downloadable.
     pub retention: Duration,
+    /// Endpoints of the object stores (emulators, sovereign clouds).
+    pub stores: StoreSettings,
 }
 
 pub struct Worker {
@@ -97,14 +102,16 @@ impl Worker {
                     _ => self.process(task, inputs, &work.0, progress).await?,
                 }
             }
+            Operation::ImportS3(_)
+            | Operation::ImportGoogleCloudStorage(_)
+            | Operation::ImportAzureBlob(_)
+            | Operation::ImportSftp(_) => self.import_remote(task, &work.0, progress).await?,
+            Operation::ExportS3(_)
+            | Operation::ExportGoogleCloudStorage(_)
+            | Operation::ExportAzureBlob(_)
+            | Operation::ExportSftp(_) => return self.export_remote(job, task, &work.0, progress).await,
             Operation::ExportUrl(o) => return Ok(self.export_url(job, task, o.inline)),
             Operation::CaptureWebsite(o) => vec![self.capture(task, o, &work.0).await?],
-            other => {
-                return Err(TaskError::new(
-                    codes::UNSUPPORTED_CONVERSION,
-                    format!("operation {} is not available on this server", other.name()),
-                ))
-            }
         };
         Ok(TaskResult { files, form: None })
     }
@@ -278,6 +285,99 @@ impl Worker {
         self.store(task, &safe_filename(&name), &dest).await
     }
 
+    fn transfer_limits(&self) -> TransferLimits {
+        TransferLimits {
+            max_bytes: self.settings.download.max_bytes,
+            connect_timeout: self.settings.download.connect_timeout,
+            read_timeout: self.settings.download.read_timeout,
+            ..TransferLimits::default()
+        }
+    }
+
+    /// import/s3, import/google-cloud-storage, import/azure/blob, import/sftp.
+    async fn import_remote(&self, task: &Task, work: &Path, progress: Progress) -> Result<Vec<FileRef>, TaskError> {
+        let guard = Guard::new(self.settings.allow_private_networks);
+        let limits = self.transfer_limits();
+        let dir = work.join("out");
+        let bytes = ByteProgress::new(progress.0.clone(), 0);
+        let stores = &self.settings.stores;
+        let (fetched, rename) = match &task.operation {
+            Operation::ImportS3(o) => (
+                buckets::import_s3(o, guard, &dir, &limits, bytes).await?,
+                o.filename.as_deref(),
+            ),
+            Operation::ImportGoogleCloudStorage(o) => (
+                buckets::import_gcs(o, guard, stores, &dir, &limits, bytes).await?,
+                o.filename.as_deref(),
+            ),
+            Operation::ImportAzureBlob(o) => (
+                buckets::import_azure(o, guard, stores, &dir, &limits, bytes).await?,
+                o.filename.as_deref(),
+            ),
+            Operation::ImportSftp(o) => (
+                sftp::import(o, &guard, &dir, &limits, bytes).await?,
+                o.filename.as_deref(),
+            ),
+            _ => unreachable!("import_remote is called for remote imports only"),
+        };
+        let single = fetched.len() == 1;
+        let mut taken = std::collections::HashSet::new();
+        let mut files = Vec::with_capacity(fetched.len());
+        for f in fetched {
+            // `filename` renames a single imported file.
+            let name = match (rename, single) {
+                (Some(n), true) => safe_filename(n),
+                _ => safe_filename(&f.name),
+            };
+            files.push(self.store(task, &unique_name(&name, &mut taken), &f.path).await?);
+        }
+        Ok(files)
+    }
+
+    /// export/s3, export/google-cloud-storage, export/azure/blob, export/sftp: the input
+    /// files, sent on; the result lists them.
+    async fn export_remote(
+        &self,
+        job: &Job,
+        task: &Task,
+        work: &Path,
+        progress: Progress,
+    ) -> Result<TaskResult, TaskError> {
+        let inputs = self.fetch_inputs(job, task, work).await?;
+        let mut files = Vec::with_capacity(inputs.len());
+        for f in &inputs {
+            let size = tokio::fs::metadata(&f.path)
+                .await
+                .map_err(|e| internal("cannot read an input file", e))?
+                .len();
+            files.push(ToSend {
+                name: safe_filename(&f.name),
+                path: f.path.clone(),
+                size,
+            });
+        }
+        let total = files.iter().map(|f| f.size).sum();
+        let bytes = ByteProgress::new(progress.0.clone(), total);
+        let guard = Guard::new(self.settings.allow_private_networks);
+        let limits = self.transfer_limits();
+        let stores = &self.settings.stores;
+        match &task.operation {
+            Operation::ExportS3(o) => buckets::export_s3(o, guard, &files, &limits, bytes).await?,
+            Operation::ExportGoogleCloudStorage(o) => {
+                buckets::export_gcs(o, guard, stores, &files, &limits, bytes).await?
+            }
+            Operation::ExportAzureBlob(o) => buckets::export_azure(o, guard, stores, &files, &limits, bytes).await?,
+            Operation::ExportSftp(o) => sftp::export(o, &guard, &files, &limits, bytes).await?,
+            _ => unreachable!("export_remote is called for remote exports only"),
+        };
+        let files = self
+            .input_files(job, task)
+            .into_iter()
+            .map(|f| FileRef { url: None, ..f.clone() })
+            .collect();
+        Ok(TaskResult { files, form: None })
+    }
+
     fn export_url(&self, job: &Job, task: &Task, inline: bool) -> TaskResult {
         let expires = Timestamp::now().plus(self.settings.retention);
         let files = self
@@ -302,7 +402,20 @@ pub fn registry() -> Registry {
 /// The registry, with or without running each tool once for its version.
 pub fn registry_with(probe_versions: bool) -> Registry {
     let mut r = Registry::new();
-    for op in ["import/url", "import/upload", "import/base64", "export/url"] {
+    for op in [
+        "import/url",
+        "import/upload",
+        "import/base64",
+        "import/s3",
+        "import/google-cloud-storage",
+        "import/azure/blob",
+        "import/sftp",
+        "export/url",
+        "export/s3",
+        "export/google-cloud-storage",
+        "export/azure/blob",
+        "export/sftp",
+    ] {
         r.add_operation(op);
     }
     runconvert_engines::register_all(&mut r, probe_versions);

@@ -1,0 +1,410 @@
+#!/usr/bin/env bash
+# The real storage servers that the connector tests talk to, all on 127.0.0.1:
+#   moto (S3; later DynamoDB, SQS, Step Functions)   port $RC_MOTO_PORT    (47001)
+#   Azurite, blob service only (Azure Blob Storage)  port $RC_AZURITE_PORT (47002)
+#   tests/support/gcs_emulator.py (GCS XML API)      port $RC_GCS_PORT     (47003)
+#   OpenSSH sshd (SFTP)                              port $RC_SSHD_PORT    (47022)
+#
+#   bash tests/services.sh start    install what is missing (apt-get, a pip venv, npm), start
+#                                   whatever is not already running and answering, create the
+#                                   buckets rc-in and rc-out in each store, print the env
+#   bash tests/services.sh stop     stop every server started here (safe when none runs)
+#   bash tests/services.sh env      print the `export` lines the tests read
+#   bash tests/services.sh status   say which servers run and answer
+#
+# Everything lives under target/test-services/ (venv, node_modules, keys, data, logs, pids);
+# the env lines are also written to target/test-services/env.sh. Debian, as root (or sudo).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=$ROOT/target/test-services
+MOTO_PORT=${RC_MOTO_PORT:-47001}
+AZURITE_PORT=${RC_AZURITE_PORT:-47002}
+GCS_PORT=${RC_GCS_PORT:-47003}
+SSHD_PORT=${RC_SSHD_PORT:-47022}
+TIMEOUT=${RC_SERVICES_TIMEOUT:-60}     # seconds each server gets to answer
+AZURITE_VERSION=3.35.0                 # the last release whose engines allow Debian 12's Node 18
+AZURE_ACCOUNT=devstoreaccount1
+AZURE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+SFTP_USER=rcsftp
+SFTP_PASSWORD=rcsftp-pw
+BUCKETS=(rc-in rc-out)
+GCS_EMULATOR=$ROOT/tests/support/gcs_emulator.py
+SSHD_DIR=$STATE/sshd
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- processes -----------------------------------------------------------------------------
+pidfile() { echo "$STATE/pids/$1.pid"; }
+logfile() { echo "$STATE/logs/$1.log"; }
+
+# The pid recorded for service $1, when that process is alive.
+live_pid() {
+  local f pid
+  f=$(pidfile "$1")
+  [ -s "$f" ] || return 1
+  pid=$(<"$f")
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+# Start "$@" in the background as service $1, in a session (and process group) of its own
+# so that stop can signal it with its children; output goes to its log file.
+launch() {
+  local name=$1 pf lf i
+  shift
+  pf=$(pidfile "$name")
+  lf=$(logfile "$name")
+  mkdir -p "$STATE/pids" "$STATE/logs"
+  rm -f "$pf"
+  # shellcheck disable=SC2016  # $$ and $@ are for the inner shell
+  setsid bash -c 'echo $$ >"$0"; exec nohup "$@"' "$pf" "$@" >"$lf" 2>&1 </dev/null &
+  for i in $(seq 50); do
+    [ -s "$pf" ] && return 0
+    sleep 0.1
+  done
+  die "$name: no pid after 5 s"
+}
+
+# Wait until `$2...` succeeds, up to $TIMEOUT seconds; on failure print service $1's log.
+wait_for() {
+  local name=$1 deadline=$((SECONDS + TIMEOUT))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    if ! live_pid "$name" >/dev/null; then
+      log "$name exited; its log ($(logfile "$name")):"
+      tail -n 50 "$(logfile "$name")" >&2 || true
+      die "$name did not start"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "$name did not answer within $TIMEOUT s; its log ($(logfile "$name")):"
+      tail -n 50 "$(logfile "$name")" >&2 || true
+      die "$name did not start"
+    fi
+    sleep 0.2
+  done
+}
+
+# Every descendant of pid $1 (from /proc; children that left the process group too).
+descendants() {
+  local p stat rest ppid queue=("$1") cur
+  declare -A kids=()
+  for p in /proc/[0-9]*; do
+    stat=$(<"$p/stat") 2>/dev/null || continue
+    rest=${stat##*) }
+    read -r _ ppid _ <<<"$rest"
+    kids[$ppid]+=" ${p#/proc/}"
+  done
+  while [ ${#queue[@]} -gt 0 ]; do
+    cur=${queue[0]}
+    queue=("${queue[@]:1}")
+    for p in ${kids[$cur]:-}; do
+      echo "$p"
+      queue+=("$p")
+    done
+  done
+}
+
+# Pids whose command line has program $1 (a pattern on argv[0]'s basename) and an argument
+# equal to $2: a server of ours whose pid file is gone (say, `cargo clean` removed target/).
+strays() {
+  local prog=$1 marker=$2 p arg args
+  for p in /proc/[0-9]*; do
+    args=()
+    while IFS= read -r -d '' arg; do args+=("$arg"); done <"$p/cmdline" 2>/dev/null || continue
+    [ ${#args[@]} -gt 1 ] || continue
+    # shellcheck disable=SC2053  # $prog is a pattern
+    [[ ${args[0]##*/} == $prog ]] || continue
+    for arg in "${args[@]:1}"; do
+      if [ "$arg" = "$marker" ]; then echo "${p#/proc/}"; break; fi
+    done
+  done
+}
+
+# The strays of service $1.
+service_strays() {
+  case $1 in
+    moto) strays 'python*' "$STATE/venv/bin/moto_server" ;;
+    azurite) strays 'node*' "$STATE/node/node_modules/.bin/azurite-blob" ;;
+    gcs) strays 'python*' "$GCS_EMULATOR" ;;
+    sshd) strays sshd "$SSHD_DIR/sshd_config" ;;
+  esac
+}
+
+# Stop service $1: TERM to its process group and descendants, KILL after 10 s.
+stop_service() {
+  local name=$1 pid pids=() p i
+  if pid=$(live_pid "$name"); then
+    pids+=("$pid")
+    mapfile -t -O ${#pids[@]} pids < <(descendants "$pid")
+    kill -TERM -- "-$pid" 2>/dev/null || true
+  fi
+  mapfile -t -O ${#pids[@]} pids < <(service_strays "$name")
+  rm -f "$(pidfile "$name")"
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for i in $(seq 100); do
+    for p in "${pids[@]}"; do
+      kill -0 "$p" 2>/dev/null && continue 2
+    done
+    log "stopped $name (pids ${pids[*]})"
+    return 0
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+  log "killed $name (pids ${pids[*]}): it ignored TERM for 10 s"
+}
+
+# 0 when service $1 was started here, is alive and answers.
+running() {
+  live_pid "$1" >/dev/null && "check_$1" >/dev/null 2>&1
+}
+
+# Before starting service $1 on port $2: stop a dead or deaf one of ours, and refuse a port
+# that another program holds.
+prepare_start() {
+  local name=$1 port=$2
+  stop_service "$name"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "port $port (for $name) is taken by another program: see \`ss -ltnp 'sport = :$port'\`, or choose another port with RC_*_PORT"
+  fi
+}
+
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@"; }
+
+# --- installing ------------------------------------------------------------------------------
+apt_updated=false
+apt_install() {
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  if ! $apt_updated; then
+    "${sudo[@]}" apt-get update -qq
+    apt_updated=true
+  fi
+  log "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "$@" >&2
+}
+
+install_system_packages() {
+  local pkgs=()
+  command -v curl >/dev/null || pkgs+=(curl)
+  command -v python3 >/dev/null || pkgs+=(python3)
+  # Debian ships venv's pip bootstrap (ensurepip) separately.
+  python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
+  command -v node >/dev/null || pkgs+=(nodejs)
+  command -v npm >/dev/null || pkgs+=(npm)
+  [ -x /usr/sbin/sshd ] || pkgs+=(openssh-server)
+  command -v ssh-keygen >/dev/null || pkgs+=(openssh-client)
+  [ ${#pkgs[@]} -eq 0 ] || apt_install "${pkgs[@]}"
+}
+
+install_moto() {
+  [ -x "$STATE/venv/bin/moto_server" ] && return 0
+  local t0=$SECONDS
+  [ -x "$STATE/venv/bin/python" ] || python3 -m venv "$STATE/venv"
+  log "pip install moto[server] into $STATE/venv"
+  "$STATE/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' >&2
+  log "moto installed in $((SECONDS - t0)) s"
+}
+
+install_azurite() {
+  local pkg=$STATE/node/node_modules/azurite/package.json
+  if [ -x "$STATE/node/node_modules/.bin/azurite-blob" ] && [ -f "$pkg" ] &&
+    grep -q "\"version\": *\"$AZURITE_VERSION\"" "$pkg"; then
+    return 0
+  fi
+  local t0=$SECONDS
+  mkdir -p "$STATE/node"
+  log "npm install azurite@$AZURITE_VERSION into $STATE/node"
+  npm install --prefix "$STATE/node" --no-audit --no-fund --no-update-notifier \
+    --loglevel=error "azurite@$AZURITE_VERSION" >&2
+  log "azurite installed in $((SECONDS - t0)) s"
+}
+
+# --- moto --------------------------------------------------------------------------------------
+check_moto() { [ "$(http_code "http://127.0.0.1:$MOTO_PORT/")" = 200 ]; }
+
+start_moto() {
+  if running moto; then log "moto already runs on $MOTO_PORT"; else
+    install_moto
+    prepare_start moto "$MOTO_PORT"
+    launch moto "$STATE/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+    wait_for moto check_moto
+    log "moto runs on 127.0.0.1:$MOTO_PORT"
+  fi
+  local b code
+  for b in "${BUCKETS[@]}"; do
+    [ "$(http_code -I "http://127.0.0.1:$MOTO_PORT/$b")" = 200 ] && continue
+    code=$(http_code -X PUT "http://127.0.0.1:$MOTO_PORT/$b")
+    [ "$code" = 200 ] || die "moto: creating bucket $b answered $code"
+  done
+}
+
+# --- Azurite -----------------------------------------------------------------------------------
+# Any HTTP answer will do (it answers 400 to an unsigned GET /).
+check_azurite() { [ "$(http_code "http://127.0.0.1:$AZURITE_PORT/")" != 000 ]; }
+
+# Create container $1 in the emulator's account (409 ContainerAlreadyExists is fine), then
+# list its blobs to check that it is there: SharedKey-signed requests, Python stdlib only.
+azure_container() {
+  python3 - "$AZURITE_PORT" "$AZURE_ACCOUNT" "$AZURE_KEY" "$1" <<'PY'
+import base64, hashlib, hmac, http.client, sys
+from email.utils import formatdate
+
+port, account, key, container = sys.argv[1:5]
+
+def call(method, query):
+    headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": "2021-08-06"}
+    canon_headers = "".join("%s:%s\n" % kv for kv in sorted(headers.items()))
+    path = "/%s/%s" % (account, container)  # path-style URL: the account comes first
+    canon_resource = "/" + account + path + "".join("\n%s:%s" % kv for kv in sorted(query.items()))
+    # VERB, then 11 standard headers (all empty here; Content-Length 0 counts as empty).
+    to_sign = "\n".join([method] + [""] * 11) + "\n" + canon_headers + canon_resource
+    mac = hmac.new(base64.b64decode(key), to_sign.encode(), hashlib.sha256).digest()
+    headers["Authorization"] = "SharedKey %s:%s" % (account, base64.b64encode(mac).decode())
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+    conn.request(method, path + "?" + "&".join("%s=%s" % kv for kv in query.items()), body=b"",
+                 headers=headers)
+    resp = conn.getresponse()
+    return resp.status, resp.getheader("x-ms-error-code"), resp.read()
+
+status, code, body = call("PUT", {"restype": "container"})
+if status != 201 and code != "ContainerAlreadyExists":
+    sys.exit("create container %s: %s %s %s" % (container, status, code, body[:300]))
+status, code, body = call("GET", {"restype": "container", "comp": "list"})
+if status != 200 or b"<EnumerationResults" not in body:
+    sys.exit("list blobs in %s: %s %s %s" % (container, status, code, body[:300]))
+PY
+}
+
+start_azurite() {
+  if running azurite; then log "azurite already runs on $AZURITE_PORT"; else
+    install_azurite
+    prepare_start azurite "$AZURITE_PORT"
+    mkdir -p "$STATE/azurite"
+    launch azurite "$STATE/node/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 \
+      --blobPort "$AZURITE_PORT" --location "$STATE/azurite" --silent --skipApiVersionCheck \
+      --loose --disableTelemetry
+    wait_for azurite check_azurite
+    log "azurite runs on 127.0.0.1:$AZURITE_PORT"
+  fi
+  local c
+  for c in "${BUCKETS[@]}"; do azure_container "$c" || die "azurite: container $c"; done
+}
+
+# --- GCS emulator ------------------------------------------------------------------------------
+check_gcs() { [ "$(http_code "http://127.0.0.1:$GCS_PORT/")" = 200 ]; }
+
+start_gcs() {
+  if running gcs; then log "gcs emulator already runs on $GCS_PORT"; else
+    prepare_start gcs "$GCS_PORT"
+    launch gcs python3 "$GCS_EMULATOR" --host 127.0.0.1 --port "$GCS_PORT"
+    wait_for gcs check_gcs
+    log "gcs emulator runs on 127.0.0.1:$GCS_PORT"
+  fi
+  local b code
+  for b in "${BUCKETS[@]}"; do
+    code=$(http_code -X POST -H 'Content-Type: application/json' -d "{\"name\":\"$b\"}" \
+      "http://127.0.0.1:$GCS_PORT/storage/v1/b")
+    case $code in 200 | 409) ;; *) die "gcs emulator: creating bucket $b answered $code" ;; esac
+  done
+}
+
+# --- sshd --------------------------------------------------------------------------------------
+# The SSH banner, not just an open port.
+check_sshd() {
+  local line
+  exec 3<>"/dev/tcp/127.0.0.1/$SSHD_PORT" || return 1
+  IFS= read -r -t 5 line <&3 || true
+  exec 3<&-
+  [[ $line == SSH-* ]]
+}
+
+sftp_home() { getent passwd "$SFTP_USER" | cut -d: -f6 || true; }
+
+start_sshd() {
+  if running sshd; then log "sshd already runs on $SSHD_PORT"; return 0; fi
+  mkdir -p "$SSHD_DIR" /run/sshd
+  chmod 755 /run/sshd # sshd's privilege-separation directory
+  [ -f "$SSHD_DIR/host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C rc-test-host -f "$SSHD_DIR/host_ed25519"
+  [ -f "$SSHD_DIR/client_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C rc-test-client -f "$SSHD_DIR/client_ed25519"
+  chmod 600 "$SSHD_DIR/host_ed25519" "$SSHD_DIR/client_ed25519"
+  install -m 644 "$SSHD_DIR/client_ed25519.pub" "$SSHD_DIR/authorized_keys"
+  id "$SFTP_USER" >/dev/null 2>&1 || useradd -m -s /bin/bash "$SFTP_USER"
+  echo "$SFTP_USER:$SFTP_PASSWORD" | chpasswd
+  # sshd reads an AuthorizedKeysFile as the user, who may not be able to reach target/ (a
+  # clone under /root, say); a command run as root can, and keeps the key file here.
+  cat >"$SSHD_DIR/sshd_config" <<CONF
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $SSHD_DIR/host_ed25519
+PidFile none
+AuthorizedKeysFile none
+AuthorizedKeysCommand /bin/cat $SSHD_DIR/authorized_keys
+AuthorizedKeysCommandUser root
+StrictModes no
+PubkeyAuthentication yes
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PermitRootLogin no
+UsePAM no
+AllowUsers $SFTP_USER
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+CONF
+  /usr/sbin/sshd -t -f "$SSHD_DIR/sshd_config"
+  prepare_start sshd "$SSHD_PORT"
+  # The absolute path is required: sshd re-executes itself.
+  launch sshd /usr/sbin/sshd -D -e -f "$SSHD_DIR/sshd_config"
+  wait_for sshd check_sshd
+  log "sshd runs on 127.0.0.1:$SSHD_PORT (user $SFTP_USER)"
+}
+
+# --- env -----------------------------------------------------------------------------------------
+print_env() {
+  local home
+  home=$(sftp_home)
+  mkdir -p "$STATE"
+  {
+    printf "export %s='%s'\n" \
+      RUNCONVERT_TEST_S3_ENDPOINT "http://127.0.0.1:$MOTO_PORT" \
+      RUNCONVERT_TEST_MOTO_PORT "$MOTO_PORT" \
+      RUNCONVERT_TEST_AZURE_ENDPOINT "http://127.0.0.1:$AZURITE_PORT/{account}" \
+      RUNCONVERT_TEST_AZURE_ACCOUNT "$AZURE_ACCOUNT" \
+      RUNCONVERT_TEST_AZURE_KEY "$AZURE_KEY" \
+      RUNCONVERT_TEST_GCS_EMULATOR "http://127.0.0.1:$GCS_PORT" \
+      RUNCONVERT_TEST_SFTP_PORT "$SSHD_PORT" \
+      RUNCONVERT_TEST_SFTP_USER "$SFTP_USER" \
+      RUNCONVERT_TEST_SFTP_PASSWORD "$SFTP_PASSWORD" \
+      RUNCONVERT_TEST_SFTP_KEY "$SSHD_DIR/client_ed25519" \
+      RUNCONVERT_TEST_SFTP_HOME "${home:-/home/$SFTP_USER}"
+  } | tee "$STATE/env.sh"
+}
+
+SERVICES=(moto azurite gcs sshd)
+
+case "${1:-}" in
+  start)
+    mkdir -p "$STATE"
+    install_system_packages
+    for s in "${SERVICES[@]}"; do "start_$s"; done
+    print_env
+    ;;
+  stop)
+    for s in "${SERVICES[@]}"; do stop_service "$s"; done
+    ;;
+  env)
+    print_env
+    ;;
+  status)
+    rc=0
+    for s in "${SERVICES[@]}"; do
+      if running "$s"; then log "$s: runs (pid $(live_pid "$s"))"; else log "$s: not running"; rc=1; fi
+    done
+    exit $rc
+    ;;
+  *)
+    echo "usage: bash tests/services.sh start|stop|env|status" >&2
+    exit 2
+    ;;
+esac
