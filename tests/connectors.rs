@@ -178,7 +178,7 @@ async fn a_job_imports_from_each_store_converts_and_exports_to_each() {
 
     // Nothing secret in the API's answers or in the database, now that the job is over.
     let (_, tasks) = s
-        .get(&format!("/v2/tasks?filter[job_id]={}", job["id"].as_str().unwrap()))
+        .get(&format!("/v2/process/tasks?job_id={}", job["id"].as_str().unwrap()))
         .await;
     let db = database_bytes(&s);
     for secret in [
@@ -276,8 +276,7 @@ async fn a_large_file_round_trips_s3_streaming_with_small_memory() {
     let import_id = task(&job, "in")["id"].as_str().unwrap().to_string();
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..600 {
-        let (_, t) = s.get(&format!("/v2/tasks/{import_id}")).await;
-        let t = &t["data"];
+        let (_, t) = s.get(&format!("/v2/process/tasks/{import_id}")).await;
         if let Some(p) = t["percent"].as_u64() {
             seen.insert(p);
         }
@@ -471,8 +470,8 @@ async fn bad_connector_input_fails_the_task_clearly_and_without_secrets() {
         ),
         (
             merged(
-                json!({"operation": "import/s3", "key": "k", "endpoint": "file:///etc"}),
                 st.s3_fields("rc-in"),
+                json!({"operation": "import/s3", "key": "k", "endpoint": "file:///etc"}),
             ),
             "endpoint",
         ),

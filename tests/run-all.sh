@@ -54,5 +54,12 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo build"
 cargo build --workspace --all-targets --locked
+# The storage servers of the connector tests (moto, Azurite, the GCS emulator, sshd),
+# installed when missing, stopped when this script ends.
+log "starting the storage servers"
+trap 'bash "$root/tests/services.sh" stop' EXIT
+bash tests/services.sh start >/dev/null
+# shellcheck disable=SC1091
+source target/test-services/env.sh
 log "cargo test"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

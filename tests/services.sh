@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The real storage servers that the connector tests talk to, all on 127.0.0.1:
-#   moto (S3; later DynamoDB, SQS, Step Functions)   port $RC_MOTO_PORT    (47001)
-#   Azurite, blob service only (Azure Blob Storage)  port $RC_AZURITE_PORT (47002)
-#   tests/support/gcs_emulator.py (GCS XML API)      port $RC_GCS_PORT     (47003)
-#   OpenSSH sshd (SFTP)                              port $RC_SSHD_PORT    (47022)
+#   moto (S3; later DynamoDB, SQS, Step Functions)   port $RC_MOTO_PORT    (27001)
+#   Azurite, blob service only (Azure Blob Storage)  port $RC_AZURITE_PORT (27002)
+#   tests/support/gcs_emulator.py (GCS XML API)      port $RC_GCS_PORT     (27003)
+#   OpenSSH sshd (SFTP)                              port $RC_SSHD_PORT    (27022)
 #
 #   bash tests/services.sh start    install what is missing (apt-get, a pip venv, npm), start
 #                                   whatever is not already running and answering, create the
@@ -18,10 +18,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=$ROOT/target/test-services
-MOTO_PORT=${RC_MOTO_PORT:-47001}
-AZURITE_PORT=${RC_AZURITE_PORT:-47002}
-GCS_PORT=${RC_GCS_PORT:-47003}
-SSHD_PORT=${RC_SSHD_PORT:-47022}
+MOTO_PORT=${RC_MOTO_PORT:-27001}
+AZURITE_PORT=${RC_AZURITE_PORT:-27002}
+GCS_PORT=${RC_GCS_PORT:-27003}
+SSHD_PORT=${RC_SSHD_PORT:-27022}
 TIMEOUT=${RC_SERVICES_TIMEOUT:-60}     # seconds each server gets to answer
 AZURITE_VERSION=3.35.0                 # the last release whose engines allow Debian 12's Node 18
 AZURE_ACCOUNT=devstoreaccount1
@@ -39,20 +39,28 @@ die() { log "error: $*"; exit 1; }
 pidfile() { echo "$STATE/pids/$1.pid"; }
 logfile() { echo "$STATE/logs/$1.log"; }
 
+# 0 when process $1 exists and is not a zombie (an exited child that its new parent, the
+# init process, has not reaped yet).
+alive() {
+  local stat
+  IFS= read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
+  [[ ${stat##*) } != Z* ]]
+}
+
 # The pid recorded for service $1, when that process is alive.
 live_pid() {
   local f pid
   f=$(pidfile "$1")
   [ -s "$f" ] || return 1
   pid=$(<"$f")
-  kill -0 "$pid" 2>/dev/null || return 1
+  alive "$pid" || return 1
   echo "$pid"
 }
 
 # Start "$@" in the background as service $1, in a session (and process group) of its own
 # so that stop can signal it with its children; output goes to its log file.
 launch() {
-  local name=$1 pf lf i
+  local name=$1 pf lf
   shift
   pf=$(pidfile "$name")
   lf=$(logfile "$name")
@@ -60,7 +68,7 @@ launch() {
   rm -f "$pf"
   # shellcheck disable=SC2016  # $$ and $@ are for the inner shell
   setsid bash -c 'echo $$ >"$0"; exec nohup "$@"' "$pf" "$@" >"$lf" 2>&1 </dev/null &
-  for i in $(seq 50); do
+  for _ in $(seq 50); do
     [ -s "$pf" ] && return 0
     sleep 0.1
   done
@@ -91,7 +99,7 @@ descendants() {
   local p stat rest ppid queue=("$1") cur
   declare -A kids=()
   for p in /proc/[0-9]*; do
-    stat=$(<"$p/stat") 2>/dev/null || continue
+    IFS= read -r stat 2>/dev/null <"$p/stat" || continue
     rest=${stat##*) }
     read -r _ ppid _ <<<"$rest"
     kids[$ppid]+=" ${p#/proc/}"
@@ -106,53 +114,63 @@ descendants() {
   done
 }
 
-# Pids whose command line has program $1 (a pattern on argv[0]'s basename) and an argument
-# equal to $2: a server of ours whose pid file is gone (say, `cargo clean` removed target/).
+# Pids of processes whose executable matches the pattern $1 and whose command line (its
+# arguments joined by spaces) contains " $2 ": a server of ours whose pid file is gone (say,
+# `cargo clean` removed target/). sshd rewrites its command line to a title
+# ("sshd: /usr/sbin/sshd -D ... [listener] ..."), which still contains the original.
 strays() {
-  local prog=$1 marker=$2 p arg args
+  local exe_pattern=$1 needle=" $2 " p arg cmdline
   for p in /proc/[0-9]*; do
-    args=()
-    while IFS= read -r -d '' arg; do args+=("$arg"); done <"$p/cmdline" 2>/dev/null || continue
-    [ ${#args[@]} -gt 1 ] || continue
-    # shellcheck disable=SC2053  # $prog is a pattern
-    [[ ${args[0]##*/} == $prog ]] || continue
-    for arg in "${args[@]:1}"; do
-      if [ "$arg" = "$marker" ]; then echo "${p#/proc/}"; break; fi
-    done
+    cmdline=' '
+    while IFS= read -r -d '' arg; do cmdline+="$arg "; done 2>/dev/null <"$p/cmdline" || continue
+    [[ $cmdline == *"$needle"* ]] || continue
+    # shellcheck disable=SC2053  # $exe_pattern is a pattern
+    [[ $(readlink "$p/exe" 2>/dev/null) == $exe_pattern ]] || continue
+    echo "${p#/proc/}"
   done
 }
 
-# The strays of service $1.
+# The strays of service $1, with their descendants.
 service_strays() {
-  case $1 in
-    moto) strays 'python*' "$STATE/venv/bin/moto_server" ;;
-    azurite) strays 'node*' "$STATE/node/node_modules/.bin/azurite-blob" ;;
-    gcs) strays 'python*' "$GCS_EMULATOR" ;;
-    sshd) strays sshd "$SSHD_DIR/sshd_config" ;;
-  esac
+  local p
+  for p in $(
+    case $1 in
+      moto) strays '*/python*' "$STATE/venv/bin/moto_server" ;;
+      azurite) strays '*/node*' "$STATE/node/node_modules/.bin/azurite-blob" ;;
+      gcs) strays '*/python*' "$GCS_EMULATOR" ;;
+      sshd) strays /usr/sbin/sshd "/usr/sbin/sshd -D -e -f $SSHD_DIR/sshd_config" ;;
+    esac
+  ); do
+    echo "$p"
+    descendants "$p"
+  done
 }
 
 # Stop service $1: TERM to its process group and descendants, KILL after 10 s.
 stop_service() {
-  local name=$1 pid pids=() p i
-  if pid=$(live_pid "$name"); then
-    pids+=("$pid")
-    mapfile -t -O ${#pids[@]} pids < <(descendants "$pid")
-    kill -TERM -- "-$pid" 2>/dev/null || true
-  fi
-  mapfile -t -O ${#pids[@]} pids < <(service_strays "$name")
+  local name=$1 pid='' pids=() left=() p
+  pid=$(live_pid "$name") || true
+  mapfile -t pids < <({
+    if [ -n "$pid" ]; then echo "$pid"; descendants "$pid"; fi
+    service_strays "$name"
+  } | sort -un)
   rm -f "$(pidfile "$name")"
   [ ${#pids[@]} -gt 0 ] || return 0
+  if [ -n "$pid" ]; then kill -TERM -- "-$pid" 2>/dev/null || true; fi
   kill -TERM "${pids[@]}" 2>/dev/null || true
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
+    left=()
     for p in "${pids[@]}"; do
-      kill -0 "$p" 2>/dev/null && continue 2
+      if alive "$p"; then left+=("$p"); fi
     done
-    log "stopped $name (pids ${pids[*]})"
-    return 0
+    if [ ${#left[@]} -eq 0 ]; then
+      log "stopped $name (pids ${pids[*]})"
+      return 0
+    fi
+    sleep 0.1
   done
-  kill -KILL "${pids[@]}" 2>/dev/null || true
-  log "killed $name (pids ${pids[*]}): it ignored TERM for 10 s"
+  kill -KILL "${left[@]}" 2>/dev/null || true
+  log "killed $name (pids ${left[*]}): it ignored TERM for 10 s"
 }
 
 # 0 when service $1 was started here, is alive and answers.
@@ -160,13 +178,29 @@ running() {
   live_pid "$1" >/dev/null && "check_$1" >/dev/null 2>&1
 }
 
-# Before starting service $1 on port $2: stop a dead or deaf one of ours, and refuse a port
-# that another program holds.
+# 0 when a server could listen on 127.0.0.1:$1 now (with SO_REUSEADDR, as the servers do).
+bindable() {
+  python3 -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+
+
+# Before starting service $1 on port $2: stop a dead or deaf one of ours, refuse a port
+# that another program listens on, and wait for one that a closed connection still holds.
 prepare_start() {
-  local name=$1 port=$2
+  local name=$1 port=$2 deadline=$((SECONDS + 70))
   stop_service "$name"
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port (for $name) is taken by another program: see \`ss -ltnp 'sport = :$port'\`, or choose another port with RC_*_PORT"
+    die "port $port (for $name) is taken by another program: see \`ss -tanp 'sport = :$port'\`, or choose another port with RC_*_PORT"
+  fi
+  if ! bindable "$port"; then
+    log "port $port (for $name) is held by a connection in TIME_WAIT: waiting up to 70 s"
+    until bindable "$port"; do
+      [ "$SECONDS" -lt "$deadline" ] || die "port $port (for $name) stayed busy: see \`ss -tanp 'sport = :$port'\`"
+      sleep 1
+    done
   fi
 }
 
@@ -312,13 +346,11 @@ start_gcs() {
 
 # --- sshd --------------------------------------------------------------------------------------
 # The SSH banner, not just an open port.
-check_sshd() {
-  local line
-  exec 3<>"/dev/tcp/127.0.0.1/$SSHD_PORT" || return 1
+check_sshd() (
+  exec 3<>"/dev/tcp/127.0.0.1/$SSHD_PORT" || exit 1
   IFS= read -r -t 5 line <&3 || true
-  exec 3<&-
-  [[ $line == SSH-* ]]
-}
+  [[ ${line:-} == SSH-* ]]
+)
 
 sftp_home() { getent passwd "$SFTP_USER" | cut -d: -f6 || true; }
 

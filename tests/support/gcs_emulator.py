@@ -506,6 +506,7 @@ def main() -> None:
     for name in args.bucket:
         storage.create_bucket(name)
     handler = type("BoundHandler", (Handler,), {"storage": storage, "quiet": args.quiet})
+    ThreadingHTTPServer.request_queue_size = 128  # listen backlog; the default 5 is small for parallel tests
     server = ThreadingHTTPServer((args.host, args.port), handler)
     server.daemon_threads = True
     host, port = server.server_address[:2]

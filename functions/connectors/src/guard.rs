@@ -112,6 +112,20 @@ impl Guard {
     }
 }
 
+#[async_trait::async_trait]
+impl runconvert_core::ports::OutboundGuard for Guard {
+    async fn check_url(&self, url: &str) -> Result<(), String> {
+        let parsed = url::Url::parse(url.trim()).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
+        Guard::check_url(self, &parsed).map_err(|r| r.0)?;
+        if let Some(url::Host::Domain(host)) = parsed.host() {
+            self.resolve(host, parsed.port_or_known_default().unwrap_or(443))
+                .await
+                .map_err(|r| r.0)?;
+        }
+        Ok(())
+    }
+}
+
 struct GuardedResolver {
     guard: Guard,
 }

@@ -7,5 +7,6 @@ pub mod guard;
 pub mod http_import;
 pub mod sftp;
 pub mod transfer;
+pub mod webhook;
 
 pub use guard::Guard;

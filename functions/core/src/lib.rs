@@ -19,6 +19,7 @@ pub mod planner;
 pub mod ports;
 pub mod timestamp;
 pub mod validate;
+pub mod webhooks;
 
 pub use error::{ApiError, TaskError};
 pub use model::{Job, JobStatus, Task, TaskResult, TaskStatus};

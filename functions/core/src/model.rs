@@ -223,6 +223,10 @@ pub struct Job {
     pub id: String,
     pub user_id: String,
     pub tag: Option<String>,
+    /// The job's own webhook (job.finished / job.failed); shown in the API.
+    pub webhook_url: Option<String>,
+    /// The secret that signs deliveries to `webhook_url`: shown once, when the job is created.
+    pub webhook_secret: Option<String>,
     pub status: JobStatus,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
@@ -243,6 +247,7 @@ impl Job {
         serde_json::json!({
             "id": self.id,
             "tag": self.tag,
+            "webhook_url": self.webhook_url,
             "status": self.status,
             "created_at": self.created_at,
             "started_at": self.started_at,

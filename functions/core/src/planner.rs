@@ -193,6 +193,8 @@ mod tests {
 
     fn job(tasks: Vec<Task>) -> Job {
         Job {
+            webhook_url: None,
+            webhook_secret: None,
             id: "j".into(),
             user_id: "u".into(),
             tag: None,

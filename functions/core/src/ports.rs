@@ -3,6 +3,7 @@
 //! S3, Step Functions and SQS.
 
 use crate::model::{FileRef, Job, JobStatus, Task, TaskResult, TaskStatus, UploadForm, User};
+use crate::webhooks::{Delivery, Webhook};
 use crate::Timestamp;
 use async_trait::async_trait;
 use std::path::Path;
@@ -184,6 +185,30 @@ impl Event {
             Event::Task(n, t) => serde_json::json!({"event": n.as_str(), "task": t.to_api_json()}),
         }
     }
+}
+
+/// Webhook subscriptions and their deliveries. A store that keeps jobs also records, in
+/// the same write as each state change, the event it causes and a delivery for every
+/// subscription that wants it (the outbox): an event cannot be lost between the change
+/// and its sending.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn create_webhook(&self, hook: &Webhook) -> PortResult<()>;
+    async fn list_webhooks(&self, user_id: &str) -> PortResult<Vec<Webhook>>;
+    /// False if the user has no such webhook.
+    async fn delete_webhook(&self, user_id: &str, id: &str) -> PortResult<bool>;
+    /// The most recent deliveries of a webhook, newest first; `None` if the user has no
+    /// such webhook.
+    async fn list_deliveries(&self, user_id: &str, webhook_id: &str, limit: u32) -> PortResult<Option<Vec<Delivery>>>;
+}
+
+/// The outbound-address guard, as the API needs it: to refuse, when a webhook is created,
+/// an endpoint the server would never connect to.
+#[async_trait]
+pub trait OutboundGuard: Send + Sync {
+    /// `Err(why)` if `url` is not http(s) or its host is (or resolves to) an address the
+    /// server does not connect to.
+    async fn check_url(&self, url: &str) -> Result<(), String>;
 }
 
 /// Where job and task events go (webhooks, logs).

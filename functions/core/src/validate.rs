@@ -40,6 +40,8 @@ pub struct TaskSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSpec {
     pub tag: Option<String>,
+    /// Where this job's job.finished / job.failed go, besides the user's subscriptions.
+    pub webhook_url: Option<String>,
     /// Tasks in an order where every task comes after its inputs.
     pub tasks: Vec<TaskSpec>,
 }
@@ -73,10 +75,21 @@ pub fn validate_job(body: &Value, registry: &Registry, limits: &Limits) -> Resul
     };
     let mut errs = Errors::default();
     for key in obj.keys() {
-        if key != "tasks" && key != "tag" {
-            errs.add(key.as_str(), "unknown field (a job takes `tag` and `tasks`)");
+        if key != "tasks" && key != "tag" && key != "webhook_url" {
+            errs.add(
+                key.as_str(),
+                "unknown field (a job takes `tasks`, `tag` and `webhook_url`)",
+            );
         }
     }
+    let webhook_url = match obj.get("webhook_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) if is_http_url(u) && u.len() <= 2048 => Some(u.trim().to_string()),
+        Some(_) => {
+            errs.add("webhook_url", "must be an http:// or https:// URL");
+            None
+        }
+    };
     let tag = match obj.get("tag") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.len() <= MAX_TAG_LEN => Some(s.clone()),
@@ -160,7 +173,11 @@ pub fn validate_job(body: &Value, registry: &Registry, limits: &Limits) -> Resul
         .iter()
         .map(|n| specs.remove(n).expect("ordered task exists"))
         .collect();
-    Ok(JobSpec { tag, tasks })
+    Ok(JobSpec {
+        tag,
+        webhook_url,
+        tasks,
+    })
 }
 
 fn fail(mut errs: Errors, field: &str, msg: &str) -> ApiError {

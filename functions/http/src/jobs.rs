@@ -120,6 +120,8 @@ fn new_job(state: &ApiState, user_id: &str, spec: JobSpec) -> Job {
         id: job_id,
         user_id: user_id.to_string(),
         tag: spec.tag,
+        webhook_secret: spec.webhook_url.as_ref().map(|_| crate::webhooks::new_secret()),
+        webhook_url: spec.webhook_url,
         status: JobStatus::Created,
         created_at: now,
         started_at: None,
@@ -142,6 +144,11 @@ async fn create_job(
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     let spec = validate_job(&value, &state.registry, &state.settings.limits)?;
+    if let Some(url) = &spec.webhook_url {
+        if let Err(why) = state.guard.check_url(url).await {
+            return Err(param_error("webhook_url", &why).into());
+        }
+    }
     let job = new_job(&state, &user.id, spec);
     state.jobs.create_job(&job).await?;
     publish(&state, Event::job(EventName::JobCreated, job.clone())).await;
@@ -152,7 +159,12 @@ async fn create_job(
         // The job is stored; the executor picks it up on its next sweep.
         tracing::error!(job = %job.id, error = %e, "could not dispatch a new job");
     }
-    Ok((StatusCode::CREATED, Json(job.to_api_json())))
+    let mut shown = job.to_api_json();
+    if let Some(secret) = &job.webhook_secret {
+        // Shown this once: it signs the deliveries to the job's webhook_url.
+        shown["webhook_secret"] = secret.clone().into();
+    }
+    Ok((StatusCode::CREATED, Json(shown)))
 }
 
 async fn list_jobs(

@@ -8,12 +8,13 @@ mod error;
 mod jobs;
 pub mod local_files;
 pub mod signing;
+mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use runconvert_core::formats::Registry;
-use runconvert_core::ports::{Dispatcher, EventSink, FileStore, JobStore, KeyStore};
+use runconvert_core::ports::{Dispatcher, EventSink, FileStore, JobStore, KeyStore, OutboundGuard, WebhookStore};
 use runconvert_core::validate::Limits;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub files: Arc<dyn FileStore>,
     pub dispatcher: Arc<dyn Dispatcher>,
     pub events: Arc<dyn EventSink>,
+    pub webhooks: Arc<dyn WebhookStore>,
+    pub guard: Arc<dyn OutboundGuard>,
     pub registry: Arc<Registry>,
     pub settings: ApiSettings,
 }
@@ -64,6 +67,7 @@ pub fn api_router(state: Arc<ApiState>) -> Router {
         )
         .merge(jobs::routes())
         .merge(core_routes::routes())
+        .merge(webhooks::routes())
         .fallback(|| async { HttpError(runconvert_core::ApiError::not_found("route")) })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

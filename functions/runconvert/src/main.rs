@@ -9,6 +9,7 @@ mod executor;
 mod files;
 mod oneshot;
 mod store;
+mod webhooks;
 
 use clap::{Args, Parser, Subcommand};
 use runconvert_connectors::http_import::DownloadLimits;
@@ -171,6 +172,20 @@ struct ServeArgs {
     /// pieces of data) before it fails with `timeout`.
     #[arg(long = "transfer-timeout", env = "RUNCONVERT_TRANSFER_TIMEOUT", default_value_t = 30)]
     transfer_timeout: u64,
+    /// Seconds a webhook delivery keeps being retried after its event (default: a day).
+    #[arg(
+        long = "webhook-retry-horizon",
+        env = "RUNCONVERT_WEBHOOK_RETRY_HORIZON",
+        default_value_t = 86_400
+    )]
+    webhook_retry_horizon: u64,
+    /// Longest wait, in seconds, between two attempts of a webhook delivery.
+    #[arg(
+        long = "webhook-max-backoff",
+        env = "RUNCONVERT_WEBHOOK_MAX_BACKOFF",
+        default_value_t = 3600
+    )]
+    webhook_max_backoff: u64,
     /// Azure Blob endpoint for import/azure/blob and export/azure/blob, `{account}` standing
     /// for the storage account (Azurite: http://127.0.0.1:10000/{account}).
     #[arg(long = "azure-blob-endpoint", env = "RUNCONVERT_AZURE_BLOB_ENDPOINT")]
@@ -338,6 +353,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         files: files.clone(),
         dispatcher: executor.clone(),
         events,
+        webhooks: store.clone(),
+        guard: Arc::new(runconvert_connectors::Guard::new(args.allow_private_networks)),
         registry,
         settings: ApiSettings {
             upload_timeout: Duration::from_secs(args.upload_timeout),
@@ -351,6 +368,22 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         max_upload_bytes: args.max_file_size,
     });
     let app = api_router(api).merge(local_files_router(local));
+
+    let sender = runconvert_connectors::webhook::Sender::new(
+        runconvert_connectors::Guard::new(args.allow_private_networks),
+        Duration::from_secs(10),
+    )?;
+    let max_backoff = Duration::from_secs(args.webhook_max_backoff.max(1));
+    webhooks::Relay::new(
+        store.clone(),
+        sender,
+        runconvert_core::webhooks::RetryPolicy {
+            first_backoff: Duration::from_secs(5).min(max_backoff),
+            max_backoff,
+            horizon: Duration::from_secs(args.webhook_retry_horizon),
+        },
+    )
+    .spawn();
 
     let resumed = executor
         .resume()

@@ -5,7 +5,10 @@
 
 use async_trait::async_trait;
 use runconvert_core::model::{Job, JobStatus, Task, TaskResult, TaskStatus, User};
-use runconvert_core::ports::{JobFilter, JobStore, KeyStore, PortError, PortResult, TaskFilter, TaskTransition};
+use runconvert_core::ports::{
+    Event, EventName, JobFilter, JobStore, KeyStore, PortError, PortResult, TaskFilter, TaskTransition, WebhookStore,
+};
+use runconvert_core::webhooks::{self, Delivery, DeliveryStatus, Webhook};
 use runconvert_core::{new_id, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
@@ -30,7 +33,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     started_at INTEGER,
-    ended_at INTEGER
+    ended_at INTEGER,
+    webhook_url TEXT,
+    -- sealed
+    webhook_secret TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs(user_id, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
@@ -56,6 +62,47 @@ CREATE TABLE IF NOT EXISTS tasks (
     secrets TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id, position);
+-- Webhook subscriptions; `secret` is sealed.
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    endpoint_url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    disabled_at INTEGER,
+    disabled_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS webhooks_by_user ON webhooks(user_id);
+-- The outbox: every event, written in the same transaction as the change that caused it.
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    job_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+-- One row per (event, endpoint): a subscription's, or the job's own webhook_url (webhook_id NULL).
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    event_seq INTEGER NOT NULL REFERENCES events(seq),
+    webhook_id TEXT,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    last_status_code INTEGER,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    delivered_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_job ON deliveries(job_id, event_seq);
+CREATE INDEX IF NOT EXISTS deliveries_by_webhook ON deliveries(webhook_id, event_seq);
 CREATE INDEX IF NOT EXISTS tasks_by_user ON tasks(user_id, created_at);
 ";
 
@@ -109,6 +156,65 @@ impl Sealer {
             .decrypt(nonce.into(), body)
             .map_err(|_| "sealed secrets do not open with this server's key".to_string())
     }
+}
+
+/// Writes `event` to the outbox and a pending delivery for each subscription of the
+/// job's owner that wants it, and for the job's own webhook URL (`job_url`: URL and sealed
+/// secret) when the event is one it gets. Called inside the transaction of the change.
+fn record_event(tx: &Connection, event: &Event, job_url: Option<(&str, &str)>, now: i64) -> rusqlite::Result<()> {
+    let name = event.name();
+    let (job_id, user_id) = match event {
+        Event::Job(_, j) => (j.id.clone(), j.user_id.clone()),
+        Event::Task(_, t) => {
+            let user: String = tx.query_row("SELECT user_id FROM jobs WHERE id = ?1", [&t.job_id], |r| r.get(0))?;
+            (t.job_id.clone(), user)
+        }
+    };
+    tx.execute(
+        "INSERT INTO events (id, job_id, user_id, name, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            new_id(),
+            job_id,
+            user_id,
+            name.as_str(),
+            webhooks::body(event).to_string(),
+            now
+        ],
+    )?;
+    let seq = tx.last_insert_rowid();
+    let mut targets: Vec<(Option<String>, String, String)> = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, endpoint_url, events, secret FROM webhooks WHERE user_id = ?1 AND disabled_at IS NULL \
+             ORDER BY created_at",
+        )?;
+        let rows = stmt.query_map([&user_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, url, events, secret) = row?;
+            let events: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
+            if events.iter().any(|e| e == name.as_str()) {
+                targets.push((Some(id), url, secret));
+            }
+        }
+    }
+    if let Some((url, secret)) = job_url.filter(|_| webhooks::job_url_wants(name)) {
+        targets.push((None, url.to_string(), secret.to_string()));
+    }
+    for (webhook_id, url, secret) in targets {
+        tx.execute(
+            "INSERT INTO deliveries (id, event_seq, webhook_id, job_id, url, secret, status, attempts, \
+             next_attempt_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7)",
+            params![new_id(), seq, webhook_id, job_id, url, secret, now],
+        )?;
+    }
+    Ok(())
 }
 
 /// A task's stored payload (secrets redacted) and its sealed secrets, if it has any.
@@ -182,12 +288,25 @@ fn task_from_row(row: &Row, sealer: &Sealer) -> rusqlite::Result<Task> {
     })
 }
 
-fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
+fn job_from_row(row: &Row, sealer: &Sealer) -> rusqlite::Result<Job> {
     let status: String = row.get(3)?;
+    let sealed: Option<String> = row.get(8)?;
+    let webhook_secret =
+        match sealed {
+            Some(s) => Some(
+                String::from_utf8(sealer.open(&s).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, e.into())
+                })?)
+                .unwrap_or_default(),
+            ),
+            None => None,
+        };
     Ok(Job {
         id: row.get(0)?,
         user_id: row.get(1)?,
         tag: row.get(2)?,
+        webhook_url: row.get(7)?,
+        webhook_secret,
         status: JobStatus::parse(&status).ok_or_else(|| {
             rusqlite::Error::FromSqlConversionFailure(
                 3,
@@ -202,7 +321,7 @@ fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
     })
 }
 
-const JOB_COLUMNS: &str = "id, user_id, tag, status, created_at, started_at, ended_at";
+const JOB_COLUMNS: &str = "id, user_id, tag, status, created_at, started_at, ended_at, webhook_url, webhook_secret";
 
 fn load_tasks(conn: &Connection, sealer: &Sealer, job: &mut Job) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(&format!(
@@ -244,19 +363,25 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        // Databases made before secrets were sealed lack the column.
-        let has_secrets: bool = conn
-            .query_row(
-                "SELECT 1 FROM pragma_table_info('tasks') WHERE name = 'secrets'",
-                [],
-                |_| Ok(true),
-            )
-            .optional()
-            .map_err(err)?
-            .unwrap_or(false);
-        if !has_secrets {
-            conn.execute_batch("ALTER TABLE tasks ADD COLUMN secrets TEXT")
-                .map_err(err)?;
+        // Columns that databases of earlier versions lack.
+        for (table, column) in [
+            ("tasks", "secrets"),
+            ("jobs", "webhook_url"),
+            ("jobs", "webhook_secret"),
+        ] {
+            let present: bool = conn
+                .query_row(
+                    &format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"),
+                    [],
+                    |_| Ok(true),
+                )
+                .optional()
+                .map_err(err)?
+                .unwrap_or(false);
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))
+                    .map_err(err)?;
+            }
         }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -337,10 +462,12 @@ impl JobStore for SqliteStore {
     async fn create_job(&self, job: &Job) -> PortResult<()> {
         let job = job.clone();
         let stored: Vec<(String, Option<String>)> = job.tasks.iter().map(|t| stored_task(t, &self.sealer)).collect();
+        let sealed_job_secret = job.webhook_secret.as_ref().map(|s| self.sealer.seal(s.as_bytes()));
+        let now = Timestamp::now().millis();
         self.with(move |c| {
             let tx = c.transaction()?;
             tx.execute(
-                &format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                &format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
                 params![
                     job.id,
                     job.user_id,
@@ -348,7 +475,9 @@ impl JobStore for SqliteStore {
                     job.status.as_str(),
                     job.created_at.millis(),
                     job.started_at.map(|t| t.millis()),
-                    job.ended_at.map(|t| t.millis())
+                    job.ended_at.map(|t| t.millis()),
+                    job.webhook_url,
+                    sealed_job_secret,
                 ],
             )?;
             for (pos, t) in job.tasks.iter().enumerate() {
@@ -378,6 +507,11 @@ impl JobStore for SqliteStore {
                     ],
                 )?;
             }
+            let job_url = job.webhook_url.as_deref().zip(sealed_job_secret.as_deref());
+            record_event(&tx, &Event::job(EventName::JobCreated, job.clone()), job_url, now)?;
+            for t in &job.tasks {
+                record_event(&tx, &Event::task(EventName::TaskCreated, t.clone()), None, now)?;
+            }
             tx.commit()
         })
         .await
@@ -391,7 +525,7 @@ impl JobStore for SqliteStore {
                 .query_row(
                     &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)"),
                     params![id, user],
-                    job_from_row,
+                    |r| job_from_row(r, &sealer),
                 )
                 .optional()?;
             match job {
@@ -421,7 +555,7 @@ impl JobStore for SqliteStore {
                  ORDER BY created_at DESC, rowid DESC LIMIT ?3 OFFSET ?4"
             ))?;
             let mut jobs: Vec<Job> = stmt
-                .query_map(params![user, status, limit, offset], job_from_row)?
+                .query_map(params![user, status, limit, offset], |r| job_from_row(r, &sealer))?
                 .collect::<rusqlite::Result<_>>()?;
             drop(stmt);
             for job in &mut jobs {
@@ -491,9 +625,11 @@ impl JobStore for SqliteStore {
 
     async fn transition_task(&self, t: &TaskTransition) -> PortResult<bool> {
         let t = t.clone();
+        let sealer = self.sealer.clone();
         self.with(move |c| {
             let to = t.to.as_str();
-            let n = c.execute(
+            let tx = c.transaction()?;
+            let n = tx.execute(
                 "UPDATE tasks SET status = ?1, code = ?2, message = ?3, result = COALESCE(?4, result), \
                  started_at = CASE WHEN ?1 = 'processing' THEN ?5 ELSE started_at END, \
                  attempts = attempts + CASE WHEN ?1 = 'processing' THEN 1 ELSE 0 END, \
@@ -511,6 +647,20 @@ impl JobStore for SqliteStore {
                     t.from.as_str()
                 ],
             )?;
+            let event = match t.to {
+                TaskStatus::Finished => Some(EventName::TaskFinished),
+                TaskStatus::Failed => Some(EventName::TaskFailed),
+                _ => None,
+            };
+            if let (1, Some(name)) = (n, event) {
+                let task = tx.query_row(
+                    &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
+                    [&t.task_id],
+                    |r| task_from_row(r, &sealer),
+                )?;
+                record_event(&tx, &Event::task(name, task), None, t.at.millis())?;
+            }
+            tx.commit()?;
             Ok(n == 1)
         })
         .await
@@ -530,14 +680,32 @@ impl JobStore for SqliteStore {
 
     async fn set_job_status(&self, job_id: &str, status: JobStatus, at: Timestamp) -> PortResult<bool> {
         let id = job_id.to_string();
+        let sealer = self.sealer.clone();
         self.with(move |c| {
-            let n = c.execute(
+            let tx = c.transaction()?;
+            let n = tx.execute(
                 "UPDATE jobs SET status = ?1, \
                  started_at = CASE WHEN ?1 = 'processing' AND started_at IS NULL THEN ?2 ELSE started_at END, \
                  ended_at = CASE WHEN ?1 IN ('completed', 'failed') THEN ?2 ELSE ended_at END \
                  WHERE id = ?3 AND status NOT IN ('completed', 'failed')",
                 params![status.as_str(), at.millis(), id],
             )?;
+            let event = match status {
+                JobStatus::Completed => Some(EventName::JobFinished),
+                JobStatus::Failed => Some(EventName::JobFailed),
+                _ => None,
+            };
+            if let (1, Some(name)) = (n, event) {
+                let (mut job, sealed_secret): (Job, Option<String>) =
+                    tx.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [&id], |r| {
+                        Ok((job_from_row(r, &sealer)?, r.get(8)?))
+                    })?;
+                load_tasks(&tx, &sealer, &mut job)?;
+                let url = job.webhook_url.clone();
+                let job_url = url.as_deref().zip(sealed_secret.as_deref());
+                record_event(&tx, &Event::job(name, job), job_url, at.millis())?;
+            }
+            tx.commit()?;
             Ok(n == 1)
         })
         .await
@@ -573,6 +741,235 @@ impl JobStore for SqliteStore {
                 [id],
             )?;
             Ok(n == 1)
+        })
+        .await
+    }
+}
+
+fn webhook_from_row(row: &Row, sealer: &Sealer) -> rusqlite::Result<Webhook> {
+    let events: String = row.get(3)?;
+    let sealed: String = row.get(4)?;
+    let secret = sealer
+        .open(&sealed)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into()))?;
+    Ok(Webhook {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        endpoint_url: row.get(2)?,
+        events: serde_json::from_str(&events).unwrap_or_default(),
+        secret: String::from_utf8(secret).unwrap_or_default(),
+        created_at: Timestamp(row.get(5)?),
+        disabled_at: ts(row.get(6)?),
+        disabled_reason: row.get(7)?,
+    })
+}
+
+const WEBHOOK_COLUMNS: &str = "id, user_id, endpoint_url, events, secret, created_at, disabled_at, disabled_reason";
+
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn create_webhook(&self, hook: &Webhook) -> PortResult<()> {
+        let hook = hook.clone();
+        let sealed = self.sealer.seal(hook.secret.as_bytes());
+        self.with(move |c| {
+            c.execute(
+                &format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                params![
+                    hook.id,
+                    hook.user_id,
+                    hook.endpoint_url,
+                    serde_json::to_string(&hook.events).expect("names serialise"),
+                    sealed,
+                    hook.created_at.millis(),
+                    hook.disabled_at.map(|t| t.millis()),
+                    hook.disabled_reason,
+                ],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn list_webhooks(&self, user_id: &str) -> PortResult<Vec<Webhook>> {
+        let user = user_id.to_string();
+        let sealer = self.sealer.clone();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = ?1 ORDER BY created_at, id"
+            ))?;
+            let hooks = stmt
+                .query_map([user], |r| webhook_from_row(r, &sealer))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(hooks)
+        })
+        .await
+    }
+
+    async fn delete_webhook(&self, user_id: &str, id: &str) -> PortResult<bool> {
+        let (user, id) = (user_id.to_string(), id.to_string());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM webhooks WHERE id = ?1 AND user_id = ?2", params![id, user])?;
+            if n == 1 {
+                // What was not sent yet will not be.
+                tx.execute(
+                    "DELETE FROM deliveries WHERE webhook_id = ?1 AND status = 'pending'",
+                    [&id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn list_deliveries(&self, user_id: &str, webhook_id: &str, limit: u32) -> PortResult<Option<Vec<Delivery>>> {
+        let (user, id) = (user_id.to_string(), webhook_id.to_string());
+        self.with(move |c| {
+            let owned = c
+                .query_row(
+                    "SELECT 1 FROM webhooks WHERE id = ?1 AND user_id = ?2",
+                    params![id, user],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if owned.is_none() {
+                return Ok(None);
+            }
+            let mut stmt = c.prepare_cached(
+                "SELECT d.id, e.id, e.name, d.job_id, d.status, d.attempts, d.last_status_code, d.last_error, \
+                 d.created_at, d.next_attempt_at, d.delivered_at \
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                 WHERE d.webhook_id = ?1 ORDER BY d.event_seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![id, limit as i64], |r| {
+                    let status: String = r.get(4)?;
+                    Ok(Delivery {
+                        id: r.get(0)?,
+                        event_id: r.get(1)?,
+                        event: r.get(2)?,
+                        job_id: r.get(3)?,
+                        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Failed),
+                        attempts: r.get::<_, i64>(5)? as u32,
+                        last_status_code: r.get::<_, Option<i64>>(6)?.map(|c| c as u16),
+                        last_error: r.get(7)?,
+                        created_at: Timestamp(r.get(8)?),
+                        next_attempt_at: ts(r.get(9)?),
+                        delivered_at: ts(r.get(10)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Some(rows))
+        })
+        .await
+    }
+}
+
+/// A delivery due to be sent, as the relay needs it.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: String,
+    pub webhook_id: Option<String>,
+    pub url: String,
+    pub secret: String,
+    pub event_id: String,
+    pub body: String,
+    pub attempts: u32,
+    pub event_created_at: Timestamp,
+}
+
+/// The webhook relay's side of the outbox.
+impl SqliteStore {
+    /// Pending deliveries due by `now`, oldest event first; a delivery waits while an
+    /// earlier one of the same job to the same endpoint is still pending (order per job).
+    pub async fn due_deliveries(&self, now: Timestamp, limit: u32) -> PortResult<Vec<DueDelivery>> {
+        let sealer = self.sealer.clone();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT d.id, d.webhook_id, d.url, d.secret, e.id, e.payload, d.attempts, e.created_at \
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                 WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.job_id = d.job_id AND p.status = 'pending' \
+                     AND p.url = d.url AND p.webhook_id IS d.webhook_id AND p.event_seq < d.event_seq) \
+                 ORDER BY d.event_seq LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![now.millis(), limit as i64], |r| {
+                    let sealed: String = r.get(3)?;
+                    let secret = sealer.open(&sealed).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
+                    })?;
+                    Ok(DueDelivery {
+                        id: r.get(0)?,
+                        webhook_id: r.get(1)?,
+                        url: r.get(2)?,
+                        secret: String::from_utf8(secret).unwrap_or_default(),
+                        event_id: r.get(4)?,
+                        body: r.get(5)?,
+                        attempts: r.get::<_, i64>(6)? as u32,
+                        event_created_at: Timestamp(r.get(7)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// When the next pending delivery is due, if any.
+    pub async fn next_delivery_due(&self) -> PortResult<Option<Timestamp>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(ts)
+        })
+        .await
+    }
+
+    /// Records an attempt: delivered, failed for good, or pending again at `retry_at`.
+    /// A 410 (`disable_webhook`) also disables the subscription and drops what it still had pending.
+    pub async fn record_attempt(
+        &self,
+        d: &DueDelivery,
+        status: DeliveryStatus,
+        code: Option<u16>,
+        error: Option<String>,
+        retry_at: Option<Timestamp>,
+        disable_webhook: bool,
+    ) -> PortResult<()> {
+        let (id, webhook) = (d.id.clone(), d.webhook_id.clone());
+        let now = Timestamp::now().millis();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE deliveries SET status = ?1, attempts = attempts + 1, last_status_code = ?2, last_error = ?3, \
+                 next_attempt_at = ?4, delivered_at = CASE WHEN ?1 = 'delivered' THEN ?5 ELSE delivered_at END \
+                 WHERE id = ?6",
+                params![
+                    status.as_str(),
+                    code.map(|c| c as i64),
+                    error,
+                    retry_at.map(|t| t.millis()),
+                    now,
+                    id
+                ],
+            )?;
+            if let (true, Some(w)) = (disable_webhook, webhook) {
+                tx.execute(
+                    "UPDATE webhooks SET disabled_at = ?1, disabled_reason = ?2 WHERE id = ?3",
+                    params![now, "the receiver answered 410 Gone", w],
+                )?;
+                tx.execute(
+                    "UPDATE deliveries SET status = 'failed', last_error = 'the subscription was disabled (410 Gone)', \
+                     next_attempt_at = NULL WHERE webhook_id = ?1 AND status = 'pending'",
+                    [&w],
+                )?;
+            }
+            tx.commit()
         })
         .await
     }

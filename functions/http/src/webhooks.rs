@@ -1,0 +1,113 @@
+//! `/v2/webhooks`: a user's subscriptions to job and task events, and their deliveries.
+
+use crate::auth::AuthUser;
+use crate::error::HttpResult;
+use crate::ApiState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use runconvert_core::webhooks::{parse_events, Webhook};
+use runconvert_core::{new_id, ApiError, Timestamp};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v2/webhooks", get(list).post(create))
+        .route("/v2/webhooks/{id}", delete(remove))
+        .route("/v2/webhooks/{id}/deliveries", get(deliveries))
+}
+
+/// A signing secret: `whsec_` and 32 random bytes in hex.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    format!("whsec_{}", hex::encode(bytes))
+}
+
+fn invalid(field: &str, msg: impl Into<String>) -> ApiError {
+    let mut errors = BTreeMap::new();
+    errors.insert(field.to_string(), vec![msg.into()]);
+    ApiError::invalid_fields(errors)
+}
+
+fn shown(h: &Webhook) -> Value {
+    serde_json::to_value(h).expect("a webhook serialises")
+}
+
+async fn create(
+    State(state): State<Arc<ApiState>>,
+    AuthUser(user): AuthUser,
+    body: Bytes,
+) -> HttpResult<impl IntoResponse> {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
+    if let Some(k) = obj.keys().find(|k| !["endpoint_url", "events"].contains(&k.as_str())) {
+        return Err(invalid(k, "unknown field (a webhook takes `endpoint_url` and `events`)").into());
+    }
+    let url = match obj.get("endpoint_url") {
+        Some(Value::String(u)) if u.len() <= 2048 => u.trim().to_string(),
+        Some(_) => return Err(invalid("endpoint_url", "must be an http:// or https:// URL").into()),
+        None => return Err(invalid("endpoint_url", "is required").into()),
+    };
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(invalid("endpoint_url", "must be an http:// or https:// URL").into());
+    }
+    if let Err(why) = state.guard.check_url(&url).await {
+        return Err(invalid("endpoint_url", why).into());
+    }
+    let events = parse_events(obj.get("events").unwrap_or(&Value::Null)).map_err(|e| invalid("events", e))?;
+    let hook = Webhook {
+        id: new_id(),
+        user_id: user.id,
+        endpoint_url: url,
+        events,
+        created_at: Timestamp::now(),
+        disabled_at: None,
+        disabled_reason: None,
+        secret: new_secret(),
+    };
+    state.webhooks.create_webhook(&hook).await?;
+    let mut data = shown(&hook);
+    // The only time the secret is shown.
+    data["signing_secret"] = hook.secret.clone().into();
+    Ok((StatusCode::CREATED, Json(json!({ "data": data }))))
+}
+
+async fn list(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> HttpResult<Json<Value>> {
+    let hooks = state.webhooks.list_webhooks(&user.id).await?;
+    Ok(Json(json!({"data": hooks.iter().map(shown).collect::<Vec<_>>()})))
+}
+
+async fn remove(
+    State(state): State<Arc<ApiState>>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> HttpResult<StatusCode> {
+    if state.webhooks.delete_webhook(&user.id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("webhook").into())
+    }
+}
+
+async fn deliveries(
+    State(state): State<Arc<ApiState>>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> HttpResult<Json<Value>> {
+    let list = state
+        .webhooks
+        .list_deliveries(&user.id, &id, 100)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    Ok(Json(json!({ "data": list })))
+}
