@@ -151,6 +151,24 @@ async fn no_hostile_address_form_reaches_loopback_through_any_caller() {
             }
         }
     }
+    // Webhooks: a subscription's endpoint and a job's webhook_url are refused when created.
+    for host in URL_HOSTS {
+        let url = format!("http://{host}:{}/hook", canary.port);
+        let (status, err) = s
+            .post(
+                "/v2/webhooks",
+                &json!({"endpoint_url": url, "events": ["job.finished"]}),
+            )
+            .await;
+        if status != 400 || !err["errors"]["endpoint_url"].is_array() {
+            wrong.push(format!("webhook {url}: {status} {err}"));
+        }
+        let job = json!({"webhook_url": url, "tasks": {"t": {"operation": "import/base64", "file": "aGk=", "filename": "a.txt"}}});
+        let (status, err) = s.post("/v2/process/jobs", &job).await;
+        if status != 400 || !err["errors"]["webhook_url"].is_array() {
+            wrong.push(format!("job webhook_url {url}: {status} {err}"));
+        }
+    }
     assert!(wrong.is_empty(), "not refused by the guard:\n{}", wrong.join("\n"));
     assert_eq!(canary.hits(), 0, "a connection reached the canary");
 

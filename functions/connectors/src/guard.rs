@@ -118,9 +118,18 @@ impl runconvert_core::ports::OutboundGuard for Guard {
         let parsed = url::Url::parse(url.trim()).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
         Guard::check_url(self, &parsed).map_err(|r| r.0)?;
         if let Some(url::Host::Domain(host)) = parsed.host() {
-            self.resolve(host, parsed.port_or_known_default().unwrap_or(443))
-                .await
-                .map_err(|r| r.0)?;
+            // A name that does not resolve yet is let through (its deliveries are retried
+            // and checked again); one that resolves only to inner addresses is not.
+            let port = parsed.port_or_known_default().unwrap_or(443);
+            if let Ok(addrs) = tokio::net::lookup_host((host, port)).await {
+                let addrs: Vec<SocketAddr> = addrs.collect();
+                if !addrs.is_empty() && addrs.iter().all(|a| self.check_ip(a.ip()).is_err()) {
+                    return Err(self
+                        .check_ip(addrs[0].ip())
+                        .map_err(|r| format!("{host} resolves to {}", r.0))
+                        .unwrap_err());
+                }
+            }
         }
         Ok(())
     }

@@ -35,6 +35,11 @@ fn invalid(field: &str, msg: impl Into<String>) -> ApiError {
     ApiError::invalid_fields(errors)
 }
 
+fn is_http(url: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
 fn shown(h: &Webhook) -> Value {
     serde_json::to_value(h).expect("a webhook serialises")
 }
@@ -52,19 +57,34 @@ async fn create(
     if let Some(k) = obj.keys().find(|k| !["endpoint_url", "events"].contains(&k.as_str())) {
         return Err(invalid(k, "unknown field (a webhook takes `endpoint_url` and `events`)").into());
     }
+    let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut fail = |field: &str, msg: String| errors.entry(field.to_string()).or_default().push(msg);
     let url = match obj.get("endpoint_url") {
-        Some(Value::String(u)) if u.len() <= 2048 => u.trim().to_string(),
-        Some(_) => return Err(invalid("endpoint_url", "must be an http:// or https:// URL").into()),
-        None => return Err(invalid("endpoint_url", "is required").into()),
+        Some(Value::String(u)) if u.len() <= 2048 && is_http(u) => Some(u.trim().to_string()),
+        Some(_) => {
+            fail("endpoint_url", "must be an http:// or https:// URL".into());
+            None
+        }
+        None => {
+            fail("endpoint_url", "is required".into());
+            None
+        }
     };
-    let lower = url.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return Err(invalid("endpoint_url", "must be an http:// or https:// URL").into());
+    if let Some(u) = &url {
+        if let Err(why) = state.guard.check_url(u).await {
+            fail("endpoint_url", why);
+        }
     }
-    if let Err(why) = state.guard.check_url(&url).await {
-        return Err(invalid("endpoint_url", why).into());
-    }
-    let events = parse_events(obj.get("events").unwrap_or(&Value::Null)).map_err(|e| invalid("events", e))?;
+    let events = match parse_events(obj.get("events").unwrap_or(&Value::Null)) {
+        Ok(e) => e,
+        Err(e) => {
+            fail("events", e);
+            Vec::new()
+        }
+    };
+    let Some(url) = url.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::invalid_fields(errors).into());
+    };
     let hook = Webhook {
         id: new_id(),
         user_id: user.id,

@@ -428,6 +428,9 @@ async fn sweep_expired(jobs: Arc<store::SqliteStore>, files: Arc<files::DiskFile
             }
             Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
         }
+        if let Err(e) = jobs.prune_outbox(cutoff).await {
+            tracing::warn!(error = %e, "could not prune the webhook outbox");
+        }
         tokio::time::sleep(every).await;
     }
 }

@@ -917,6 +917,25 @@ impl SqliteStore {
         .await
     }
 
+    /// Forgets deliveries that ended (delivered or given up) before `before`, and events
+    /// older than that with nothing left pending.
+    pub async fn prune_outbox(&self, before: Timestamp) -> PortResult<()> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM deliveries WHERE status != 'pending' AND created_at < ?1",
+                [before.millis()],
+            )?;
+            tx.execute(
+                "DELETE FROM events WHERE created_at < ?1 AND NOT EXISTS \
+                 (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)",
+                [before.millis()],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
     /// When the next pending delivery is due, if any.
     pub async fn next_delivery_due(&self) -> PortResult<Option<Timestamp>> {
         self.with(|c| {
