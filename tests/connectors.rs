@@ -206,7 +206,8 @@ async fn credentials_are_sealed_while_a_task_waits_and_survive_a_restart() {
     let job = s
         .create_job(json!({"tasks": {
             "up": {"operation": "import/upload"},
-            "out": merged(json!({"operation": "export/s3", "input": "up", "key": format!("{run}/b.jpg")}),
+            "out": merged(json!({"operation": "export/s3", "input": "up", "key": format!("{run}/b.jpg"),
+                                 "acl": "public-read", "content_type": "image/x-test"}),
                           st.s3_fields("rc-out")),
         }}))
         .await;
@@ -217,6 +218,25 @@ async fn credentials_are_sealed_while_a_task_waits_and_survive_a_restart() {
     let done = s.wait_job(job["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "completed", "{done:#}");
     assert_eq!(stores::get(&st.s3("rc-out"), &format!("{run}/b.jpg")).await, photo);
+    // The canned ACL and the content type were applied.
+    let acl = stores::s3_get_acl(&st, "rc-out", &format!("{run}/b.jpg")).await;
+    assert!(
+        acl.contains("http://acs.amazonaws.com/groups/global/AllUsers") && acl.contains("READ"),
+        "{acl}"
+    );
+    let head = {
+        use object_store::ObjectStoreExt;
+        st.s3("rc-out")
+            .get(&object_store::path::Path::from(format!("{run}/b.jpg")))
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        head.attributes
+            .get(&object_store::Attribute::ContentType)
+            .map(|v| v.to_string()),
+        Some("image/x-test".to_string())
+    );
 }
 
 /// Peak resident memory of a process, from /proc.

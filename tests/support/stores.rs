@@ -150,3 +150,38 @@ pub async fn list(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
     keys.sort();
     keys
 }
+
+/// An S3 object's ACL document (GET ?acl, signed with SigV4).
+pub async fn s3_get_acl(st: &Stores, bucket: &str, key: &str) -> String {
+    use runconvert_connectors::sigv4;
+    let base = url::Url::parse(&st.s3_endpoint).unwrap();
+    let host = format!("{}:{}", base.host_str().unwrap(), base.port().unwrap());
+    let path = format!("/{bucket}/{}", sigv4::uri_encode(key, true));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let creds = sigv4::Credentials {
+        access_key_id: S3_ACCESS_KEY,
+        secret_access_key: S3_SECRET,
+        session_token: None,
+    };
+    let headers = sigv4::sign_request(
+        "GET",
+        &path,
+        "acl=",
+        &[("host", host)],
+        sigv4::EMPTY_SHA256,
+        "us-east-1",
+        "s3",
+        &creds,
+        now,
+    );
+    let mut req = reqwest::Client::new().get(format!("{}{path}?acl", st.s3_endpoint));
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert!(resp.status().is_success(), "GET ?acl: {}", resp.status());
+    resp.text().await.unwrap()
+}

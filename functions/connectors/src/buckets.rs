@@ -640,7 +640,89 @@ pub async fn export_s3(
     )
     .await?;
     let sel = selector("key", o.key.as_deref(), "key_prefix", o.key_prefix.as_deref())?;
-    remote.export(sel, files, o.content_type.as_deref(), progress).await
+    let keys = remote.export(sel, files, o.content_type.as_deref(), progress).await?;
+    if let Some(acl) = &o.acl {
+        // object_store sets no ACL: one signed PUT ?acl per object.
+        for key in &keys {
+            put_object_acl(o, guard, limits, key, acl).await.map_err(|m| {
+                TaskError::new(
+                    codes::UPLOAD_FAILED,
+                    scrub(&m, &[&o.access_key_id, &o.secret_access_key]),
+                )
+            })?;
+        }
+    }
+    Ok(keys)
+}
+
+/// PUT /bucket/key?acl with `x-amz-acl`, signed with SigV4.
+async fn put_object_acl(
+    o: &ExportS3,
+    guard: Guard,
+    limits: &TransferLimits,
+    key: &str,
+    acl: &str,
+) -> Result<(), String> {
+    use crate::sigv4;
+    let base = o
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", o.region));
+    let base = url::Url::parse(base.trim()).map_err(|e| format!("endpoint: {e}"))?;
+    let host = match base.port() {
+        Some(p) => format!("{}:{p}", base.host_str().unwrap_or_default()),
+        None => base.host_str().unwrap_or_default().to_string(),
+    };
+    let prefix = base.path().trim_end_matches('/');
+    let path = format!(
+        "{prefix}/{}/{}",
+        sigv4::uri_encode(&o.bucket, false),
+        sigv4::uri_encode(key, true)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let creds = sigv4::Credentials {
+        access_key_id: &o.access_key_id,
+        secret_access_key: &o.secret_access_key,
+        session_token: o.session_token.as_deref(),
+    };
+    let signed = sigv4::sign_request(
+        "PUT",
+        &path,
+        "acl=",
+        &[("host", host), ("x-amz-acl", acl.to_string())],
+        sigv4::EMPTY_SHA256,
+        &o.region,
+        "s3",
+        &creds,
+        now,
+    );
+    let client = guard
+        .http_client()
+        .connect_timeout(limits.connect_timeout)
+        .read_timeout(limits.read_timeout)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut url = base.clone();
+    url.set_path(&path);
+    url.set_query(Some("acl"));
+    let mut req = client.put(url).header("x-amz-acl", acl);
+    for (k, v) in signed {
+        req = req.header(k, v);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("setting the ACL of {key:?} failed: {e}"))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let code = service_code_in(&body).unwrap_or_default();
+    Err(format!("setting the ACL of {key:?} failed: HTTP {status} {code}"))
 }
 
 pub async fn import_gcs(

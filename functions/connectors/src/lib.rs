@@ -6,6 +6,7 @@ pub mod capture;
 pub mod guard;
 pub mod http_import;
 pub mod sftp;
+pub mod sigv4;
 pub mod transfer;
 pub mod webhook;
 

@@ -357,6 +357,17 @@ fn check_operation_fields(field: &str, op: &Operation, limits: &Limits, errs: &m
     }
 }
 
+/// The canned ACLs S3 takes in `x-amz-acl`.
+pub const S3_CANNED_ACLS: &[&str] = &[
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+];
+
 /// import/export to S3, Google Cloud Storage, Azure Blob and SFTP: what can be checked
 /// before connecting (the addresses are checked by the guard when the task runs).
 fn check_connector_fields(field: &str, op: &Operation, errs: &mut Errors) {
@@ -381,6 +392,12 @@ fn check_connector_fields(field: &str, op: &Operation, errs: &mut Errors) {
         }
         Operation::ExportS3(o) => {
             one_of(("key", o.key.is_some()), ("key_prefix", o.key_prefix.is_some()));
+            if let Some(acl) = o.acl.as_deref().filter(|a| !S3_CANNED_ACLS.contains(a)) {
+                errs.add(
+                    format!("{field}.acl"),
+                    format!("{acl:?} is not an S3 canned ACL ({})", S3_CANNED_ACLS.join(", ")),
+                );
+            }
             (
                 vec![("key", &o.key), ("key_prefix", &o.key_prefix)],
                 o.endpoint.as_ref(),
