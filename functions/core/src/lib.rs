@@ -17,6 +17,7 @@ pub mod names;
 pub mod ops;
 pub mod planner;
 pub mod ports;
+pub mod secrets;
 pub mod timestamp;
 pub mod validate;
 pub mod webhooks;

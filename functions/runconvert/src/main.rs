@@ -230,7 +230,7 @@ fn main() -> ExitCode {
 
 fn open_store(data_dir: &Path) -> Result<store::SqliteStore, String> {
     std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-    let sealer = store::Sealer::new(secrets_key(&signing_key(data_dir)?));
+    let sealer = runconvert_core::secrets::Sealer::new(secrets_key(&signing_key(data_dir)?));
     store::SqliteStore::open(&data_dir.join("runconvert.db"), sealer).map_err(|e| e.to_string())
 }
 

@@ -8,6 +8,7 @@ use runconvert_core::model::{Job, JobStatus, Task, TaskResult, TaskStatus, User}
 use runconvert_core::ports::{
     Event, EventName, JobFilter, JobStore, KeyStore, PortError, PortResult, TaskFilter, TaskTransition, WebhookStore,
 };
+use runconvert_core::secrets::Sealer;
 use runconvert_core::webhooks::{self, Delivery, DeliveryStatus, Webhook};
 use runconvert_core::{new_id, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -112,52 +113,6 @@ pub struct SqliteStore {
     sealer: Arc<Sealer>,
 }
 
-/// Seals the credentials of tasks (import/s3 keys, SFTP passwords...) before they are
-/// written: the `payload` column holds the fields with secrets redacted, the `secrets`
-/// column the secret fields encrypted with XChaCha20-Poly1305 under a key of this server
-/// (derived from its signing key), so a copy of the database alone reveals none. They are
-/// erased when the task ends.
-pub struct Sealer {
-    cipher: chacha20poly1305::XChaCha20Poly1305,
-}
-
-impl Sealer {
-    pub fn new(key: [u8; 32]) -> Self {
-        use chacha20poly1305::KeyInit;
-        Sealer {
-            cipher: chacha20poly1305::XChaCha20Poly1305::new(&key.into()),
-        }
-    }
-
-    fn seal(&self, plain: &[u8]) -> String {
-        use base64::Engine as _;
-        use chacha20poly1305::aead::{Aead, AeadCore, OsRng};
-        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let sealed = self
-            .cipher
-            .encrypt(&nonce, plain)
-            .expect("sealing in memory cannot fail");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        base64::engine::general_purpose::STANDARD.encode(out)
-    }
-
-    fn open(&self, sealed: &str) -> Result<Vec<u8>, String> {
-        use base64::Engine as _;
-        use chacha20poly1305::aead::Aead;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(sealed)
-            .map_err(|e| format!("sealed secrets: {e}"))?;
-        if raw.len() < 24 {
-            return Err("sealed secrets are too short".into());
-        }
-        let (nonce, body) = raw.split_at(24);
-        self.cipher
-            .decrypt(nonce.into(), body)
-            .map_err(|_| "sealed secrets do not open with this server's key".to_string())
-    }
-}
-
 /// Writes `event` to the outbox and a pending delivery for each subscription of the
 /// job's owner that wants it, and for the job's own webhook URL (`job_url`: URL and sealed
 /// secret) when the event is one it gets. Called inside the transaction of the change.
@@ -217,23 +172,6 @@ fn record_event(tx: &Connection, event: &Event, job_url: Option<(&str, &str)>, n
     Ok(())
 }
 
-/// A task's stored payload (secrets redacted) and its sealed secrets, if it has any.
-fn stored_task(t: &Task, sealer: &Sealer) -> (String, Option<String>) {
-    let mut payload = t.stored_payload();
-    let fields = payload["fields"].as_object_mut().expect("stored payload has fields");
-    let mut secrets = serde_json::Map::new();
-    for name in t.operation.secret_fields() {
-        if let Some(v) = fields.get_mut(*name) {
-            if !v.is_null() {
-                secrets.insert(name.to_string(), v.take());
-                *v = serde_json::Value::String(runconvert_core::ops::REDACTED.to_string());
-            }
-        }
-    }
-    let sealed = (!secrets.is_empty()).then(|| sealer.seal(serde_json::Value::Object(secrets).to_string().as_bytes()));
-    (payload.to_string(), sealed)
-}
-
 fn err(e: impl std::fmt::Display) -> PortError {
     PortError::new(format!("database: {e}"))
 }
@@ -252,12 +190,7 @@ fn task_from_row(row: &Row, sealer: &Sealer) -> rusqlite::Result<Task> {
     let mut payload: serde_json::Value = serde_json::from_str(&payload).map_err(|e| conv(3, e.to_string()))?;
     let sealed: Option<String> = row.get(15)?;
     if let Some(sealed) = sealed {
-        let plain = sealer.open(&sealed).map_err(|e| conv(15, e))?;
-        let secrets: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&plain).map_err(|e| conv(15, e.to_string()))?;
-        if let Some(fields) = payload["fields"].as_object_mut() {
-            fields.extend(secrets);
-        }
+        runconvert_core::secrets::merge_secrets(&mut payload, &sealed, sealer).map_err(|e| conv(15, e))?;
     }
     let (operation, input, ignore_error, timeout) = Task::parse_stored_payload(&payload).map_err(|e| conv(3, e))?;
     let depends: String = row.get(4)?;
@@ -461,7 +394,11 @@ impl KeyStore for SqliteStore {
 impl JobStore for SqliteStore {
     async fn create_job(&self, job: &Job) -> PortResult<()> {
         let job = job.clone();
-        let stored: Vec<(String, Option<String>)> = job.tasks.iter().map(|t| stored_task(t, &self.sealer)).collect();
+        let stored: Vec<(String, Option<String>)> = job
+            .tasks
+            .iter()
+            .map(|t| runconvert_core::secrets::stored_task(t, &self.sealer))
+            .collect();
         let sealed_job_secret = job.webhook_secret.as_ref().map(|s| self.sealer.seal(s.as_bytes()));
         let now = Timestamp::now().millis();
         self.with(move |c| {
