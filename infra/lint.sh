@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Offline checks of the AWS deployment files (no AWS account, no network but the package
-# registries for the first install):
-#   cfn-lint template.yaml                        CloudFormation + SAM transform rules
-#   sam validate --lint                           the SAM CLI's own lint of the template
-#   asl-validator statemachine/job.asl.json       Amazon States Language schema + paths
+# Offline checks of the AWS deployment files: no AWS account and no network are needed
+# once the tools are installed (the first run installs them from PyPI and npm).
 #
 #   bash infra/lint.sh
 #
+#   1. cfn-lint template.yaml                   CloudFormation/SAM schemas and rules
+#   2. sam validate --lint --region us-east-1   the SAM CLI's lint (cfn-lint inside sam)
+#   3. sam validate --region us-east-1          the SAM translator itself (what CloudFormation
+#                                               runs at deploy: policy templates, events, ...)
+#   4. cfn-lint on the translated template, with statemachine/job.asl.json inlined as the
+#      state machine's Definition: the rules that only see plain CloudFormation resources,
+#      such as E3004 circular dependencies (cfn-lint skips AWS::Serverless::* resources
+#      there) and E3601 on the definition; plus a check that the ${...} names of the
+#      definition and the template's DefinitionSubstitutions are the same set
+#   5. asl-validator --json-path statemachine/job.asl.json
+#      (it accepts the ${...} placeholders as they are, in Resource fields too)
+#
 # Tools are installed once, only when missing, under target/test-services/:
 #   lint-venv/  a Python venv with cfn-lint and aws-sam-cli
-#   node/       asl-validator (npm; the same prefix tests/services.sh uses for azurite)
-# The venv is kept apart from tests/services.sh's venv/ (moto): aws-sam-cli pins older
+#   node/       asl-validator (npm; the prefix tests/services.sh also uses for azurite)
+# The venv is kept apart from tests/services.sh's venv/: aws-sam-cli pins older
 # boto3/botocore/pydantic/click than moto's, and that venv runs the moto server the tests
 # talk to. RC_LINT_VENV overrides the location.
 set -euo pipefail
@@ -19,20 +28,17 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=$ROOT/target/test-services
 VENV=${RC_LINT_VENV:-$STATE/lint-venv}
 NODE_PREFIX=$STATE/node
-TEMPLATE=$ROOT/template.yaml
-ASL=$ROOT/statemachine/job.asl.json
+ASL_VALIDATOR=$NODE_PREFIX/node_modules/.bin/asl-validator
 
 log() { printf '[lint] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[ -f "$TEMPLATE" ] || die "missing $TEMPLATE"
-[ -f "$ASL" ] || die "missing $ASL"
+cd "$ROOT"
+[ -f template.yaml ] || die "missing $ROOT/template.yaml"
+[ -f statemachine/job.asl.json ] || die "missing $ROOT/statemachine/job.asl.json"
 
 # --- tools ---------------------------------------------------------------------------------
-install_python_tools() {
-  if [ -x "$VENV/bin/cfn-lint" ] && [ -x "$VENV/bin/sam" ]; then
-    return 0
-  fi
+if [ ! -x "$VENV/bin/cfn-lint" ] || [ ! -x "$VENV/bin/sam" ]; then
   command -v python3 >/dev/null || die "python3 is needed"
   if [ ! -x "$VENV/bin/python" ]; then
     log "python3 -m venv $VENV"
@@ -41,71 +47,110 @@ install_python_tools() {
   log "pip install cfn-lint aws-sam-cli into $VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check cfn-lint aws-sam-cli >&2
   [ -x "$VENV/bin/cfn-lint" ] && [ -x "$VENV/bin/sam" ] || die "cfn-lint or sam missing after pip install"
-}
-
-install_node_tools() {
-  if [ -x "$NODE_PREFIX/node_modules/.bin/asl-validator" ]; then
-    return 0
-  fi
+fi
+if [ ! -x "$ASL_VALIDATOR" ]; then
   command -v npm >/dev/null || die "npm is needed (apt-get install npm)"
   log "npm install asl-validator into $NODE_PREFIX"
   mkdir -p "$NODE_PREFIX"
   npm install --prefix "$NODE_PREFIX" --no-audit --no-fund --no-update-notifier \
     --loglevel=error asl-validator >&2
-  [ -x "$NODE_PREFIX/node_modules/.bin/asl-validator" ] || die "asl-validator missing after npm install"
-}
-
-install_python_tools
-install_node_tools
+  [ -x "$ASL_VALIDATOR" ] || die "asl-validator missing after npm install"
+fi
 
 # --- offline environment -------------------------------------------------------------------
-# Fake credentials and a fixed region: nothing below calls AWS, but boto3 sessions are
-# created on the way. No telemetry, no update check.
+# Fake credentials and a fixed region: nothing below calls AWS (sam validate builds a boto3
+# session on the way, and would ask IAM only for AWS managed policies named by name; step 4
+# refuses those). No telemetry. SAM CLI checks PyPI for a newer release once a week from
+# every command, with no switch to turn that off: its state folder is kept here, with the
+# last check stamped "now" before each run, so it never becomes due.
 export AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
 export AWS_EC2_METADATA_DISABLED=true
 export SAM_CLI_TELEMETRY=0
-export SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
-# sam reads and writes its config (telemetry id, update-check stamp) under this folder.
-export SAM_CLI_CONFIG_DIR=${SAM_CLI_CONFIG_DIR:-$STATE/sam-config}
-mkdir -p "$SAM_CLI_CONFIG_DIR"
+export __SAM_CLI_APP_DIR=$STATE/sam-cli
+mkdir -p "$__SAM_CLI_APP_DIR"
+"$VENV/bin/python" - "$__SAM_CLI_APP_DIR/metadata.json" <<'PY'
+import json, os, sys, time
+path = sys.argv[1]
+try:
+    meta = json.load(open(path, encoding="utf-8"))
+except (OSError, ValueError):
+    meta = {}
+meta["lastVersionCheck"] = time.time()
+meta["telemetryEnabled"] = False
+json.dump(meta, open(path, "w", encoding="utf-8"), indent=4)
+PY
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-cd "$ROOT"
+version() { "$@" 2>&1 | head -n1; }
 
 # --- 1. cfn-lint ---------------------------------------------------------------------------
-log "cfn-lint $("$VENV/bin/cfn-lint" --version 2>&1 | awk '{print $NF}'): cfn-lint template.yaml"
-"$VENV/bin/cfn-lint" template.yaml || die "cfn-lint failed"
+log "1/5 $(version "$VENV/bin/cfn-lint" --version): cfn-lint template.yaml"
+"$VENV/bin/cfn-lint" template.yaml || die "cfn-lint template.yaml failed"
 
 # --- 2. sam validate --lint ----------------------------------------------------------------
-log "$("$VENV/bin/sam" --version): sam validate --lint --region us-east-1"
-"$VENV/bin/sam" validate --lint --region us-east-1 --template-file template.yaml \
-  || die "sam validate --lint failed"
+log "2/5 $(version "$VENV/bin/sam" --version): sam validate --lint --region us-east-1"
+"$VENV/bin/sam" validate --lint --region us-east-1 || die "sam validate --lint failed"
 
-# --- 3. asl-validator ----------------------------------------------------------------------
-# DefinitionSubstitutions (${Name}) are filled in by SAM at deploy time; the validator checks
-# Resource fields against the ARN pattern, so a copy gets dummy values of the right shapes.
-asl_copy=$tmp/job.asl.json
-"$VENV/bin/python" - "$ASL" "$asl_copy" <<'PY'
+# --- 3. sam validate (translator) ----------------------------------------------------------
+log "3/5 sam validate --region us-east-1"
+"$VENV/bin/sam" validate --region us-east-1 || die "sam validate failed"
+
+# --- 4. translated template ----------------------------------------------------------------
+log "4/5 SAM-translated template with the definition inlined: cfn-lint + substitution names"
+"$VENV/bin/python" - template.yaml "$tmp/translated.json" <<'PY' || die "translation or substitution check failed"
 import json, re, sys
+from samcli.yamlhelper import yaml_parse
+from samcli.lib.translate.sam_template_validator import SamTemplateValidator
+
+class NoManagedPolicies:
+    def load(self):
+        sys.exit("[lint] the template names an AWS managed policy: its ARN would be looked up in IAM")
+
 src, dst = sys.argv[1], sys.argv[2]
-text = open(src, encoding="utf-8").read()
-def dummy(m):
-    name = m.group(1)
-    if name.endswith("FunctionArn"):
-        return "arn:aws:lambda:us-east-1:123456789012:function:" + name[: -len("Arn")]
-    if name.endswith("QueueUrl"):
-        return "https://sqs.us-east-1.amazonaws.com/123456789012/" + name[: -len("Url")]
-    sys.exit(f"no dummy value for substitution ${{{name}}}")
-out = re.sub(r"\$\{([A-Za-z0-9_]+)\}", dummy, text)
-json.loads(out)  # still JSON
-open(dst, "w", encoding="utf-8").write(out)
+template = yaml_parse(open(src, encoding="utf-8").read())
+machines = {
+    name: res["Properties"]
+    for name, res in template.get("Resources", {}).items()
+    if res.get("Type") == "AWS::Serverless::StateMachine"
+}
+definitions = {}
+ok = True
+for name, props in machines.items():
+    text = open(props["DefinitionUri"], encoding="utf-8").read()
+    definitions[name] = json.loads(text)
+    used = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text))
+    given = set(props.get("DefinitionSubstitutions", {}))
+    for missing in sorted(used - given):
+        print(f"[lint] {name}: ${{{missing}}} in {props['DefinitionUri']} has no DefinitionSubstitutions entry", file=sys.stderr)
+        ok = False
+    for unused in sorted(given - used):
+        print(f"[lint] {name}: DefinitionSubstitutions.{unused} is not used in {props['DefinitionUri']}", file=sys.stderr)
+        ok = False
+if not ok:
+    sys.exit(1)
+
+translated = yaml_parse(
+    SamTemplateValidator(template, NoManagedPolicies(), region="us-east-1").get_translated_template_if_valid()
+)
+for name, definition in definitions.items():
+    props = translated["Resources"][name]["Properties"]
+    props.pop("DefinitionS3Location", None)
+    props["Definition"] = definition
+json.dump(translated, open(dst, "w", encoding="utf-8"), indent=1)
 PY
+# W3037 (unknown IAM action) is ignored here only: SAM's own SQSPollerPolicy template grants
+# sqs:ChangeMessageVisibilityBatch and sqs:DeleteMessageBatch, which IAM does not list (the
+# batch calls are authorized by the single-message actions). Step 1 checks template.yaml
+# with every rule.
+"$VENV/bin/cfn-lint" --ignore-checks W3037 -- "$tmp/translated.json" \
+  || die "cfn-lint on the translated template failed"
+
+# --- 5. asl-validator ----------------------------------------------------------------------
 asl_version=$(node -p "require('$NODE_PREFIX/node_modules/asl-validator/package.json').version")
-log "asl-validator $asl_version: asl-validator --json-path statemachine/job.asl.json (substituted copy)"
-"$NODE_PREFIX/node_modules/.bin/asl-validator" --json-path "$asl_copy" \
-  || die "asl-validator failed"
+log "5/5 asl-validator $asl_version: asl-validator --json-path statemachine/job.asl.json"
+"$ASL_VALIDATOR" --json-path statemachine/job.asl.json || die "asl-validator failed"
 
 log "all passed"

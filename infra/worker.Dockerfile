@@ -7,15 +7,14 @@
 FROM docker.io/library/rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p runconvert
+RUN cargo build --release --locked -p runconvert-aws --bin worker
 
 FROM docker.io/library/debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates poppler-utils tesseract-ocr tesseract-ocr-eng ffmpeg \
-      libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui \
+      libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui python3-uno chromium \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/runconvert /usr/local/bin/runconvert
-# The worker entry point (a binary over the runconvert-worker crate, run by Lambda)
-# arrives with the AWS deployment; until then the image runs the one-shot commands.
-ENTRYPOINT ["/usr/local/bin/runconvert"]
+COPY --from=build /src/target/release/worker /usr/local/bin/runconvert-worker
+# The worker Lambda (functions/aws/src/bin/worker.rs) speaks the Lambda runtime API.
+ENTRYPOINT ["/usr/local/bin/runconvert-worker"]

@@ -52,6 +52,10 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The AWS deployment files, offline: cfn-lint, sam validate (--lint and the translator),
+# asl-validator on the state machine (installs the tools on first use).
+log "infra/lint.sh"
+bash infra/lint.sh
 log "cargo build"
 cargo build --workspace --all-targets --locked
 # The storage servers of the connector tests (moto, Azurite, the GCS emulator, sshd),

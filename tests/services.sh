@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The real storage servers that the connector tests talk to, all on 127.0.0.1:
-#   moto (S3; later DynamoDB, SQS, Step Functions)   port $RC_MOTO_PORT    (27001)
+#   moto (S3, DynamoDB, SQS, Step Functions)         port $RC_MOTO_PORT    (27001)
+#     started with MOTO_PORT=$RC_AWS_FRONT_PORT (27004): its Step Functions interpreter
+#     sends Lambda invocations there, to the AWS test harness (runconvert-aws-local)
 #   Azurite, blob service only (Azure Blob Storage)  port $RC_AZURITE_PORT (27002)
 #   tests/support/gcs_emulator.py (GCS XML API)      port $RC_GCS_PORT     (27003)
 #   OpenSSH sshd (SFTP)                              port $RC_SSHD_PORT    (27022)
@@ -9,6 +11,7 @@
 #                                   whatever is not already running and answering, create the
 #                                   buckets rc-in and rc-out in each store, print the env
 #   bash tests/services.sh stop     stop every server started here (safe when none runs)
+#   (service names after start/stop/status narrow them: `start moto`)
 #   bash tests/services.sh env      print the `export` lines the tests read
 #   bash tests/services.sh status   say which servers run and answer
 #
@@ -19,6 +22,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=$ROOT/target/test-services
 MOTO_PORT=${RC_MOTO_PORT:-27001}
+AWS_FRONT_PORT=${RC_AWS_FRONT_PORT:-27004}
 AZURITE_PORT=${RC_AZURITE_PORT:-27002}
 GCS_PORT=${RC_GCS_PORT:-27003}
 SSHD_PORT=${RC_SSHD_PORT:-27022}
@@ -262,7 +266,9 @@ start_moto() {
   if running moto; then log "moto already runs on $MOTO_PORT"; else
     install_moto
     prepare_start moto "$MOTO_PORT"
-    launch moto "$STATE/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+    # MOTO_PORT (moto's own setting) is where its Step Functions interpreter sends Lambda
+    # invocations and SQS calls: the AWS test harness's front listens there.
+    launch moto /usr/bin/env MOTO_PORT="$AWS_FRONT_PORT" "$STATE/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
     wait_for moto check_moto
     log "moto runs on 127.0.0.1:$MOTO_PORT"
   fi
@@ -401,6 +407,7 @@ print_env() {
     printf "export %s='%s'\n" \
       RUNCONVERT_TEST_S3_ENDPOINT "http://127.0.0.1:$MOTO_PORT" \
       RUNCONVERT_TEST_MOTO_PORT "$MOTO_PORT" \
+      RUNCONVERT_TEST_AWS_FRONT "127.0.0.1:$AWS_FRONT_PORT" \
       RUNCONVERT_TEST_AZURE_ENDPOINT "http://127.0.0.1:$AZURITE_PORT/{account}" \
       RUNCONVERT_TEST_AZURE_ACCOUNT "$AZURE_ACCOUNT" \
       RUNCONVERT_TEST_AZURE_KEY "$AZURE_KEY" \
@@ -415,7 +422,17 @@ print_env() {
 
 SERVICES=(moto azurite gcs sshd)
 
-case "${1:-}" in
+# Optional service names after the command narrow it (e.g. `start moto`).
+cmd=${1:-}
+shift || true
+if [ $# -gt 0 ]; then
+  for s in "$@"; do
+    case " ${SERVICES[*]} " in *" $s "*) ;; *) die "unknown service $s (${SERVICES[*]})" ;; esac
+  done
+  SERVICES=("$@")
+fi
+
+case "$cmd" in
   start)
     mkdir -p "$STATE"
     install_system_packages

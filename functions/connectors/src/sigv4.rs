@@ -105,6 +105,107 @@ pub fn sign_request(
     out
 }
 
+/// A presigned URL (query-string authentication) for `method` on `url`, valid for
+/// `expires_secs` from `unix_seconds`. `url`'s path must be URI-encoded already.
+pub fn presign_url(
+    method: &str,
+    url: &url::Url,
+    region: &str,
+    service: &str,
+    creds: &Credentials<'_>,
+    expires_secs: u64,
+    unix_seconds: i64,
+) -> String {
+    let (stamp, date) = amz_dates(unix_seconds);
+    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let host = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_string(),
+    };
+    let mut params: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    params.push(("X-Amz-Algorithm".into(), "AWS4-HMAC-SHA256".into()));
+    params.push(("X-Amz-Credential".into(), format!("{}/{scope}", creds.access_key_id)));
+    params.push(("X-Amz-Date".into(), stamp.clone()));
+    params.push(("X-Amz-Expires".into(), expires_secs.clamp(1, 604_800).to_string()));
+    params.push(("X-Amz-SignedHeaders".into(), "host".into()));
+    if let Some(t) = creds.session_token {
+        params.push(("X-Amz-Security-Token".into(), t.to_string()));
+    }
+    let mut encoded: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (uri_encode(k, false), uri_encode(v, false)))
+        .collect();
+    encoded.sort();
+    let query: Vec<String> = encoded.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let query = query.join("&");
+    let canonical = format!(
+        "{method}\n{}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD",
+        url.path()
+    );
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let key = signing_key(creds.secret_access_key, &date, region, service);
+    let signature = hex_hmac(&key, to_sign.as_bytes());
+    let mut out = url.clone();
+    out.set_query(Some(&format!("{query}&X-Amz-Signature={signature}")));
+    out.to_string()
+}
+
+/// The fields of an S3 browser upload form (POST Object with a SigV4-signed policy):
+/// the object key may be anything under `key_prefix` (`${filename}` is the uploaded
+/// file's name), at most `max_bytes` long; S3 answers 201 with an XML body.
+pub fn presigned_post_fields(
+    bucket: &str,
+    key_prefix: &str,
+    max_bytes: u64,
+    region: &str,
+    creds: &Credentials<'_>,
+    expires_unix: i64,
+    unix_seconds: i64,
+) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let (stamp, date) = amz_dates(unix_seconds);
+    let credential = format!("{}/{date}/{region}/s3/aws4_request", creds.access_key_id);
+    let expiration = time::OffsetDateTime::from_unix_timestamp(expires_unix)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut conditions = vec![
+        serde_json::json!({"bucket": bucket}),
+        serde_json::json!(["starts-with", "$key", key_prefix]),
+        serde_json::json!({"success_action_status": "201"}),
+        serde_json::json!(["content-length-range", 0, max_bytes]),
+        serde_json::json!({"x-amz-algorithm": "AWS4-HMAC-SHA256"}),
+        serde_json::json!({"x-amz-credential": credential}),
+        serde_json::json!({"x-amz-date": stamp}),
+    ];
+    if let Some(t) = creds.session_token {
+        conditions.push(serde_json::json!({"x-amz-security-token": t}));
+    }
+    let policy = serde_json::json!({"expiration": expiration, "conditions": conditions});
+    let policy = base64::engine::general_purpose::STANDARD.encode(policy.to_string());
+    let key = signing_key(creds.secret_access_key, &date, region, "s3");
+    let signature = hex_hmac(&key, policy.as_bytes());
+    let mut fields = vec![
+        ("key".to_string(), format!("{key_prefix}${{filename}}")),
+        ("success_action_status".into(), "201".into()),
+        ("x-amz-algorithm".into(), "AWS4-HMAC-SHA256".into()),
+        ("x-amz-credential".into(), credential),
+        ("x-amz-date".into(), stamp),
+    ];
+    if let Some(t) = creds.session_token {
+        fields.push(("x-amz-security-token".into(), t.to_string()));
+    }
+    fields.push(("policy".into(), policy));
+    fields.push(("x-amz-signature".into(), signature));
+    fields
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +244,22 @@ mod tests {
     fn encodes_like_s3() {
         assert_eq!(uri_encode("a b/c+d~", true), "a%20b/c%2Bd~");
         assert_eq!(uri_encode("a/b", false), "a%2Fb");
+    }
+
+    /// AWS's documented example of a presigned GET ("Example: Authenticating Requests:
+    /// Using Query Parameters").
+    #[test]
+    fn presigns_like_the_aws_example() {
+        let creds = Credentials {
+            access_key_id: "AKIAIOSFODNN7EXAMPLE",
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            session_token: None,
+        };
+        let url = url::Url::parse("https://examplebucket.s3.amazonaws.com/test.txt").unwrap();
+        let signed = presign_url("GET", &url, "us-east-1", "s3", &creds, 86400, 1_369_353_600);
+        assert!(
+            signed.ends_with("X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"),
+            "{signed}"
+        );
     }
 }

@@ -61,6 +61,26 @@ pub struct TaskTransition {
     pub result: Option<TaskResult>,
 }
 
+/// What a [`TaskTransition`] does to a task, for stores that rewrite the whole record.
+pub fn apply_transition(task: &mut Task, t: &TaskTransition) {
+    task.status = t.to;
+    task.code = t.code.clone();
+    task.message = t.message.clone();
+    if let Some(r) = &t.result {
+        task.result = Some(r.clone());
+    }
+    if t.to == TaskStatus::Processing {
+        task.started_at = Some(t.at);
+        task.attempts += 1;
+    }
+    if t.to.is_final() {
+        task.ended_at = Some(t.at);
+    }
+    if t.to == TaskStatus::Finished {
+        task.percent = 100;
+    }
+}
+
 /// Jobs and their tasks. Reads that take a `user_id` see only that user's records.
 #[async_trait]
 pub trait JobStore: Send + Sync {

@@ -6,7 +6,7 @@
 use crate::ports::{Event, EventName};
 use crate::Timestamp;
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 use std::time::Duration;
@@ -28,7 +28,7 @@ pub struct Webhook {
     pub secret: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     Pending,
@@ -56,7 +56,7 @@ impl DeliveryStatus {
 }
 
 /// One event sent (or to be sent) to one endpoint, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
     pub id: String,
     pub event_id: String,

@@ -1,0 +1,8 @@
+//! The API function: the same axum Router as the embedded server, run by lambda_http.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    runconvert_aws::init_tracing();
+    let aws = runconvert_aws::Aws::from_env().await?;
+    lambda_http::run(runconvert_http::api_router(aws.api_state())).await
+}

@@ -1,0 +1,758 @@
+//! The DynamoDB adapter: [`JobStore`], [`KeyStore`] and [`WebhookStore`] over one table.
+//!
+//! Single-table design (`pk`, `sk` strings; GSI `gsi1` on `gsi1pk`/`gsi1sk`, GSI `gsi2` on
+//! `gsi2pk`):
+//!
+//! | item | pk | sk | gsi1pk / gsi1sk | gsi2pk |
+//! |---|---|---|---|---|
+//! | job | `JOB#<id>` | `#JOB` | `USER#<user>#JOB` / `<created ms>#<id>` | |
+//! | task | `JOB#<job>` | `TASK#<position>` | `USER#<user>#TASK` / `<created ms>#<job>#<position>` | `TASK#<id>` |
+//! | API key | `KEY#<sha256>` | `#KEY` | | |
+//! | webhook | `USER#<user>` | `WEBHOOK#<id>` | | |
+//! | delivery | `WEBHOOK#<id>` | `DELIVERY#<ms>#<id>` | | |
+//!
+//! Jobs and tasks keep their fields as one JSON document (`data`) beside the attributes
+//! that conditions test (`status`); every state change is a conditional write on the
+//! status it expects, so a retried Lambda never applies a change twice.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::Client;
+use runconvert_core::model::{Job, JobStatus, Task, TaskResult, TaskStatus, User};
+use runconvert_core::ports::{
+    apply_transition, JobFilter, JobStore, KeyStore, PortError, PortResult, TaskFilter, TaskTransition, WebhookStore,
+};
+use runconvert_core::secrets::{merge_secrets, stored_task, Sealer};
+use runconvert_core::webhooks::{Delivery, Webhook};
+use runconvert_core::{new_id, Timestamp};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    sealer: Arc<Sealer>,
+    /// How long ended jobs and tasks are kept: their `expires_at` (the table's TTL).
+    retention_secs: i64,
+}
+
+fn err(e: impl std::fmt::Display) -> PortError {
+    PortError::new(format!("dynamodb: {e}"))
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn get_s(item: &Item, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn job_pk(id: &str) -> String {
+    format!("JOB#{id}")
+}
+
+fn ms(t: Option<Timestamp>) -> Value {
+    t.map(|t| json!(t.millis())).unwrap_or(Value::Null)
+}
+
+fn ts(v: &Value) -> Option<Timestamp> {
+    v.as_i64().map(Timestamp)
+}
+
+/// A conditional write that found another state: not an error, the change was not made.
+fn is_condition_failed<E: std::fmt::Debug>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
+    format!("{e:?}").contains("ConditionalCheckFailed")
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>, sealer: Sealer, retention: std::time::Duration) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            sealer: Arc::new(sealer),
+            retention_secs: retention.as_secs() as i64,
+        }
+    }
+
+    /// The TTL attribute: seconds since the epoch when DynamoDB may delete the item.
+    fn expiry(&self, ended: Timestamp) -> AttributeValue {
+        AttributeValue::N((ended.millis() / 1000 + self.retention_secs).to_string())
+    }
+
+    fn job_item(&self, job: &Job) -> Item {
+        let data = json!({
+            "id": job.id, "user_id": job.user_id, "tag": job.tag, "webhook_url": job.webhook_url,
+            "status": job.status.as_str(), "created_at": job.created_at.millis(),
+            "started_at": ms(job.started_at), "ended_at": ms(job.ended_at),
+        });
+        let mut item: Item = HashMap::from([
+            ("pk".into(), s(job_pk(&job.id))),
+            ("sk".into(), s("#JOB")),
+            ("kind".into(), s("job")),
+            ("user_id".into(), s(&job.user_id)),
+            ("status".into(), s(job.status.as_str())),
+            ("gsi1pk".into(), s(format!("USER#{}#JOB", job.user_id))),
+            (
+                "gsi1sk".into(),
+                s(format!("{:013}#{}", job.created_at.millis(), job.id)),
+            ),
+            ("data".into(), s(data.to_string())),
+        ]);
+        if let Some(e) = job.ended_at {
+            item.insert("ended_at".into(), AttributeValue::N(e.millis().to_string()));
+            item.insert("expires_at".into(), self.expiry(e));
+        }
+        if let Some(secret) = &job.webhook_secret {
+            item.insert("webhook_secret".into(), s(self.sealer.seal(secret.as_bytes())));
+        }
+        item
+    }
+
+    fn job_from_item(&self, item: &Item) -> PortResult<Job> {
+        let data: Value = serde_json::from_str(&get_s(item, "data").unwrap_or_default()).map_err(err)?;
+        let status = data["status"]
+            .as_str()
+            .and_then(JobStatus::parse)
+            .ok_or_else(|| err("bad job status"))?;
+        let webhook_secret = match get_s(item, "webhook_secret") {
+            Some(sealed) => Some(String::from_utf8(self.sealer.open(&sealed).map_err(err)?).map_err(err)?),
+            None => None,
+        };
+        Ok(Job {
+            id: data["id"].as_str().unwrap_or_default().to_string(),
+            user_id: data["user_id"].as_str().unwrap_or_default().to_string(),
+            tag: data["tag"].as_str().map(String::from),
+            webhook_url: data["webhook_url"].as_str().map(String::from),
+            webhook_secret,
+            status,
+            created_at: Timestamp(data["created_at"].as_i64().unwrap_or(0)),
+            started_at: ts(&data["started_at"]),
+            ended_at: ts(&data["ended_at"]),
+            tasks: Vec::new(),
+        })
+    }
+
+    fn task_item(&self, t: &Task, user_id: &str, position: usize) -> Item {
+        let (payload, sealed) = stored_task(t, &self.sealer);
+        let data = json!({
+            "id": t.id, "job_id": t.job_id, "name": t.name, "position": position,
+            "payload": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
+            "depends_on": t.depends_on_task_ids, "status": t.status.as_str(), "message": t.message,
+            "code": t.code, "percent": t.percent, "created_at": t.created_at.millis(),
+            "started_at": ms(t.started_at), "ended_at": ms(t.ended_at), "expires_at": ms(t.expires_at),
+            "attempts": t.attempts, "result": t.result,
+        });
+        let mut item: Item = HashMap::from([
+            ("pk".into(), s(job_pk(&t.job_id))),
+            ("sk".into(), s(format!("TASK#{position:04}"))),
+            ("kind".into(), s("task")),
+            ("user_id".into(), s(user_id)),
+            ("status".into(), s(t.status.as_str())),
+            ("gsi1pk".into(), s(format!("USER#{user_id}#TASK"))),
+            (
+                "gsi1sk".into(),
+                s(format!("{:013}#{}#{position:04}", t.created_at.millis(), t.job_id)),
+            ),
+            ("gsi2pk".into(), s(format!("TASK#{}", t.id))),
+            ("data".into(), s(data.to_string())),
+        ]);
+        if let Some(e) = t.ended_at {
+            item.insert("expires_at".into(), self.expiry(e));
+        }
+        // Credentials stay sealed only while the task may still run.
+        if let (Some(sealed), false) = (sealed, t.status.is_final()) {
+            item.insert("secrets".into(), s(sealed));
+        }
+        item
+    }
+
+    fn task_from_item(&self, item: &Item) -> PortResult<(Task, String, usize)> {
+        let data: Value = serde_json::from_str(&get_s(item, "data").unwrap_or_default()).map_err(err)?;
+        let mut payload = data["payload"].clone();
+        if let Some(sealed) = get_s(item, "secrets") {
+            merge_secrets(&mut payload, &sealed, &self.sealer).map_err(err)?;
+        }
+        let (operation, input, ignore_error, timeout) = Task::parse_stored_payload(&payload).map_err(err)?;
+        let status = data["status"]
+            .as_str()
+            .and_then(TaskStatus::parse)
+            .ok_or_else(|| err("bad task status"))?;
+        let result: Option<TaskResult> = serde_json::from_value(data["result"].clone()).map_err(err)?;
+        let task = Task {
+            id: data["id"].as_str().unwrap_or_default().to_string(),
+            job_id: data["job_id"].as_str().unwrap_or_default().to_string(),
+            name: data["name"].as_str().unwrap_or_default().to_string(),
+            operation,
+            input,
+            ignore_error,
+            timeout,
+            status,
+            message: data["message"].as_str().map(String::from),
+            code: data["code"].as_str().map(String::from),
+            percent: data["percent"].as_u64().unwrap_or(0).min(100) as u8,
+            depends_on_task_ids: serde_json::from_value(data["depends_on"].clone()).unwrap_or_default(),
+            created_at: Timestamp(data["created_at"].as_i64().unwrap_or(0)),
+            started_at: ts(&data["started_at"]),
+            ended_at: ts(&data["ended_at"]),
+            expires_at: ts(&data["expires_at"]),
+            attempts: data["attempts"].as_u64().unwrap_or(0) as u32,
+            result,
+        };
+        let user = get_s(item, "user_id").unwrap_or_default();
+        let position = data["position"].as_u64().unwrap_or(0) as usize;
+        Ok((task, user, position))
+    }
+
+    /// Every item of a query, following pages.
+    async fn query_all(
+        &self,
+        index: Option<&str>,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+        forward: bool,
+    ) -> PortResult<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(condition)
+                .scan_index_forward(forward)
+                .set_exclusive_start_key(start.take());
+            if let Some(i) = index {
+                q = q.index_name(i);
+            }
+            for (k, v) in &values {
+                q = q.expression_attribute_values(*k, v.clone());
+            }
+            let page = q.send().await.map_err(err)?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn write_batch(&self, requests: Vec<WriteRequest>) -> PortResult<()> {
+        for chunk in requests.chunks(25) {
+            let mut pending = chunk.to_vec();
+            for _ in 0..8 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending.clone())
+                    .send()
+                    .await
+                    .map_err(err)?;
+                pending = out
+                    .unprocessed_items()
+                    .and_then(|m| m.get(&self.table))
+                    .cloned()
+                    .unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            if !pending.is_empty() {
+                return Err(err("DynamoDB kept items unprocessed"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn job_items(&self, job_id: &str) -> PortResult<Vec<Item>> {
+        self.query_all(None, "pk = :p", vec![(":p", s(job_pk(job_id)))], true)
+            .await
+    }
+
+    fn assemble(&self, items: &[Item]) -> PortResult<Option<Job>> {
+        let Some(head) = items.iter().find(|i| get_s(i, "sk").as_deref() == Some("#JOB")) else {
+            return Ok(None);
+        };
+        let mut job = self.job_from_item(head)?;
+        let mut tasks: Vec<(usize, Task)> = Vec::new();
+        for i in items.iter().filter(|i| get_s(i, "kind").as_deref() == Some("task")) {
+            let (t, _, pos) = self.task_from_item(i)?;
+            tasks.push((pos, t));
+        }
+        tasks.sort_by_key(|(p, _)| *p);
+        job.tasks = tasks.into_iter().map(|(_, t)| t).collect();
+        Ok(Some(job))
+    }
+
+    async fn task_item_by_id(&self, task_id: &str) -> PortResult<Option<Item>> {
+        let items = self
+            .query_all(
+                Some("gsi2"),
+                "gsi2pk = :p",
+                vec![(":p", s(format!("TASK#{task_id}")))],
+                true,
+            )
+            .await?;
+        // The index is eventually consistent: read the item itself by its key.
+        let Some(found) = items.into_iter().next() else {
+            return Ok(None);
+        };
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", found["pk"].clone())
+            .key("sk", found["sk"].clone())
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(got.item().cloned())
+    }
+
+    /// Makes a user with one API key; returns the key (shown once, stored only as a hash).
+    pub async fn create_user_with_key(&self, name: &str, key: &str) -> PortResult<User> {
+        let user = User {
+            id: new_id(),
+            name: name.to_string(),
+        };
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("KEY#{}", runconvert_http::hash_key(key))))
+            .item("sk", s("#KEY"))
+            .item("kind", s("key"))
+            .item("user_id", s(&user.id))
+            .item("name", s(name))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(user)
+    }
+
+    /// Records one delivery attempt of a webhook (what `GET /v2/webhooks/{id}/deliveries` shows).
+    pub async fn record_delivery(&self, webhook_id: &str, d: &Delivery) -> PortResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("WEBHOOK#{webhook_id}")))
+            .item("sk", s(format!("DELIVERY#{:013}#{}", d.created_at.millis(), d.id)))
+            .item("kind", s("delivery"))
+            .item("data", s(serde_json::to_string(d).map_err(err)?))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// The subscriptions of a user (for the webhook function).
+    pub async fn webhooks_of(&self, user_id: &str) -> PortResult<Vec<Webhook>> {
+        self.list_webhooks(user_id).await
+    }
+}
+
+#[async_trait]
+impl KeyStore for DynamoStore {
+    async fn user_for_key_hash(&self, key_hash: &str) -> PortResult<Option<User>> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("KEY#{key_hash}")))
+            .key("sk", s("#KEY"))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(got.item().map(|i| User {
+            id: get_s(i, "user_id").unwrap_or_default(),
+            name: get_s(i, "name").unwrap_or_default(),
+        }))
+    }
+}
+
+#[async_trait]
+impl JobStore for DynamoStore {
+    async fn create_job(&self, job: &Job) -> PortResult<()> {
+        // Tasks first, the job item last: until it exists, the job is not visible.
+        let puts: Vec<WriteRequest> = job
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(pos, t)| {
+                let put = PutRequest::builder()
+                    .set_item(Some(self.task_item(t, &job.user_id, pos)))
+                    .build()
+                    .map_err(err)?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect::<PortResult<_>>()?;
+        self.write_batch(puts).await?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.job_item(job)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn get_job(&self, user_id: Option<&str>, job_id: &str) -> PortResult<Option<Job>> {
+        let job = self.assemble(&self.job_items(job_id).await?)?;
+        Ok(job.filter(|j| user_id.is_none_or(|u| j.user_id == u)))
+    }
+
+    async fn list_jobs(&self, user_id: &str, filter: &JobFilter) -> PortResult<(Vec<Job>, u64)> {
+        let heads = self
+            .query_all(
+                Some("gsi1"),
+                "gsi1pk = :p",
+                vec![(":p", s(format!("USER#{user_id}#JOB")))],
+                false,
+            )
+            .await?;
+        let mut matching = Vec::new();
+        for h in &heads {
+            let job = self.job_from_item(h)?;
+            if filter.status.is_none_or(|st| job.status == st) {
+                matching.push(job.id);
+            }
+        }
+        let count = matching.len() as u64;
+        let mut jobs = Vec::new();
+        for id in matching
+            .into_iter()
+            .skip(filter.page.offset as usize)
+            .take(filter.page.limit as usize)
+        {
+            if let Some(j) = self.get_job(Some(user_id), &id).await? {
+                jobs.push(j);
+            }
+        }
+        Ok((jobs, count))
+    }
+
+    async fn delete_job(&self, user_id: &str, job_id: &str) -> PortResult<bool> {
+        let items = self.job_items(job_id).await?;
+        match self.assemble(&items)? {
+            Some(j) if j.user_id == user_id => {}
+            _ => return Ok(false),
+        }
+        let deletes: Vec<WriteRequest> = items
+            .iter()
+            .map(|i| {
+                let key = HashMap::from([("pk".to_string(), i["pk"].clone()), ("sk".to_string(), i["sk"].clone())]);
+                let d = DeleteRequest::builder().set_key(Some(key)).build().map_err(err)?;
+                Ok(WriteRequest::builder().delete_request(d).build())
+            })
+            .collect::<PortResult<_>>()?;
+        self.write_batch(deletes).await?;
+        Ok(true)
+    }
+
+    async fn get_task(&self, user_id: Option<&str>, task_id: &str) -> PortResult<Option<Task>> {
+        let Some(item) = self.task_item_by_id(task_id).await? else {
+            return Ok(None);
+        };
+        let (task, owner, _) = self.task_from_item(&item)?;
+        Ok(user_id.is_none_or(|u| u == owner).then_some(task))
+    }
+
+    async fn list_tasks(&self, user_id: &str, filter: &TaskFilter) -> PortResult<(Vec<Task>, u64)> {
+        let items = match &filter.job_id {
+            Some(job) => self.job_items(job).await?,
+            None => {
+                self.query_all(
+                    Some("gsi1"),
+                    "gsi1pk = :p",
+                    vec![(":p", s(format!("USER#{user_id}#TASK")))],
+                    false,
+                )
+                .await?
+            }
+        };
+        let mut tasks = Vec::new();
+        for i in items.iter().filter(|i| get_s(i, "kind").as_deref() == Some("task")) {
+            let (t, owner, _) = self.task_from_item(i)?;
+            if owner == user_id && filter.status.is_none_or(|st| t.status == st) {
+                tasks.push(t);
+            }
+        }
+        let count = tasks.len() as u64;
+        let page = tasks
+            .into_iter()
+            .skip(filter.page.offset as usize)
+            .take(filter.page.limit as usize)
+            .collect();
+        Ok((page, count))
+    }
+
+    async fn transition_task(&self, t: &TaskTransition) -> PortResult<bool> {
+        let Some(item) = self.task_item_by_id(&t.task_id).await? else {
+            return Ok(false);
+        };
+        let (mut task, owner, pos) = self.task_from_item(&item)?;
+        if task.status != t.from {
+            return Ok(false);
+        }
+        apply_transition(&mut task, t);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.task_item(&task, &owner, pos)))
+            .condition_expression("#s = :from")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":from", s(t.from.as_str()))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    async fn set_task_percent(&self, task_id: &str, percent: u8) -> PortResult<()> {
+        let Some(item) = self.task_item_by_id(task_id).await? else {
+            return Ok(());
+        };
+        let (mut task, owner, pos) = self.task_from_item(&item)?;
+        if task.status != TaskStatus::Processing || percent <= task.percent {
+            return Ok(());
+        }
+        task.percent = percent.min(100);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.task_item(&task, &owner, pos)))
+            .condition_expression("#s = :p")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":p", s("processing"))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    async fn set_job_status(&self, job_id: &str, status: JobStatus, at: Timestamp) -> PortResult<bool> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("#JOB"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err)?;
+        let Some(item) = got.item() else { return Ok(false) };
+        let mut job = self.job_from_item(item)?;
+        if job.status.is_final() {
+            return Ok(false);
+        }
+        let before = job.status;
+        job.status = status;
+        if status == JobStatus::Processing && job.started_at.is_none() {
+            job.started_at = Some(at);
+        }
+        if status.is_final() {
+            job.ended_at = Some(at);
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.job_item(&job)))
+            .condition_expression("#s = :before")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":before", s(before.as_str()))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// On AWS, Step Functions drives every job to its end: there is no in-process
+    /// executor to resume. This scan serves operators' tools.
+    async fn unfinished_jobs(&self) -> PortResult<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("kind = :k AND (#s = :c OR #s = :p)")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":k", s("job"))
+                .expression_attribute_values(":c", s("created"))
+                .expression_attribute_values(":p", s("processing"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err)?;
+            ids.extend(
+                page.items()
+                    .iter()
+                    .filter_map(|i| get_s(i, "pk").map(|pk| pk.trim_start_matches("JOB#").to_string())),
+            );
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(ids),
+            }
+        }
+    }
+
+    async fn jobs_ended_before(&self, before: Timestamp) -> PortResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("kind = :k AND ended_at < :b")
+                .expression_attribute_values(":k", s("job"))
+                .expression_attribute_values(":b", AttributeValue::N(before.millis().to_string()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err)?;
+            for i in page.items() {
+                if let (Some(pk), Some(user)) = (get_s(i, "pk"), get_s(i, "user_id")) {
+                    out.push((pk.trim_start_matches("JOB#").to_string(), user));
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn requeue_task(&self, task_id: &str) -> PortResult<bool> {
+        let Some(item) = self.task_item_by_id(task_id).await? else {
+            return Ok(false);
+        };
+        let (mut task, owner, pos) = self.task_from_item(&item)?;
+        if task.status != TaskStatus::Processing {
+            return Ok(false);
+        }
+        task.status = TaskStatus::Waiting;
+        task.started_at = None;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.task_item(&task, &owner, pos)))
+            .condition_expression("#s = :p")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":p", s("processing"))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(err(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl WebhookStore for DynamoStore {
+    async fn create_webhook(&self, hook: &Webhook) -> PortResult<()> {
+        let data = json!({
+            "id": hook.id, "user_id": hook.user_id, "endpoint_url": hook.endpoint_url, "events": hook.events,
+            "created_at": hook.created_at.millis(), "disabled_at": ms(hook.disabled_at),
+            "disabled_reason": hook.disabled_reason,
+        });
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("USER#{}", hook.user_id)))
+            .item("sk", s(format!("WEBHOOK#{}", hook.id)))
+            .item("kind", s("webhook"))
+            .item("data", s(data.to_string()))
+            .item("secret", s(self.sealer.seal(hook.secret.as_bytes())))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn list_webhooks(&self, user_id: &str) -> PortResult<Vec<Webhook>> {
+        let items = self
+            .query_all(
+                None,
+                "pk = :p AND begins_with(sk, :w)",
+                vec![(":p", s(format!("USER#{user_id}"))), (":w", s("WEBHOOK#"))],
+                true,
+            )
+            .await?;
+        items
+            .iter()
+            .map(|i| {
+                let d: Value = serde_json::from_str(&get_s(i, "data").unwrap_or_default()).map_err(err)?;
+                let secret = self.sealer.open(&get_s(i, "secret").unwrap_or_default()).map_err(err)?;
+                Ok(Webhook {
+                    id: d["id"].as_str().unwrap_or_default().into(),
+                    user_id: d["user_id"].as_str().unwrap_or_default().into(),
+                    endpoint_url: d["endpoint_url"].as_str().unwrap_or_default().into(),
+                    events: serde_json::from_value(d["events"].clone()).unwrap_or_default(),
+                    created_at: Timestamp(d["created_at"].as_i64().unwrap_or(0)),
+                    disabled_at: ts(&d["disabled_at"]),
+                    disabled_reason: d["disabled_reason"].as_str().map(String::from),
+                    secret: String::from_utf8(secret).map_err(err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_webhook(&self, user_id: &str, id: &str) -> PortResult<bool> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USER#{user_id}")))
+            .key("sk", s(format!("WEBHOOK#{id}")))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(out.attributes().is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn list_deliveries(&self, user_id: &str, webhook_id: &str, limit: u32) -> PortResult<Option<Vec<Delivery>>> {
+        if !self.list_webhooks(user_id).await?.iter().any(|w| w.id == webhook_id) {
+            return Ok(None);
+        }
+        let items = self
+            .query_all(
+                None,
+                "pk = :p AND begins_with(sk, :d)",
+                vec![(":p", s(format!("WEBHOOK#{webhook_id}"))), (":d", s("DELIVERY#"))],
+                false,
+            )
+            .await?;
+        let list = items
+            .iter()
+            .take(limit as usize)
+            .filter_map(|i| serde_json::from_str::<Delivery>(&get_s(i, "data").unwrap_or_default()).ok())
+            .collect();
+        Ok(Some(list))
+    }
+}

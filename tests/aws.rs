@@ -1,0 +1,328 @@
+//! The AWS path end to end, against moto: the API handler writes DynamoDB and starts a
+//! Step Functions execution; moto runs the project's state machine, whose Lambda
+//! invocations `runconvert-aws-local` answers with the real handlers; workers read and
+//! write S3; the final state sends to SQS; the webhook handler delivers to a receiver.
+//! Started by `infra/aws-e2e.sh` (and by tests/run-all.sh), with moto from
+//! tests/services.sh.
+
+use runconvert_tests::stores;
+use runconvert_tests::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+struct Harness {
+    child: Child,
+    api: String,
+    key: String,
+    bucket: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: start moto with `bash tests/services.sh start` and source target/test-services/env.sh"
+        )
+    })
+}
+
+impl Harness {
+    fn start() -> Harness {
+        let bin = bin_path().with_file_name("runconvert-aws-local");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let mut child = Command::new(&bin)
+            .args(["--moto", &env("RUNCONVERT_TEST_S3_ENDPOINT")])
+            .args(["--front", &env("RUNCONVERT_TEST_AWS_FRONT")])
+            .args(["--api", "127.0.0.1:0"])
+            .args(["--crash-task", "crash-me"])
+            .arg("--definition")
+            .arg(root.join("statemachine/job.asl.json"))
+            .env(
+                "RUNCONVERT_LOG",
+                std::env::var("RUNCONVERT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut api, mut key, mut bucket) = (String::new(), String::new(), String::new());
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(v) = line.strip_prefix("API ") {
+                api = v.to_string();
+            } else if let Some(v) = line.strip_prefix("KEY ") {
+                key = v.to_string();
+            } else if let Some(v) = line.strip_prefix("BUCKET ") {
+                bucket = v.to_string();
+            } else if line == "READY" {
+                break;
+            }
+        }
+        assert!(!api.is_empty(), "the harness did not start");
+        std::thread::spawn(move || for _ in lines {});
+        Harness {
+            child,
+            api,
+            key,
+            bucket,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.api))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+
+    async fn wait(&self, id: &str) -> Value {
+        for _ in 0..240 {
+            let (status, job) = self.get(&format!("/v2/process/jobs/{id}")).await;
+            assert_eq!(status, 200, "{job}");
+            if matches!(job["status"].as_str(), Some("completed" | "failed")) {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("job {id} did not end within 60 s");
+    }
+}
+
+/// A loopback receiver for webhooks: (event, raw body, signature).
+type Got = Arc<Mutex<Vec<(String, Vec<u8>, String)>>>;
+
+async fn receiver() -> (String, Got) {
+    let got: Got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let g = g.clone();
+        async move {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let sig = headers
+                .get("runconvert-signature")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            g.lock()
+                .unwrap()
+                .push((v["event"].as_str().unwrap_or_default().to_string(), body.to_vec(), sig));
+            "ok"
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, got)
+}
+
+#[tokio::test]
+async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
+    let h = Harness::start();
+    let fx = Fixture::start().await;
+    let (hook_url, got) = receiver().await;
+    let (status, hook) = h
+        .post(
+            "/v2/webhooks",
+            &json!({"endpoint_url": hook_url, "events": ["job.finished", "job.failed"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let secret = hook["data"]["signing_secret"].as_str().unwrap().to_string();
+
+    // The spec's example: import/url → convert → export/url, plus export/s3.
+    let (status, a) = h
+        .post(
+            "/v2/process/jobs",
+            &json!({"tag": "aws-e2e", "tasks": {
+                "import-1": {"operation": "import/url", "url": fx.url("/corpus/images/photo_640x480.jpg"), "filename": "photo.jpg"},
+                "convert-1": {"operation": "convert", "input": "import-1", "output_format": "png", "options": {"width": 200}},
+                "export-1": {"operation": "export/url", "input": "convert-1"},
+                "export-2": {"operation": "export/s3", "input": "convert-1", "bucket": h.bucket, "region": "us-east-1",
+                             "access_key_id": "testing", "secret_access_key": "testing-secret",
+                             "endpoint": env("RUNCONVERT_TEST_S3_ENDPOINT"), "key": "results/photo.png"},
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{a}");
+    assert_eq!(task(&a, "export-2")["payload"]["secret_access_key"], "[redacted]");
+
+    // import/upload: the form is an S3 presigned POST.
+    let (status, b) = h
+        .post(
+            "/v2/process/jobs",
+            &json!({"tasks": {
+                "up": {"operation": "import/upload"},
+                "thumb": {"operation": "thumbnail", "input": "up", "output_format": "jpg", "options": {"width": 64}},
+                "out": {"operation": "export/url", "input": "thumb"},
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    let form = &task(&b, "up")["result"]["form"];
+    let mut multipart = reqwest::multipart::Form::new();
+    for (k, v) in form["parameters"].as_object().unwrap() {
+        multipart = multipart.text(k.clone(), v.as_str().unwrap().to_string());
+    }
+    let photo = std::fs::read(corpus_file("images/photo_640x480.jpg")).unwrap();
+    multipart = multipart.part("file", reqwest::multipart::Part::bytes(photo).file_name("upload.jpg"));
+    let r = h
+        .http
+        .post(form["url"].as_str().unwrap())
+        .multipart(multipart)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        201,
+        "S3 refused the upload form: {}",
+        r.text().await.unwrap()
+    );
+
+    // A job that fails: its task's error and job.failed.
+    let (status, c) = h
+        .post(
+            "/v2/process/jobs",
+            &json!({"tasks": {"bad": {"operation": "import/base64", "file": "%%% not base64 %%%", "filename": "x.txt"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+
+    let a = h.wait(a["id"].as_str().unwrap()).await;
+    assert_eq!(a["status"], "completed", "{a:#}");
+    let links = urls(task(&a, "export-1"));
+    assert_eq!(links.len(), 1);
+    let png = h.http.get(&links[0].1).send().await.unwrap();
+    assert_eq!(png.status(), 200);
+    let png = png.bytes().await.unwrap();
+    assert_eq!(image_size(&png), (200, 150));
+    // export/s3 put the same file under its key.
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(&h.bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing-secret")
+        .with_endpoint(env("RUNCONVERT_TEST_S3_ENDPOINT"))
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let s3: Arc<dyn object_store::ObjectStore> = Arc::new(s3);
+    assert_eq!(stores::get(&s3, "results/photo.png").await, png.to_vec(), "export/s3");
+
+    let b = h.wait(b["id"].as_str().unwrap()).await;
+    assert_eq!(b["status"], "completed", "{b:#}");
+    let thumb = h
+        .http
+        .get(&urls(task(&b, "out"))[0].1)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(image_size(&thumb).0, 64);
+
+    // A worker that crashes: its task fails with processing_failed (the state machine's
+    // Catch), the job fails, and job.failed is published once.
+    let (status, d) = h
+        .post(
+            "/v2/process/jobs",
+            &json!({"tasks": {
+                "in": {"operation": "import/base64", "file": b64(b"hello"), "filename": "a.txt"},
+                "crash-me": {"operation": "archive", "input": "in", "output_format": "zip"},
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{d}");
+    let d = h.wait(d["id"].as_str().unwrap()).await;
+    assert_eq!(d["status"], "failed", "{d:#}");
+    assert_eq!(task(&d, "crash-me")["code"], "processing_failed", "{d:#}");
+    assert_eq!(task(&d, "in")["status"], "finished");
+
+    let c = h.wait(c["id"].as_str().unwrap()).await;
+    assert_eq!(c["status"], "failed");
+    assert_eq!(task(&c, "bad")["code"], "invalid_file", "{c:#}");
+
+    // The final states' events, through SQS, signed.
+    let start = std::time::Instant::now();
+    loop {
+        let events: Vec<String> = got.lock().unwrap().iter().map(|(e, _, _)| e.clone()).collect();
+        if events.iter().filter(|e| *e == "job.finished").count() >= 2
+            && events.iter().filter(|e| *e == "job.failed").count() >= 2
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "webhooks got {events:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let crashed_job = d["id"].as_str().unwrap();
+    let for_d = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, body, _)| serde_json::from_slice::<Value>(body).unwrap()["job"]["id"] == crashed_job)
+        .count();
+    assert_eq!(for_d, 1, "job.failed of the crashed job, once");
+    for (event, body, sig) in got.lock().unwrap().iter() {
+        assert!(
+            runconvert_core::webhooks::verify(&secret, sig, body, now, Duration::from_secs(300)),
+            "{event}: bad signature"
+        );
+    }
+
+    // The same bad request gets the same answer as from the embedded server.
+    let embedded = Server::start(&[]).await;
+    for bad in [
+        json!({"tasks": {}}),
+        json!({"tasks": {"a": {"operation": "convert", "input": "nope", "output_format": "png"}}}),
+        json!({"tasks": {"a": {"operation": "import/s3", "bucket": "b", "region": "us-east-1", "access_key_id": "a", "secret_access_key": "s"}}}),
+    ] {
+        let (s1, e1) = embedded.post("/v2/process/jobs", &bad).await;
+        let (s2, e2) = h.post("/v2/process/jobs", &bad).await;
+        assert_eq!((s1, &e1), (s2, &e2), "{bad}");
+    }
+    let (s1, e1) = embedded
+        .get("/v2/process/jobs/00000000-0000-0000-0000-000000000000")
+        .await;
+    let (s2, e2) = h.get("/v2/process/jobs/00000000-0000-0000-0000-000000000000").await;
+    assert_eq!((s1, e1), (s2, e2));
+}
