@@ -57,8 +57,32 @@ fn unique_dir(tag: &str) -> PathBuf {
 
 /// `runconvert keys create --name NAME --data-dir DIR`: the key it prints.
 pub fn create_key(data_dir: &Path, name: &str) -> String {
+    create_key_with(data_dir, name, &[])
+}
+
+/// `runconvert` with `args` and `--data-dir DIR`: its stdout (it must succeed).
+pub fn cli(data_dir: &Path, args: &[&str]) -> String {
     let out = Command::new(bin_path())
-        .args(["keys", "create", "--name", name, "--data-dir"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUNCONVERT_LOG", "warn")
+        .output()
+        .expect("run runconvert");
+    assert!(
+        out.status.success(),
+        "runconvert {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `keys create` with extra flags (`--rate-limit N`, `--credits N`).
+pub fn create_key_with(data_dir: &Path, name: &str, extra: &[&str]) -> String {
+    let out = Command::new(bin_path())
+        .args(["keys", "create", "--name", name])
+        .args(extra)
+        .arg("--data-dir")
         .arg(data_dir)
         .env("RUNCONVERT_LOG", "warn")
         .output()

@@ -320,6 +320,8 @@ impl DynamoStore {
         let user = User {
             id: new_id(),
             name: name.to_string(),
+            rate_limit: None,
+            credits: None,
         };
         self.client
             .put_item()
@@ -371,7 +373,55 @@ impl KeyStore for DynamoStore {
         Ok(got.item().map(|i| User {
             id: get_s(i, "user_id").unwrap_or_default(),
             name: get_s(i, "name").unwrap_or_default(),
+            rate_limit: i
+                .get("rate_limit")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok()),
+            credits: i
+                .get("credits")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok()),
         }))
+    }
+
+    /// Credits live on the user's item (`USER#<id>`, `#CREDITS`); no item: unlimited.
+    async fn charge_credits(&self, user_id: &str, amount: i64) -> PortResult<Result<Option<i64>, i64>> {
+        let key = |b: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder| {
+            b.table_name(&self.table)
+                .key("pk", s(format!("USER#{user_id}")))
+                .key("sk", s("#CREDITS"))
+        };
+        let out = key(self.client.update_item())
+            .update_expression("SET credits = credits - :a")
+            .condition_expression("attribute_exists(credits) AND credits >= :a")
+            .expression_attribute_values(":a", AttributeValue::N(amount.to_string()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok(Ok(o
+                .attributes()
+                .and_then(|a| a.get("credits"))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok()))),
+            Err(e) if is_condition_failed(&e) => {
+                let got = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(format!("USER#{user_id}")))
+                    .key("sk", s("#CREDITS"))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(err)?;
+                match got.item().and_then(|i| i.get("credits")).and_then(|v| v.as_n().ok()) {
+                    Some(n) => Ok(Err(n.parse().unwrap_or(0))),
+                    None => Ok(Ok(None)),
+                }
+            }
+            Err(e) => Err(err(e)),
+        }
     }
 }
 

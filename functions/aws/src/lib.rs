@@ -206,6 +206,8 @@ impl Aws {
                 upload_timeout: self.env.upload_timeout,
                 ..ApiSettings::default()
             },
+            // Per Lambda instance: API Gateway's own throttling is the account-wide limit.
+            limiter: Default::default(),
         })
     }
 

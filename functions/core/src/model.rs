@@ -262,4 +262,20 @@ impl Job {
 pub struct User {
     pub id: String,
     pub name: String,
+    /// Requests a minute this user's keys may make; the server's default when `None`.
+    pub rate_limit: Option<u32>,
+    /// Credits left; `None` is unlimited (the default for a self-hosted owner).
+    pub credits: Option<i64>,
+}
+
+/// The documented price of a job: one credit per processing task (convert, compress,
+/// merge, archive, capture_website, ocr, watermark, thumbnail); imports and exports are free.
+pub fn job_cost(tasks: &[Task]) -> i64 {
+    tasks
+        .iter()
+        .filter(|t| {
+            let n = t.operation.name();
+            !n.starts_with("import/") && !n.starts_with("export/")
+        })
+        .count() as i64
 }

@@ -108,10 +108,13 @@ pub trait JobStore: Send + Sync {
     async fn requeue_task(&self, task_id: &str) -> PortResult<bool>;
 }
 
-/// API keys, stored only as hashes.
+/// API keys, stored only as hashes, and their users' credits.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
     async fn user_for_key_hash(&self, key_hash: &str) -> PortResult<Option<User>>;
+    /// Takes `amount` credits from the user, atomically, if the balance covers it.
+    /// `Ok(Err(balance))` when it does not; unlimited users always pass.
+    async fn charge_credits(&self, user_id: &str, amount: i64) -> PortResult<Result<Option<i64>, i64>>;
 }
 
 /// Where files live between tasks. A file is addressed by its job, task and name.

@@ -21,6 +21,10 @@ impl FromRequestParts<Arc<ApiState>> for AuthUser {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
+        // Found already by the rate limiter.
+        if let Some(user) = parts.extensions.get::<User>() {
+            return Ok(AuthUser(user.clone()));
+        }
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized("missing Authorization header: send `Authorization: Bearer API_KEY`")
         })?;
@@ -38,4 +42,122 @@ impl FromRequestParts<Arc<ApiState>> for AuthUser {
             None => Err(ApiError::unauthorized("the API key is not valid").into()),
         }
     }
+}
+
+/// The key of a `Bearer` Authorization header, if there is one.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+/// Token buckets, one per user: `limit` requests a minute, refilled continuously.
+#[derive(Default)]
+pub struct RateLimiter {
+    buckets: std::sync::Mutex<std::collections::HashMap<String, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+/// What the limiter decided, and the numbers of the `X-RateLimit-*` headers.
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the bucket is full again.
+    pub reset_secs: u64,
+    /// Seconds until one request is allowed (when refused).
+    pub retry_after_secs: u64,
+}
+
+impl RateLimiter {
+    pub fn check(&self, user_id: &str, limit: u32) -> Decision {
+        let now = std::time::Instant::now();
+        let per_sec = limit as f64 / 60.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let b = buckets.entry(user_id.to_string()).or_insert(Bucket {
+            tokens: limit as f64,
+            last: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * per_sec).min(limit as f64);
+        b.last = now;
+        let allowed = b.tokens >= 1.0;
+        if allowed {
+            b.tokens -= 1.0;
+        }
+        let missing = limit as f64 - b.tokens;
+        Decision {
+            allowed,
+            limit,
+            remaining: b.tokens.floor().max(0.0) as u32,
+            reset_secs: (missing / per_sec).ceil() as u64,
+            retry_after_secs: if allowed {
+                0
+            } else {
+                ((1.0 - b.tokens) / per_sec).ceil().max(1.0) as u64
+            },
+        }
+    }
+}
+
+fn rate_headers(h: &mut axum::http::HeaderMap, d: &Decision) {
+    let mut set = |name: &'static str, v: String| {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+            h.insert(name, v);
+        }
+    };
+    set("x-ratelimit-limit", d.limit.to_string());
+    set("x-ratelimit-remaining", d.remaining.to_string());
+    set("x-ratelimit-reset", d.reset_secs.to_string());
+    if !d.allowed {
+        set("retry-after", d.retry_after_secs.to_string());
+    }
+}
+
+/// Middleware: finds the key's user once, applies the user's rate limit (429 with
+/// `Retry-After` when spent) and puts `X-RateLimit-Limit / -Remaining / -Reset` on the
+/// response. Requests without a valid key go on (the route answers 401).
+pub async fn rate_limit(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let user = match bearer(req.headers()) {
+        Some(key) => match state.keys.user_for_key_hash(&hash_key(key)).await {
+            Ok(u) => u,
+            Err(e) => return HttpError::from(e).into_response(),
+        },
+        None => None,
+    };
+    let Some(user) = user else { return next.run(req).await };
+    let limit = user.rate_limit.unwrap_or(state.settings.rate_limit_per_minute);
+    if limit == 0 {
+        req.extensions_mut().insert(user);
+        return next.run(req).await;
+    }
+    let d = state.limiter.check(&user.id, limit);
+    if !d.allowed {
+        let err = ApiError::new(
+            429,
+            runconvert_core::error::codes::RATE_LIMITED,
+            format!(
+                "too many requests: this key may make {limit} requests a minute; try again in {} s",
+                d.retry_after_secs
+            ),
+        );
+        let mut resp = HttpError(err).into_response();
+        rate_headers(resp.headers_mut(), &d);
+        return resp;
+    }
+    req.extensions_mut().insert(user);
+    let mut resp = next.run(req).await;
+    rate_headers(resp.headers_mut(), &d);
+    resp
 }

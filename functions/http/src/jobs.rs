@@ -150,6 +150,18 @@ async fn create_job(
         }
     }
     let job = new_job(&state, &user.id, spec);
+    // Credits are checked, and taken, before anything is stored or started.
+    let cost = runconvert_core::model::job_cost(&job.tasks);
+    if cost > 0 {
+        if let Err(balance) = state.keys.charge_credits(&user.id, cost).await? {
+            return Err(ApiError::new(
+                402,
+                runconvert_core::error::codes::INSUFFICIENT_CREDITS,
+                format!("this job needs {cost} credits (one per processing task) and {balance} are left"),
+            )
+            .into());
+        }
+    }
     state.jobs.create_job(&job).await?;
     publish(&state, Event::job(EventName::JobCreated, job.clone())).await;
     for t in &job.tasks {

@@ -8,6 +8,7 @@ mod error;
 mod jobs;
 pub mod local_files;
 pub mod signing;
+mod users;
 mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
@@ -31,6 +32,11 @@ pub struct ApiSettings {
     pub max_wait: Duration,
     /// Largest JSON body (a job with an import/base64 file is the largest).
     pub max_body_bytes: usize,
+    /// Requests a minute per user when the key sets none (0: no limit).
+    pub rate_limit_per_minute: u32,
+    /// What `GET /v2/limits` reports besides the API's own limits (file size, pixels,
+    /// pages, timeouts, concurrency: the worker's settings).
+    pub reported_limits: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for ApiSettings {
@@ -40,6 +46,8 @@ impl Default for ApiSettings {
             upload_timeout: Duration::from_secs(3600),
             max_wait: Duration::from_secs(300),
             max_body_bytes: 4 << 20,
+            rate_limit_per_minute: 1200,
+            reported_limits: serde_json::Map::new(),
         }
     }
 }
@@ -55,6 +63,7 @@ pub struct ApiState {
     pub guard: Arc<dyn OutboundGuard>,
     pub registry: Arc<Registry>,
     pub settings: ApiSettings,
+    pub limiter: auth::RateLimiter,
 }
 
 /// The whole API: `/healthz`, `/v2/process/*`, `/v2/core/*`.
@@ -68,7 +77,9 @@ pub fn api_router(state: Arc<ApiState>) -> Router {
         .merge(jobs::routes())
         .merge(core_routes::routes())
         .merge(webhooks::routes())
+        .merge(users::routes())
         .fallback(|| async { HttpError(runconvert_core::ApiError::not_found("route")) })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::rate_limit))
         .with_state(state)
 }

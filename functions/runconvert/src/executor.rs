@@ -24,6 +24,9 @@ pub struct Executor {
     events: Arc<dyn EventSink>,
     worker: Arc<Worker>,
     slots: Arc<Semaphore>,
+    /// Tasks one user may run at once (a semaphore per user, made on first use).
+    per_user: usize,
+    user_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     default_timeout: Duration,
     drivers: Mutex<HashMap<String, Arc<Notify>>>,
     me: Weak<Executor>,
@@ -35,6 +38,7 @@ impl Executor {
         events: Arc<dyn EventSink>,
         worker: Arc<Worker>,
         concurrency: usize,
+        per_user: usize,
         default_timeout: Duration,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Executor {
@@ -42,6 +46,8 @@ impl Executor {
             events,
             worker,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            per_user: per_user.max(1),
+            user_slots: Mutex::new(HashMap::new()),
             default_timeout,
             drivers: Mutex::new(HashMap::new()),
             me: me.clone(),
@@ -205,6 +211,18 @@ impl Executor {
 
     async fn run_task(self: Arc<Self>, job: &Job, task_id: &str) {
         let Some(task) = job.task(task_id) else { return };
+        // The user's share first, then the server's: one user cannot take every slot.
+        let user_slots = self
+            .user_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(job.user_id.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_user)))
+            .clone();
+        let _user_slot = match user_slots.acquire_owned().await {
+            Ok(slot) => slot,
+            Err(_) => return,
+        };
         let _slot = match self.slots.clone().acquire_owned().await {
             Ok(slot) => slot,
             Err(_) => return,

@@ -42,6 +42,16 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// List users (id, credits, rate limit).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Top up a user's credits.
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
     /// Convert a file here and now (no server): runconvert convert IN OUT [-o width=400]...
     Convert(OneShot),
     /// Make a thumbnail: runconvert thumbnail IN OUT.png [-o width=400]...
@@ -122,6 +132,34 @@ enum KeysCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// Requests a minute for this key (default: the server's --rate-limit).
+        #[arg(long = "rate-limit")]
+        rate_limit: Option<u32>,
+        /// Credits of the new user (default: unlimited). One credit per processing task.
+        #[arg(long)]
+        credits: Option<i64>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Every user with their credits and rate limit.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreditsCommand {
+    /// Add AMOUNT credits to a user (prints the new balance).
+    Add {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        amount: i64,
         #[command(flatten)]
         data: DataDir,
     },
@@ -168,6 +206,12 @@ struct ServeArgs {
     /// Largest file an import may bring in, in bytes.
     #[arg(long = "max-file-size", env = "RUNCONVERT_MAX_FILE_SIZE", default_value_t = 1 << 30)]
     max_file_size: u64,
+    /// Requests a minute per key when the key sets none (0: unlimited).
+    #[arg(long = "rate-limit", env = "RUNCONVERT_RATE_LIMIT", default_value_t = 1200)]
+    rate_limit: u32,
+    /// Tasks one user may run at once (default: --concurrency).
+    #[arg(long = "max-user-tasks", env = "RUNCONVERT_MAX_USER_TASKS")]
+    max_user_tasks: Option<usize>,
     /// Seconds an import or export may wait on a silent server (connecting, or between two
     /// pieces of data) before it fails with `timeout`.
     #[arg(long = "transfer-timeout", env = "RUNCONVERT_TRANSFER_TIMEOUT", default_value_t = 30)]
@@ -204,8 +248,20 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Keys {
-            command: KeysCommand::Create { name, data },
-        } => create_key(&name, &data.data_dir),
+            command:
+                KeysCommand::Create {
+                    name,
+                    rate_limit,
+                    credits,
+                    data,
+                },
+        } => create_key(&name, rate_limit, credits, &data.data_dir),
+        Command::Users {
+            command: UsersCommand::List { data },
+        } => list_users(&data.data_dir),
+        Command::Credits {
+            command: CreditsCommand::Add { user, amount, data },
+        } => add_credits(&user, amount, &data.data_dir),
         Command::Convert(a) => one_shot("convert", &[a.input], &a.output, a.text, &a.options, &a.limits),
         Command::Thumbnail(a) => one_shot("thumbnail", &[a.input], &a.output, a.text, &a.options, &a.limits),
         Command::Compress(a) => one_shot("compress", &[a.input], &a.output, a.text, &a.options, &a.limits),
@@ -242,12 +298,36 @@ fn secrets_key(signing_key: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn create_key(name: &str, data_dir: &Path) -> Result<(), String> {
+fn list_users(data_dir: &Path) -> Result<(), String> {
+    let store = open_store(data_dir)?;
+    println!("{:<36}  {:<20}  {:>10}  {:>12}", "id", "name", "credits", "rate/minute");
+    for u in store.list_users().map_err(|e| e.to_string())? {
+        let credits = u.credits.map(|c| c.to_string()).unwrap_or_else(|| "unlimited".into());
+        let rate = u.rate_limit.map(|r| r.to_string()).unwrap_or_else(|| "default".into());
+        println!("{:<36}  {:<20}  {credits:>10}  {rate:>12}", u.id, u.name);
+    }
+    Ok(())
+}
+
+fn add_credits(user: &str, amount: i64, data_dir: &Path) -> Result<(), String> {
+    let store = open_store(data_dir)?;
+    match store.add_credits(user, amount).map_err(|e| e.to_string())? {
+        Some(balance) => {
+            println!("{balance}");
+            Ok(())
+        }
+        None => Err(format!("no user {user} (see `runconvert users list`)")),
+    }
+}
+
+fn create_key(name: &str, rate_limit: Option<u32>, credits: Option<i64>, data_dir: &Path) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("--name must not be empty".into());
     }
     let store = open_store(data_dir)?;
-    let (_, key) = store.create_user_with_key(name).map_err(|e| e.to_string())?;
+    let (_, key) = store
+        .create_user_with_key(name, rate_limit, credits)
+        .map_err(|e| e.to_string())?;
     println!("{key}");
     Ok(())
 }
@@ -285,7 +365,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let data_dir = args.data.data_dir.clone();
     let store = Arc::new(open_store(&data_dir)?);
     if store.key_count().map_err(|e| e.to_string())? == 0 {
-        let (_, key) = store.create_user_with_key("default").map_err(|e| e.to_string())?;
+        let (_, key) = store
+            .create_user_with_key("default", None, None)
+            .map_err(|e| e.to_string())?;
         println!("Created the first API key (it is shown only this once; keep it): {key}");
     }
 
@@ -344,6 +426,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         events.clone(),
         worker,
         concurrency,
+        args.max_user_tasks.unwrap_or(concurrency),
         Duration::from_secs(args.task_timeout),
     );
 
@@ -358,8 +441,22 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         registry,
         settings: ApiSettings {
             upload_timeout: Duration::from_secs(args.upload_timeout),
+            rate_limit_per_minute: args.rate_limit,
+            reported_limits: serde_json::json!({
+                "max_file_size_bytes": args.max_file_size,
+                "max_pixels": args.max_pixels,
+                "max_pages": args.max_pages,
+                "task_timeout_seconds": args.task_timeout,
+                "transfer_timeout_seconds": args.transfer_timeout,
+                "concurrent_tasks": concurrency,
+                "max_concurrent_tasks_per_user": args.max_user_tasks.unwrap_or(concurrency),
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
             ..ApiSettings::default()
         },
+        limiter: Default::default(),
     });
     let local = Arc::new(LocalFilesState {
         api: api.clone(),

@@ -19,7 +19,11 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    -- requests a minute; NULL: the server's default
+    rate_limit INTEGER,
+    -- NULL: unlimited
+    credits INTEGER
 );
 CREATE TABLE IF NOT EXISTS api_keys (
     key_hash TEXT PRIMARY KEY,
@@ -297,10 +301,12 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         // Columns that databases of earlier versions lack.
-        for (table, column) in [
-            ("tasks", "secrets"),
-            ("jobs", "webhook_url"),
-            ("jobs", "webhook_secret"),
+        for (table, column, kind) in [
+            ("tasks", "secrets", "TEXT"),
+            ("jobs", "webhook_url", "TEXT"),
+            ("jobs", "webhook_secret", "TEXT"),
+            ("users", "rate_limit", "INTEGER"),
+            ("users", "credits", "INTEGER"),
         ] {
             let present: bool = conn
                 .query_row(
@@ -312,7 +318,7 @@ impl SqliteStore {
                 .map_err(err)?
                 .unwrap_or(false);
             if !present {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
                     .map_err(err)?;
             }
         }
@@ -338,18 +344,25 @@ impl SqliteStore {
     }
 
     /// Makes a user with one API key; returns the key (shown once, stored only as a hash).
-    pub fn create_user_with_key(&self, name: &str) -> PortResult<(User, String)> {
+    pub fn create_user_with_key(
+        &self,
+        name: &str,
+        rate_limit: Option<u32>,
+        credits: Option<i64>,
+    ) -> PortResult<(User, String)> {
         let key = generate_key();
         let user = User {
             id: new_id(),
             name: name.to_string(),
+            rate_limit,
+            credits,
         };
         let now = Timestamp::now().millis();
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction().map_err(err)?;
         tx.execute(
-            "INSERT INTO users (id, name, created_at) VALUES (?1, ?2, ?3)",
-            params![user.id, user.name, now],
+            "INSERT INTO users (id, name, created_at, rate_limit, credits) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![user.id, user.name, now, rate_limit, credits],
         )
         .map_err(err)?;
         tx.execute(
@@ -375,18 +388,78 @@ impl KeyStore for SqliteStore {
         let hash = key_hash.to_string();
         self.with(move |c| {
             c.query_row(
-                "SELECT u.id, u.name FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?1",
+                "SELECT u.id, u.name, u.rate_limit, u.credits FROM api_keys k JOIN users u ON u.id = k.user_id \
+                 WHERE k.key_hash = ?1",
                 [hash],
-                |r| {
-                    Ok(User {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                    })
-                },
+                user_from_row,
             )
             .optional()
         })
         .await
+    }
+
+    async fn charge_credits(&self, user_id: &str, amount: i64) -> PortResult<Result<Option<i64>, i64>> {
+        let id = user_id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let credits: Option<i64> = tx.query_row("SELECT credits FROM users WHERE id = ?1", [&id], |r| r.get(0))?;
+            let out = match credits {
+                None => Ok(None),
+                Some(have) if have >= amount => {
+                    tx.execute(
+                        "UPDATE users SET credits = credits - ?1 WHERE id = ?2",
+                        params![amount, id],
+                    )?;
+                    Ok(Some(have - amount))
+                }
+                Some(have) => Err(have),
+            };
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn user_from_row(r: &Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        rate_limit: r.get::<_, Option<i64>>(2)?.map(|n| n.clamp(0, u32::MAX as i64) as u32),
+        credits: r.get(3)?,
+    })
+}
+
+impl SqliteStore {
+    /// Every user, for `runconvert users list`.
+    pub fn list_users(&self) -> PortResult<Vec<User>> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn
+            .prepare("SELECT id, name, rate_limit, credits FROM users ORDER BY created_at")
+            .map_err(err)?;
+        let users = stmt
+            .query_map([], user_from_row)
+            .map_err(err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(err)?;
+        Ok(users)
+    }
+
+    /// Adds credits to a user (a top-up); a user without a balance (unlimited) gets one.
+    /// Returns the new balance, or None if there is no such user.
+    pub fn add_credits(&self, user_id: &str, amount: i64) -> PortResult<Option<i64>> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let n = conn
+            .execute(
+                "UPDATE users SET credits = COALESCE(credits, 0) + ?1 WHERE id = ?2",
+                params![amount, user_id],
+            )
+            .map_err(err)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        conn.query_row("SELECT credits FROM users WHERE id = ?1", [user_id], |r| r.get(0))
+            .map_err(err)
     }
 }
 

@@ -1,0 +1,50 @@
+//! `GET /v2/users/me` (the key's user: credits, rate limit) and `GET /v2/limits` (what
+//! this server allows).
+
+use crate::auth::AuthUser;
+use crate::ApiState;
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v2/users/me", get(me))
+        .route("/v2/limits", get(limits))
+}
+
+fn rate(state: &ApiState, own: Option<u32>) -> Value {
+    match own.unwrap_or(state.settings.rate_limit_per_minute) {
+        0 => Value::Null,
+        n => json!(n),
+    }
+}
+
+async fn me(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> Json<Value> {
+    Json(json!({"data": {
+        "id": user.id,
+        "name": user.name,
+        "credits": user.credits,
+        "rate_limit_per_minute": rate(&state, user.rate_limit),
+    }}))
+}
+
+async fn limits(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> Json<Value> {
+    let l = &state.settings.limits;
+    let mut data = json!({
+        "rate_limit_per_minute": rate(&state, user.rate_limit),
+        "max_tasks_per_job": l.max_tasks,
+        "max_base64_bytes": l.max_base64_bytes,
+        "max_request_bytes": state.settings.max_body_bytes,
+        "upload_timeout_seconds": state.settings.upload_timeout.as_secs(),
+        "max_wait_seconds": state.settings.max_wait.as_secs(),
+        "credits": user.credits,
+        "credit_rule": "one credit per processing task (convert, compress, merge, archive, capture_website, ocr, watermark, thumbnail); imports and exports are free",
+    });
+    if let Some(obj) = data.as_object_mut() {
+        obj.extend(state.settings.reported_limits.clone());
+    }
+    Json(json!({ "data": data }))
+}
