@@ -41,7 +41,6 @@ UNIT_TIMEOUT="${FUZZ_UNIT_TIMEOUT:-30}"
 SANITIZER_EXPLICIT="${SANITIZER:+yes}"
 SANITIZER="${SANITIZER:-address}"
 CORPUS_SRC="${CORPUS_SRC:-$ROOT/../shared/bench/corpus}"
-export RUSTC_BOOTSTRAP=1
 
 for t in "${TARGETS[@]}"; do
     case " ${ALL_TARGETS[*]} " in
@@ -57,11 +56,19 @@ esac
 # ---- cargo-fuzz -------------------------------------------------------------------------
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "==> installing cargo-fuzz"
-    cargo install cargo-fuzz --locked || { echo "run.sh: could not install cargo-fuzz" >&2; exit 2; }
+    # Installed as any stable tool: without RUSTC_BOOTSTRAP, which only the fuzz build needs.
+    env -u RUSTC_BOOTSTRAP cargo install cargo-fuzz --locked || {
+        echo "run.sh: could not install cargo-fuzz" >&2
+        exit 2
+    }
 fi
+# From here on stable rustc takes the nightly flags cargo-fuzz passes (-Zsanitizer, ...).
+export RUSTC_BOOTSTRAP=1
 echo "==> $(cargo fuzz --version)"
-if ! cargo fuzz build --help 2>/dev/null | grep -q -- '--sanitizer'; then
-    echo "run.sh: this cargo-fuzz has no --sanitizer option" >&2
+# `-s/--sanitizer <address|leak|memory|thread|none>`: both values this script uses must be there.
+fuzz_help="$(cargo fuzz build --help 2>&1)"
+if ! grep -q -- '--sanitizer' <<<"$fuzz_help" || ! grep -q 'none' <<<"$fuzz_help"; then
+    echo "run.sh: this cargo-fuzz has no --sanitizer none option; update it (cargo install cargo-fuzz --locked)" >&2
     exit 2
 fi
 
@@ -87,6 +94,7 @@ for t in "${TARGETS[@]}"; do
             cp -f "$FUZZ/seeds/image_decode"/* "$FUZZ/seeds/pdf_load"/* "$corpus/" 2>/dev/null
             ;;
     esac
+    chmod -R u+w "$corpus" # the shared corpus is read-only; libFuzzer's corpus is not
     echo "==> $t: $(find "$corpus" -type f | wc -l) seed files in fuzz/corpus/$t"
 done
 

@@ -46,14 +46,5 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let compressed = runconvert_fuzz::scratch_path("pdf_load", "compressed.pdf");
-    let _ = pdf::compress(
-        &input,
-        name,
-        &compressed,
-        Profile {
-            dpi: 72.0,
-            quality: 40,
-        },
-        &limits,
-    );
+    let _ = pdf::compress(&input, name, &compressed, Profile { dpi: 72.0, quality: 40 }, &limits);
 });

@@ -28,10 +28,7 @@ pub fn fnv1a(data: &[u8]) -> u64 {
 
 /// A per-process scratch path in the temp directory (`runconvert-fuzz-<target>-<pid>-<what>`).
 pub fn scratch_path(target: &str, what: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "runconvert-fuzz-{target}-{}-{what}",
-        std::process::id()
-    ))
+    std::env::temp_dir().join(format!("runconvert-fuzz-{target}-{}-{what}", std::process::id()))
 }
 
 /// Writes the fuzz input to this process's scratch file and returns its path.
@@ -51,8 +48,7 @@ pub fn is_consistent(job: &Job) -> bool {
     let status: HashMap<&str, TaskStatus> = job.tasks.iter().map(|t| (t.id.as_str(), t.status)).collect();
     job.tasks.iter().all(|t| {
         t.status == TaskStatus::Waiting
-            || t
-                .depends_on_task_ids
+            || t.depends_on_task_ids
                 .iter()
                 .all(|d| status.get(d.as_str()).is_some_and(|s| s.is_final()))
     })
@@ -87,10 +83,7 @@ pub fn check_plan(job: &Job, now: Timestamp, p: &Plan) {
             failed.insert(id.as_str(), err.code.as_str()).is_none(),
             "the plan fails {id:?} twice"
         );
-        assert!(
-            !started.contains(id.as_str()),
-            "the plan both starts and fails {id:?}"
-        );
+        assert!(!started.contains(id.as_str()), "the plan both starts and fails {id:?}");
         assert_eq!(
             t.status,
             TaskStatus::Waiting,
@@ -115,7 +108,13 @@ pub fn check_plan(job: &Job, now: Timestamp, p: &Plan) {
     let dep_states = |t: &Task| -> Vec<TaskStatus> {
         t.depends_on_task_ids
             .iter()
-            .map(|d| after(by_id.get(d.as_str()).expect("the generators only name tasks of the job")))
+            .map(|d| {
+                after(
+                    *by_id
+                        .get(d.as_str())
+                        .expect("the generators only name tasks of the job"),
+                )
+            })
             .collect()
     };
 
@@ -133,7 +132,10 @@ pub fn check_plan(job: &Job, now: Timestamp, p: &Plan) {
                     "the upload window of {id:?} closed at {d:?} (now {now:?}) but it did not fail with upload_timeout"
                 ),
                 Some(d) => {
-                    assert!(!failed.contains_key(id), "{id:?} failed though its upload window is open");
+                    assert!(
+                        !failed.contains_key(id),
+                        "{id:?} failed though its upload window is open"
+                    );
                     expected_deadline = Some(expected_deadline.map_or(d, |e| e.min(d)));
                 }
                 None => assert!(!failed.contains_key(id), "{id:?} (an upload with no window) failed"),
@@ -147,8 +149,15 @@ pub fn check_plan(job: &Job, now: Timestamp, p: &Plan) {
             assert!(all_final, "{id:?} starts before all its inputs are final: {deps:?}");
         }
         if let Some(code) = failed.get(id) {
-            assert_eq!(*code, codes::INPUT_TASK_FAILED, "{id:?} is not an upload but failed with {code}");
-            assert!(all_final && any_failed, "{id:?} failed with input_task_failed, its inputs are {deps:?}");
+            assert_eq!(
+                *code,
+                codes::INPUT_TASK_FAILED,
+                "{id:?} is not an upload but failed with {code}"
+            );
+            assert!(
+                all_final && any_failed,
+                "{id:?} failed with input_task_failed, its inputs are {deps:?}"
+            );
         }
         if all_final {
             assert!(
@@ -157,7 +166,10 @@ pub fn check_plan(job: &Job, now: Timestamp, p: &Plan) {
             );
         }
         if all_final && !any_failed {
-            assert!(started.contains(id), "{id:?} has every input finished ({deps:?}) but does not start");
+            assert!(
+                started.contains(id),
+                "{id:?} has every input finished ({deps:?}) but does not start"
+            );
         }
     }
     assert_eq!(
@@ -177,7 +189,11 @@ pub fn check_plan(job: &Job, now: Timestamp, p: &Plan) {
         assert!(any_failed, "the job fails but no task failed");
     }
     if all_final && !any_failed {
-        assert_eq!(p.outcome, Some(JobStatus::Completed), "no task failed, yet the job does not complete");
+        assert_eq!(
+            p.outcome,
+            Some(JobStatus::Completed),
+            "no task failed, yet the job does not complete"
+        );
     }
     if let Some(o) = p.outcome {
         assert!(o.is_final(), "outcome {o:?} is not a final job status");
@@ -229,10 +245,12 @@ pub fn drive_to_end(mut job: Job, mut now: Timestamp, mut seed: u64) -> JobStatu
             again.fail.iter().map(|(id, _)| id).collect::<Vec<_>>()
         );
         if consistent {
-            assert_eq!(again.outcome, p.outcome, "the outcome changes once its failures are stored");
+            assert_eq!(
+                again.outcome, p.outcome,
+                "the outcome changes once its failures are stored"
+            );
         }
         if let Some(outcome) = p.outcome {
-            job.status = outcome;
             return outcome;
         }
 
@@ -268,7 +286,10 @@ pub fn drive_to_end(mut job: Job, mut now: Timestamp, mut seed: u64) -> JobStatu
             (_, Some(d)) => now = now.max(d),
             (None, None) => panic!(
                 "the job is stuck: nothing runs, nothing starts, no deadline and no outcome: {:?}",
-                job.tasks.iter().map(|t| (&t.id, t.status, &t.depends_on_task_ids)).collect::<Vec<_>>()
+                job.tasks
+                    .iter()
+                    .map(|t| (&t.id, t.status, &t.depends_on_task_ids))
+                    .collect::<Vec<_>>()
             ),
         }
     }
