@@ -19,6 +19,9 @@ command -v pkg-config >/dev/null || apt_pkgs+=(pkg-config)
 # qpdf makes the password-protected PDF of the bad-input tests.
 command -v pdftoppm >/dev/null || apt_pkgs+=(poppler-utils)
 command -v qpdf >/dev/null || apt_pkgs+=(qpdf)
+# curl and openssl: the HTTPS test makes a throwaway certificate and talks to it.
+command -v curl >/dev/null || apt_pkgs+=(curl)
+command -v openssl >/dev/null || apt_pkgs+=(openssl)
 # The engines: Tesseract for OCR, FFmpeg for audio and video, LibreOffice for documents.
 command -v tesseract >/dev/null || apt_pkgs+=(tesseract-ocr)
 [ -n "$(ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata 2>/dev/null)" ] || apt_pkgs+=(tesseract-ocr-eng)

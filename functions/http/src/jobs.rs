@@ -162,15 +162,23 @@ async fn create_job(
             .into());
         }
     }
-    state.jobs.create_job(&job).await?;
-    publish(&state, Event::job(EventName::JobCreated, job.clone())).await;
-    for t in &job.tasks {
-        publish(&state, Event::task(EventName::TaskCreated, t.clone())).await;
-    }
-    if let Err(e) = state.dispatcher.dispatch(&job.id).await {
-        // The job is stored; the executor picks it up on its next sweep.
-        tracing::error!(job = %job.id, error = %e, "could not dispatch a new job");
-    }
+    // Storing and starting the job run on their own task: a client that hangs up mid-way
+    // drops this handler, and must not leave a job stored but never started.
+    let (st, stored) = (state.clone(), job.clone());
+    tokio::spawn(async move {
+        st.jobs.create_job(&stored).await?;
+        publish(&st, Event::job(EventName::JobCreated, stored.clone())).await;
+        for t in &stored.tasks {
+            publish(&st, Event::task(EventName::TaskCreated, t.clone())).await;
+        }
+        if let Err(e) = st.dispatcher.dispatch(&stored.id).await {
+            // The job is stored; the executor's periodic sweep starts it.
+            tracing::error!(job = %stored.id, error = %e, "could not dispatch a new job");
+        }
+        Ok::<(), runconvert_core::ports::PortError>(())
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the job could not be stored: {e}")))??;
     let mut shown = job.to_api_json();
     if let Some(secret) = &job.webhook_secret {
         // Shown this once: it signs the deliveries to the job's webhook_url.

@@ -294,6 +294,30 @@ async fn sleep_opt(d: Option<Duration>) {
     }
 }
 
+impl Executor {
+    /// Every `every`, starts a driver for any unfinished job that has none (a job whose
+    /// dispatch failed, or was lost): no stored job waits for a restart.
+    pub fn spawn_sweep(self: &Arc<Self>, every: Duration) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(this) = me.upgrade() else { return };
+                let Ok(ids) = this.jobs.unfinished_jobs().await else {
+                    continue;
+                };
+                for id in ids {
+                    let idle = !this.drivers.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id);
+                    if idle {
+                        tracing::info!(job = %id, "starting a job that had no driver");
+                        let _ = this.dispatch(&id).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
 #[async_trait]
 impl Dispatcher for Executor {
     async fn dispatch(&self, job_id: &str) -> PortResult<()> {

@@ -206,6 +206,15 @@ struct ServeArgs {
     /// Largest file an import may bring in, in bytes.
     #[arg(long = "max-file-size", env = "RUNCONVERT_MAX_FILE_SIZE", default_value_t = 1 << 30)]
     max_file_size: u64,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long = "tls-cert", env = "RUNCONVERT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", env = "RUNCONVERT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (behind a reverse proxy that does TLS).
+    #[arg(long = "allow-plain-http", env = "RUNCONVERT_ALLOW_PLAIN_HTTP")]
+    allow_plain_http: bool,
     /// Requests a minute per key when the key sets none (0: unlimited).
     #[arg(long = "rate-limit", env = "RUNCONVERT_RATE_LIMIT", default_value_t = 1200)]
     rate_limit: u32,
@@ -375,10 +384,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    let tls = args.tls_cert.is_some();
+    if !tls && !addr.ip().is_loopback() && !args.allow_plain_http {
+        return Err(format!(
+            "refusing to serve plain HTTP on {addr}: API keys would cross the network in clear. \
+             Give --tls-cert and --tls-key, or, behind a reverse proxy that terminates TLS, --allow-plain-http"
+        ));
+    }
+    let scheme = if tls { "https" } else { "http" };
     let public_url = args
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
+        .unwrap_or_else(|| format!("{scheme}://{addr}"))
         .trim_end_matches('/')
         .to_string();
 
@@ -489,8 +506,41 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if resumed > 0 {
         tracing::info!(jobs = resumed, "resumed unfinished jobs");
     }
+    executor.spawn_sweep(Duration::from_secs(10));
     tokio::spawn(sweep_expired(store.clone(), files.clone(), retention));
 
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+            .await
+            .map_err(|e| format!("cannot use {} and {}: {e}", cert.display(), key.display()))?;
+        // Browsers (and clients that honour it) stay on HTTPS for a year.
+        let app = app.layer(axum::middleware::map_response(
+            |mut resp: axum::response::Response| async move {
+                resp.headers_mut().insert(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static("max-age=31536000"),
+                );
+                resp
+            },
+        ));
+        let handle = axum_server::Handle::new();
+        let stop = handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        let std_listener = listener.into_std().map_err(|e| e.to_string())?;
+        println!(
+            "RunConvert listening on https://{addr} (public URL {public_url}, data in {})",
+            data_dir.display()
+        );
+        return axum_server::from_tcp_rustls(std_listener, config)
+            .map_err(|e| e.to_string())?
+            .handle(handle)
+            .serve(app.into_make_service())
+            .await
+            .map_err(|e| format!("server error: {e}"));
+    }
     println!(
         "RunConvert listening on http://{addr} (public URL {public_url}, data in {})",
         data_dir.display()
