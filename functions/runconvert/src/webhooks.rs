@@ -20,6 +20,9 @@ pub struct Relay {
     sender: Sender,
     policy: RetryPolicy,
     sending: Mutex<HashSet<String>>,
+    /// Deliveries attempted since the last outbox read began: that read may have seen
+    /// them still pending (stale), so they are not sent again from it.
+    finished: Mutex<HashSet<String>>,
     slots: Arc<Semaphore>,
     wake: Notify,
 }
@@ -31,6 +34,7 @@ impl Relay {
             sender,
             policy,
             sending: Mutex::new(HashSet::new()),
+            finished: Mutex::new(HashSet::new()),
             slots: Arc::new(Semaphore::new(IN_FLIGHT)),
             wake: Notify::new(),
         })
@@ -43,6 +47,8 @@ impl Relay {
 
     async fn run(self: Arc<Self>) {
         loop {
+            // Attempts recorded before this read are not pending in it.
+            self.finished.lock().unwrap_or_else(|p| p.into_inner()).clear();
             let due = match self.store.due_deliveries(Timestamp::now(), 64).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -51,6 +57,9 @@ impl Relay {
                 }
             };
             for d in due {
+                if self.finished.lock().unwrap_or_else(|p| p.into_inner()).contains(&d.id) {
+                    continue; // attempted after this read began
+                }
                 if !self
                     .sending
                     .lock()
@@ -65,6 +74,10 @@ impl Relay {
                 let this = self.clone();
                 tokio::spawn(async move {
                     this.attempt(&d).await;
+                    this.finished
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(d.id.clone());
                     drop(permit);
                     this.sending.lock().unwrap_or_else(|p| p.into_inner()).remove(&d.id);
                     this.wake.notify_one();
