@@ -22,6 +22,9 @@ command -v qpdf >/dev/null || apt_pkgs+=(qpdf)
 # curl and openssl: the HTTPS test makes a throwaway certificate and talks to it.
 command -v curl >/dev/null || apt_pkgs+=(curl)
 command -v openssl >/dev/null || apt_pkgs+=(openssl)
+# infra/lint.sh (below, before the storage servers) needs a Python venv and npm.
+python3 -c 'import ensurepip, venv' 2>/dev/null || apt_pkgs+=(python3-venv)
+command -v npm >/dev/null || apt_pkgs+=(nodejs npm)
 # The engines: Tesseract for OCR, FFmpeg for audio and video, LibreOffice for documents.
 command -v tesseract >/dev/null || apt_pkgs+=(tesseract-ocr)
 [ -n "$(ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata 2>/dev/null)" ] || apt_pkgs+=(tesseract-ocr-eng)

@@ -208,6 +208,26 @@ impl DynamoStore {
         Ok((task, user, position))
     }
 
+    /// Writes `item` if the stored item's `status` is still `expected`: true if it did,
+    /// false if another writer got there first.
+    async fn put_if_status(&self, item: Item, expected: &str) -> PortResult<bool> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("#s = :expected")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":expected", s(expected))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(err(e)),
+        }
+    }
+
     /// Every item of a query, following pages.
     async fn query_all(
         &self,
@@ -552,21 +572,8 @@ impl JobStore for DynamoStore {
             return Ok(false);
         }
         apply_transition(&mut task, t);
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.task_item(&task, &owner, pos)))
-            .condition_expression("#s = :from")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":from", s(t.from.as_str()))
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(err(e)),
-        }
+        self.put_if_status(self.task_item(&task, &owner, pos), t.from.as_str())
+            .await
     }
 
     async fn set_task_percent(&self, task_id: &str, percent: u8) -> PortResult<()> {
@@ -578,21 +585,9 @@ impl JobStore for DynamoStore {
             return Ok(());
         }
         task.percent = percent.min(100);
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.task_item(&task, &owner, pos)))
-            .condition_expression("#s = :p")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":p", s("processing"))
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Ok(()),
-            Err(e) => Err(err(e)),
-        }
+        self.put_if_status(self.task_item(&task, &owner, pos), "processing")
+            .await
+            .map(|_| ())
     }
 
     async fn set_job_status(&self, job_id: &str, status: JobStatus, at: Timestamp) -> PortResult<bool> {
@@ -619,21 +614,7 @@ impl JobStore for DynamoStore {
         if status.is_final() {
             job.ended_at = Some(at);
         }
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.job_item(&job)))
-            .condition_expression("#s = :before")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":before", s(before.as_str()))
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(err(e)),
-        }
+        self.put_if_status(self.job_item(&job), before.as_str()).await
     }
 
     /// On AWS, Step Functions drives every job to its end: there is no in-process
@@ -704,21 +685,8 @@ impl JobStore for DynamoStore {
         }
         task.status = TaskStatus::Waiting;
         task.started_at = None;
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.task_item(&task, &owner, pos)))
-            .condition_expression("#s = :p")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":p", s("processing"))
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(err(e)),
-        }
+        self.put_if_status(self.task_item(&task, &owner, pos), "processing")
+            .await
     }
 }
 
