@@ -17,8 +17,6 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 /// A task that was running when the server stopped is started again this many times at most.
-const MAX_ATTEMPTS: u32 = 2;
-
 pub struct Executor {
     jobs: Arc<dyn JobStore>,
     events: Arc<dyn EventSink>,
@@ -28,6 +26,9 @@ pub struct Executor {
     per_user: usize,
     user_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     default_timeout: Duration,
+    /// Times a task that was running when the server died is started again; past that
+    /// it fails with `interrupted`, so a file that kills the server cannot crash-loop it.
+    task_restarts: u32,
     drivers: Mutex<HashMap<String, Arc<Notify>>>,
     me: Weak<Executor>,
 }
@@ -40,6 +41,7 @@ impl Executor {
         concurrency: usize,
         per_user: usize,
         default_timeout: Duration,
+        task_restarts: u32,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Executor {
             jobs,
@@ -49,6 +51,7 @@ impl Executor {
             per_user: per_user.max(1),
             user_slots: Mutex::new(HashMap::new()),
             default_timeout,
+            task_restarts,
             drivers: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
@@ -63,7 +66,7 @@ impl Executor {
                 continue;
             };
             for t in job.tasks.iter().filter(|t| t.status == TaskStatus::Processing) {
-                if t.attempts >= MAX_ATTEMPTS {
+                if t.attempts > self.task_restarts {
                     let err = TaskError::new(
                         codes::INTERRUPTED,
                         format!(

@@ -197,6 +197,11 @@ struct ServeArgs {
     /// Seconds a task may run when it does not set `timeout` itself.
     #[arg(long = "task-timeout", env = "RUNCONVERT_TASK_TIMEOUT", default_value_t = 3600)]
     task_timeout: u64,
+    /// Times a task that was running when the server died is started again after a
+    /// restart; past that it fails with `interrupted` (a file that kills the server
+    /// cannot crash-loop it).
+    #[arg(long = "task-restarts", env = "RUNCONVERT_TASK_RESTARTS", default_value_t = 2)]
+    task_restarts: u32,
     /// Largest image (width × height) decoded.
     #[arg(long = "max-pixels", env = "RUNCONVERT_MAX_PIXELS", default_value_t = 150_000_000)]
     max_pixels: u64,
@@ -445,6 +450,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         concurrency,
         args.max_user_tasks.unwrap_or(concurrency),
         Duration::from_secs(args.task_timeout),
+        args.task_restarts,
     );
 
     let api = Arc::new(ApiState {
@@ -464,6 +470,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 "max_pixels": args.max_pixels,
                 "max_pages": args.max_pages,
                 "task_timeout_seconds": args.task_timeout,
+                "task_restarts": args.task_restarts,
                 "transfer_timeout_seconds": args.transfer_timeout,
                 "concurrent_tasks": concurrency,
                 "max_concurrent_tasks_per_user": args.max_user_tasks.unwrap_or(concurrency),
