@@ -18,6 +18,7 @@ struct Harness {
     api: String,
     key: String,
     bucket: String,
+    table: String,
     http: reqwest::Client,
 }
 
@@ -59,7 +60,7 @@ impl Harness {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut api, mut key, mut bucket) = (String::new(), String::new(), String::new());
+        let (mut api, mut key, mut bucket, mut table) = Default::default();
         for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(v) = line.strip_prefix("API ") {
@@ -68,6 +69,8 @@ impl Harness {
                 key = v.to_string();
             } else if let Some(v) = line.strip_prefix("BUCKET ") {
                 bucket = v.to_string();
+            } else if let Some(v) = line.strip_prefix("TABLE ") {
+                table = v.to_string();
             } else if line == "READY" {
                 break;
             }
@@ -79,6 +82,7 @@ impl Harness {
             api,
             key,
             bucket,
+            table,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -325,4 +329,111 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
         .await;
     let (s2, e2) = h.get("/v2/process/jobs/00000000-0000-0000-0000-000000000000").await;
     assert_eq!((s1, e1), (s2, e2));
+}
+
+/// `runconvert-aws` (the admin command) against the harness's table in moto.
+fn admin(h: &Harness, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin_path().with_file_name("runconvert-aws"))
+        .args(args)
+        .env("TABLE_NAME", &h.table)
+        .env("AWS_ENDPOINT_URL", env("RUNCONVERT_TEST_S3_ENDPOINT"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("run runconvert-aws");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn keys_and_credits_from_the_admin_command_limit_what_a_user_runs() {
+    let h = Harness::start();
+    let (ok, key, err) = admin(
+        &h,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "metered",
+            "--credits",
+            "1",
+            "--rate-limit",
+            "600",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(key.starts_with("rc_") && key.len() == 43, "{key:?}");
+    let user = err.strip_prefix("user ").expect("the user id on stderr").to_string();
+
+    let as_metered =
+        |method: reqwest::Method, path: &str| h.http.request(method, format!("{}{path}", h.api)).bearer_auth(&key);
+    let me = |expected: i64| {
+        let r = as_metered(reqwest::Method::GET, "/v2/users/me");
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.headers()["x-ratelimit-limit"], "600");
+            let (status, me) = decode(r).await;
+            assert_eq!(status, 200, "{me}");
+            assert_eq!(me["data"]["credits"], expected, "{me}");
+            assert_eq!(me["data"]["rate_limit_per_minute"], 600, "{me}");
+        }
+    };
+    me(1).await;
+
+    let one_step = json!({"tasks": {
+        "in": {"operation": "import/base64", "file": b64(b"hello"), "filename": "a.txt"},
+        "zip": {"operation": "archive", "input": "in", "output_format": "zip"},
+        "out": {"operation": "export/url", "input": "zip"},
+    }});
+    let create = || async {
+        let r = as_metered(reqwest::Method::POST, "/v2/process/jobs")
+            .json(&one_step)
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    };
+    let (status, job) = create().await;
+    assert_eq!(status, 201, "{job}");
+    me(0).await;
+    let (status, refused) = create().await;
+    assert_eq!(status, 402, "{refused}");
+    assert_eq!(refused["code"], "insufficient_credits");
+    assert!(
+        refused["message"].as_str().unwrap().contains("needs 1 credit"),
+        "{refused}"
+    );
+
+    let (ok, balance, err) = admin(&h, &["credits", "add", "--user", &user, "--amount", "5"]);
+    assert!(ok, "{err}");
+    assert_eq!(balance, "5");
+    let (status, again) = create().await;
+    assert_eq!(status, 201, "{again}");
+    me(4).await;
+
+    let (ok, _, err) = admin(&h, &["credits", "add", "--user", "nobody", "--amount", "5"]);
+    assert!(!ok);
+    assert_eq!(err, "runconvert-aws: no user nobody");
+    let (ok, _, err) = admin(&h, &["keys", "create", "--name", "x", "--credits", "lots"]);
+    assert!(!ok);
+    assert!(err.contains("--credits must be a whole number"), "{err}");
+
+    // The harness's own (unlimited) user is not affected, and the paid job runs.
+    let (status, me_unlimited) = h.get("/v2/users/me").await;
+    assert_eq!((status, &me_unlimited["data"]["credits"]), (200, &Value::Null));
+    let path = format!("/v2/process/jobs/{}", job["id"].as_str().unwrap());
+    for _ in 0..240 {
+        let (status, done) = decode(as_metered(reqwest::Method::GET, &path).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{done}");
+        match done["status"].as_str() {
+            Some("completed") => return,
+            Some("failed") => panic!("{done}"),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    panic!("the paid job did not end within 60 s");
 }

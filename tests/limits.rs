@@ -162,3 +162,80 @@ async fn the_server_reports_its_limits_and_enforces_task_timeouts() {
     assert_eq!(task(&slow, "slow")["code"], "timeout", "{slow:#}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[tokio::test]
+async fn a_user_at_their_task_limit_waits_while_others_are_served() {
+    let fx = Fixture::start().await;
+    let s = Server::start(&[
+        "--allow-private-networks",
+        "--concurrency",
+        "4",
+        "--max-user-tasks",
+        "1",
+    ])
+    .await;
+    let (_, l) = s.get("/v2/limits").await;
+    assert_eq!(l["data"]["max_concurrent_tasks_per_user"], 1, "{l}");
+    // Alice's two downloads take 3 s each: with one task at a time, the second waits.
+    let slow = json!({"tasks": {
+        "slow": {"operation": "import/url", "url": fx.url("/slow/3/images/photo_640x480.jpg")},
+    }});
+    let first = s.create_job(slow.clone()).await;
+    let second = s.create_job(slow).await;
+    // Bob is not held up by Alice's limit.
+    let (status, bobs) = s
+        .post_as(
+            &s.other_key,
+            "/v2/process/jobs",
+            &json!({"tasks": {
+                "in": {"operation": "import/base64", "file": b64(b"hi"), "filename": "a.txt"},
+                "zip": {"operation": "archive", "input": "in", "output_format": "zip"},
+                "out": {"operation": "export/url", "input": "zip"},
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{bobs}");
+    let (_, bobs) = s
+        .get_as(
+            &s.other_key,
+            &format!("/v2/process/jobs/{}/wait?timeout=30", bobs["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(bobs["status"], "completed", "{bobs}");
+    let mut running = 0;
+    for j in [&first, &second] {
+        let (_, j) = s.get(&format!("/v2/process/jobs/{}", j["id"].as_str().unwrap())).await;
+        assert_ne!(
+            j["status"], "completed",
+            "Alice's 3 s download finished before Bob's job: {j}"
+        );
+        running += (task(&j, "slow")["status"] == "processing") as usize;
+    }
+    assert!(running <= 1, "Alice runs {running} tasks at once with a limit of 1");
+
+    // Both of Alice's jobs complete, one after the other.
+    let a = s.wait_job(first["id"].as_str().unwrap()).await;
+    let b = s.wait_job(second["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (a["status"].as_str(), b["status"].as_str()),
+        (Some("completed"), Some("completed"))
+    );
+    let (ta, tb) = (task(&a, "slow"), task(&b, "slow"));
+    let (first_run, second_run) = if at(&ta["started_at"]) <= at(&tb["started_at"]) {
+        (ta, tb)
+    } else {
+        (tb, ta)
+    };
+    assert!(
+        at(&second_run["started_at"]) >= at(&first_run["ended_at"]),
+        "the second started before the first ended: {first_run} {second_run}"
+    );
+}
+
+/// An API timestamp (`2026-11-30T00:29:21.57Z`, fraction trimmed) made comparable.
+fn at(v: &serde_json::Value) -> (String, f64) {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
+    let s = s.trim_end_matches('Z');
+    let (whole, frac) = s.split_once('.').unwrap_or((s, "0"));
+    (whole.to_string(), format!("0.{frac}").parse().unwrap())
+}

@@ -416,6 +416,34 @@ async fn bad_inputs_fail_their_task_with_a_clear_message() {
         "{t}"
     );
 
+    // Over the page limit: the 20-page PDF is refused, the 4-page one on the same server
+    // (and in the same job) goes through.
+    let s3 = Server::start(&["--allow-private-networks", "--max-pages", "10"]).await;
+    let (job, files) = run_and_download(
+        &s3,
+        tasks(&[
+            ("long", import(&fx, "pdf/text_20p.pdf")),
+            ("short", import(&fx, "pdf/photos_4p.pdf")),
+            (
+                "c-long",
+                json!({"operation": "compress", "input": "long", "ignore_error": true}),
+            ),
+            ("c-short", json!({"operation": "compress", "input": "short"})),
+        ]),
+        &["c-short"],
+    )
+    .await;
+    let t = task(&job, "c-long");
+    assert_eq!(
+        (t["code"].as_str(), t["message"].as_str()),
+        (
+            Some("limit_exceeded"),
+            Some("text_20p.pdf has 20 pages; this server takes at most 10")
+        ),
+        "{t}"
+    );
+    assert_eq!(pdf_pages(file(&files, "photos_4p.pdf")), 4);
+
     // Known at creation: a 400 naming what merge takes.
     let (status, err) = s
         .post("/v2/process/jobs", &json!({"tasks": {"v": import(&fx, "video/testsrc_10s_720p.mp4"), "m": {"operation": "merge", "input": ["v"], "output_format": "pdf"}}}))

@@ -52,6 +52,14 @@ fn get_s(item: &Item, k: &str) -> Option<String> {
     item.get(k).and_then(|v| v.as_s().ok()).cloned()
 }
 
+/// A number attribute, parsed.
+fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+}
+
+/// The sort key of a user's item (its name and credit balance).
+const USER_SK: &str = "#USER";
+
 fn job_pk(id: &str) -> String {
     format!("JOB#{id}")
 }
@@ -335,26 +343,86 @@ impl DynamoStore {
         Ok(got.item().cloned())
     }
 
-    /// Makes a user with one API key; returns the key (shown once, stored only as a hash).
-    pub async fn create_user_with_key(&self, name: &str, key: &str) -> PortResult<User> {
+    /// Makes a user with one API key (stored only as its hash): the key item
+    /// (`KEY#<hash>`, `#KEY`: user id, name, rate limit) and the user item (`USER#<id>`,
+    /// `#USER`: name and, for a limited user, the credit balance).
+    pub async fn create_user_with_key(
+        &self,
+        name: &str,
+        key: &str,
+        rate_limit: Option<u32>,
+        credits: Option<i64>,
+    ) -> PortResult<User> {
         let user = User {
             id: new_id(),
             name: name.to_string(),
-            rate_limit: None,
-            credits: None,
+            rate_limit,
+            credits,
         };
-        self.client
+        let mut user_item = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("USER#{}", user.id)))
+            .item("sk", s(USER_SK))
+            .item("kind", s("user"))
+            .item("name", s(name));
+        if let Some(c) = credits {
+            user_item = user_item.item("credits", AttributeValue::N(c.to_string()));
+        }
+        user_item.send().await.map_err(err)?;
+        let mut key_item = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(format!("KEY#{}", runconvert_http::hash_key(key))))
             .item("sk", s("#KEY"))
             .item("kind", s("key"))
             .item("user_id", s(&user.id))
-            .item("name", s(name))
+            .item("name", s(name));
+        if let Some(r) = rate_limit {
+            key_item = key_item.item("rate_limit", AttributeValue::N(r.to_string()));
+        }
+        key_item.send().await.map_err(err)?;
+        Ok(user)
+    }
+
+    /// Adds credits to a user (a top-up; an unlimited user gets a balance). The new
+    /// balance, or None when there is no such user.
+    pub async fn add_credits(&self, user_id: &str, amount: i64) -> PortResult<Option<i64>> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USER#{user_id}")))
+            .key("sk", s(USER_SK))
+            .update_expression("SET credits = if_not_exists(credits, :zero) + :a")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":a", AttributeValue::N(amount.to_string()))
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok(o.attributes().and_then(|a| get_n(a, "credits"))),
+            Err(e) if is_condition_failed(&e) => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// A user's credit balance; None: unlimited (or no such user).
+    async fn credits_of(&self, user_id: &str) -> PortResult<Option<i64>> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USER#{user_id}")))
+            .key("sk", s(USER_SK))
+            .consistent_read(true)
             .send()
             .await
             .map_err(err)?;
-        Ok(user)
+        Ok(got.item().and_then(|i| get_n(i, "credits")))
     }
 
     /// Records one delivery attempt of a webhook (what `GET /v2/webhooks/{id}/deliveries` shows).
@@ -390,28 +458,26 @@ impl KeyStore for DynamoStore {
             .send()
             .await
             .map_err(err)?;
-        Ok(got.item().map(|i| User {
-            id: get_s(i, "user_id").unwrap_or_default(),
+        let Some(i) = got.item() else {
+            return Ok(None);
+        };
+        let id = get_s(i, "user_id").unwrap_or_default();
+        Ok(Some(User {
+            credits: self.credits_of(&id).await?,
+            id,
             name: get_s(i, "name").unwrap_or_default(),
-            rate_limit: i
-                .get("rate_limit")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse().ok()),
-            credits: i
-                .get("credits")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse().ok()),
+            rate_limit: get_n(i, "rate_limit"),
         }))
     }
 
-    /// Credits live on the user's item (`USER#<id>`, `#CREDITS`); no item: unlimited.
+    /// Credits live on the user's item (`USER#<id>`, `#USER`); no balance: unlimited.
     async fn charge_credits(&self, user_id: &str, amount: i64) -> PortResult<Result<Option<i64>, i64>> {
-        let key = |b: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder| {
-            b.table_name(&self.table)
-                .key("pk", s(format!("USER#{user_id}")))
-                .key("sk", s("#CREDITS"))
-        };
-        let out = key(self.client.update_item())
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USER#{user_id}")))
+            .key("sk", s(USER_SK))
             .update_expression("SET credits = credits - :a")
             .condition_expression("attribute_exists(credits) AND credits >= :a")
             .expression_attribute_values(":a", AttributeValue::N(amount.to_string()))
@@ -419,27 +485,11 @@ impl KeyStore for DynamoStore {
             .send()
             .await;
         match out {
-            Ok(o) => Ok(Ok(o
-                .attributes()
-                .and_then(|a| a.get("credits"))
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse().ok()))),
-            Err(e) if is_condition_failed(&e) => {
-                let got = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(format!("USER#{user_id}")))
-                    .key("sk", s("#CREDITS"))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(err)?;
-                match got.item().and_then(|i| i.get("credits")).and_then(|v| v.as_n().ok()) {
-                    Some(n) => Ok(Err(n.parse().unwrap_or(0))),
-                    None => Ok(Ok(None)),
-                }
-            }
+            Ok(o) => Ok(Ok(o.attributes().and_then(|a| get_n(a, "credits")))),
+            Err(e) if is_condition_failed(&e) => match self.credits_of(user_id).await? {
+                Some(left) => Ok(Err(left)),
+                None => Ok(Ok(None)),
+            },
             Err(e) => Err(err(e)),
         }
     }

@@ -14,6 +14,23 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// A new API key: `rc_` and 40 random letters and digits.
+pub fn generate_key() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut key = String::from("rc_");
+    while key.len() < 43 {
+        let mut buf = [0u8; 64];
+        getrandom::fill(&mut buf).expect("the OS has randomness");
+        // Rejection sampling keeps every character equally likely.
+        for b in buf {
+            if (b as usize) < ALPHABET.len() * 4 && key.len() < 43 {
+                key.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    key
+}
+
 /// The user whose key authenticated the request.
 pub struct AuthUser(pub User);
 

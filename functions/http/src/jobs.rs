@@ -157,7 +157,11 @@ async fn create_job(
             return Err(ApiError::new(
                 402,
                 runconvert_core::error::codes::INSUFFICIENT_CREDITS,
-                format!("this job needs {cost} credits (one per processing task) and {balance} are left"),
+                format!(
+                    "this job needs {cost} {} (one per processing task) and {balance} {} left",
+                    if cost == 1 { "credit" } else { "credits" },
+                    if balance == 1 { "is" } else { "are" }
+                ),
             )
             .into());
         }

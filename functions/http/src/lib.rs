@@ -20,7 +20,7 @@ use runconvert_core::validate::Limits;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use auth::hash_key;
+pub use auth::{generate_key, hash_key};
 pub use error::HttpError;
 
 #[derive(Debug, Clone)]

@@ -275,23 +275,6 @@ fn result_json(r: &Option<TaskResult>) -> Option<String> {
         .map(|r| serde_json::to_string(r).expect("a task result serialises"))
 }
 
-/// A new API key: `rc_` and 40 random letters and digits.
-pub fn generate_key() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut key = String::from("rc_");
-    while key.len() < 43 {
-        let mut buf = [0u8; 64];
-        getrandom::fill(&mut buf).expect("the OS has randomness");
-        // Rejection sampling keeps every character equally likely.
-        for b in buf {
-            if (b as usize) < ALPHABET.len() * 4 && key.len() < 43 {
-                key.push(ALPHABET[b as usize % ALPHABET.len()] as char);
-            }
-        }
-    }
-    key
-}
-
 impl SqliteStore {
     pub fn open(path: &Path, sealer: Sealer) -> Result<Self, PortError> {
         let conn = Connection::open(path).map_err(err)?;
@@ -350,7 +333,7 @@ impl SqliteStore {
         rate_limit: Option<u32>,
         credits: Option<i64>,
     ) -> PortResult<(User, String)> {
-        let key = generate_key();
+        let key = runconvert_http::generate_key();
         let user = User {
             id: new_id(),
             name: name.to_string(),

@@ -10,7 +10,7 @@
 //!   event source mapping does on AWS).
 //!
 //! `runconvert-aws-local --moto http://127.0.0.1:27001 --front 127.0.0.1:27004 --api 127.0.0.1:0`
-//! prints `API <url>`, `KEY <api key>`, `BUCKET <name>` and then `READY`.
+//! prints `API <url>`, `KEY <api key>`, `BUCKET <name>`, `TABLE <name>` and then `READY`.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -163,7 +163,7 @@ async fn main() -> Result<(), String> {
 
     let api_key = format!("rc_local{}", runconvert_core::new_id().replace('-', ""));
     aws.store
-        .create_user_with_key("local", &api_key)
+        .create_user_with_key("local", &api_key, None, None)
         .await
         .map_err(|e| e.to_string())?;
     let api = tokio::net::TcpListener::bind(&a.api)
@@ -211,6 +211,7 @@ async fn main() -> Result<(), String> {
     println!("API http://{api_addr}");
     println!("KEY {api_key}");
     println!("BUCKET {bucket}");
+    println!("TABLE {}", aws.env.table);
     println!("READY");
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
     Ok(())
