@@ -20,8 +20,8 @@
 #   CORPUS_SRC          where the benchmark corpus is, default ../shared/bench/corpus
 #                       (beside the repository); only files under 300 KB are used
 #
-# Only the stable toolchain is on this machine (no nightly can be fetched), so cargo-fuzz
-# runs with RUSTC_BOOTSTRAP=1: that lets stable rustc take the -Z flags cargo-fuzz passes.
+# cargo-fuzz passes nightly-only -Z flags; with RUSTC_BOOTSTRAP=1 the stable rustc the
+# rest of the project builds with takes them, so no nightly toolchain is needed.
 #
 # Seeds: fuzz/seeds/<target>/ (committed, small) plus, for the file targets, the small
 # images and PDFs of the benchmark corpus, copied into fuzz/corpus/<target>/ at run time

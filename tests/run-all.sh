@@ -73,3 +73,10 @@ bash tests/services.sh start >/dev/null
 source target/test-services/env.sh
 log "cargo test"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+# The fuzz targets build and each runs briefly on its seeds (which keep the inputs of
+# crashes once found and fixed) plus what it mutates from them; longer sessions:
+# `FUZZ_SECONDS=600 bash fuzz/run.sh`. FUZZ_SECONDS=0 skips this step.
+if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+  log "fuzz targets (bash fuzz/run.sh, ${FUZZ_SECONDS:-20} s each, no sanitizer)"
+  SANITIZER="${SANITIZER:-none}" FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash fuzz/run.sh
+fi

@@ -8,12 +8,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use runconvert_core::formats::{Capability, OptionSpec, OptionType, Registry};
-use runconvert_core::model::{Job, JobStatus, Task, TaskResult, TaskStatus, UploadForm};
+use runconvert_core::model::{Job, Task, UploadForm};
 use runconvert_core::ops::{Kind, Operation};
 use runconvert_core::validate::{validate_job, JobSpec, Limits};
 use runconvert_core::Timestamp;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -50,73 +49,25 @@ fn registry() -> &'static Registry {
     })
 }
 
-/// What functions/http/src/jobs.rs `new_job` stores, with ids from a counter, the clock
-/// at `now` and a fixed upload form.
+/// What functions/http/src/jobs.rs `new_job` stores (the same `JobSpec::into_job`), with
+/// ids from a counter and a fixed upload form.
 fn new_job(spec: JobSpec, now: Timestamp) -> Job {
-    let job_id = "job-0".to_string();
-    let ids: HashMap<String, String> = spec
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.clone(), format!("task-{i}")))
-        .collect();
-    let tasks = spec
-        .tasks
-        .into_iter()
-        .map(|t| {
-            let id = ids[&t.name].clone();
-            let (expires_at, result) = match t.operation {
-                Operation::ImportUpload(_) => {
-                    let expires = now.plus(Duration::from_secs(3600));
-                    let form = UploadForm {
-                        url: format!("http://127.0.0.1:8080/v2/upload/{job_id}/{id}"),
-                        parameters: serde_json::Map::new(),
-                    };
-                    (
-                        Some(expires),
-                        Some(TaskResult {
-                            files: vec![],
-                            form: Some(form),
-                        }),
-                    )
-                }
-                _ => (None, None),
-            };
-            Task {
-                // validate_job checked that every input names a task of the job.
-                depends_on_task_ids: t.input.iter().map(|n| ids[n].clone()).collect(),
-                id,
-                job_id: job_id.clone(),
-                name: t.name,
-                operation: t.operation,
-                input: t.input,
-                ignore_error: t.ignore_error,
-                timeout: t.timeout,
-                status: TaskStatus::Waiting,
-                message: None,
-                code: None,
-                percent: 0,
-                created_at: now,
-                started_at: None,
-                ended_at: None,
-                expires_at,
-                attempts: 0,
-                result,
-            }
-        })
-        .collect();
-    Job {
-        id: job_id,
-        user_id: "user-0".into(),
-        tag: spec.tag,
-        webhook_secret: spec.webhook_url.as_ref().map(|_| "secret".to_string()),
-        webhook_url: spec.webhook_url,
-        status: JobStatus::Created,
-        created_at: now,
-        started_at: None,
-        ended_at: None,
-        tasks,
-    }
+    let mut n = 0;
+    let mut job = spec.into_job(
+        "user-0",
+        now,
+        Duration::from_secs(3600),
+        &mut || {
+            n += 1;
+            format!("id-{n}")
+        },
+        &|job_id, task_id, _| UploadForm {
+            url: format!("http://127.0.0.1:8080/v2/upload/{job_id}/{task_id}"),
+            parameters: serde_json::Map::new(),
+        },
+    );
+    job.webhook_secret = job.webhook_url.as_ref().map(|_| "secret".to_string());
+    job
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -391,16 +391,11 @@ impl DynamoStore {
     /// balance, or None when there is no such user.
     pub async fn add_credits(&self, user_id: &str, amount: i64) -> PortResult<Option<i64>> {
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("USER#{user_id}")))
-            .key("sk", s(USER_SK))
+            .update_user(user_id)
             .update_expression("SET credits = if_not_exists(credits, :zero) + :a")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":a", AttributeValue::N(amount.to_string()))
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
             .send()
             .await;
         match out {
@@ -408,6 +403,19 @@ impl DynamoStore {
             Err(e) if is_condition_failed(&e) => Ok(None),
             Err(e) => Err(err(e)),
         }
+    }
+
+    /// An update of a user's item (its credit balance), returning the updated attributes.
+    fn update_user(
+        &self,
+        user_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USER#{user_id}")))
+            .key("sk", s(USER_SK))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
     }
 
     /// A user's credit balance; None: unlimited (or no such user).
@@ -473,15 +481,10 @@ impl KeyStore for DynamoStore {
     /// Credits live on the user's item (`USER#<id>`, `#USER`); no balance: unlimited.
     async fn charge_credits(&self, user_id: &str, amount: i64) -> PortResult<Result<Option<i64>, i64>> {
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("USER#{user_id}")))
-            .key("sk", s(USER_SK))
+            .update_user(user_id)
             .update_expression("SET credits = credits - :a")
             .condition_expression("attribute_exists(credits) AND credits >= :a")
             .expression_attribute_values(":a", AttributeValue::N(amount.to_string()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
             .send()
             .await;
         match out {

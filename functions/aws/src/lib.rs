@@ -217,29 +217,11 @@ impl Aws {
         from: TaskStatus,
         outcome: Result<TaskResult, TaskError>,
     ) -> Result<(), String> {
-        let (to, code, message, result, name) = match outcome {
-            Ok(r) => (TaskStatus::Finished, None, None, Some(r), EventName::TaskFinished),
-            Err(e) => (
-                TaskStatus::Failed,
-                Some(e.code),
-                Some(e.message),
-                None,
-                EventName::TaskFailed,
-            ),
-        };
-        let t = TaskTransition {
-            task_id: task.id.clone(),
-            from,
-            to,
-            at: Timestamp::now(),
-            code,
-            message,
-            result,
-        };
-        if self.store.transition_task(&t).await.map_err(|e| e.to_string())? {
-            if let Some(now) = self.store.get_task(None, &task.id).await.map_err(|e| e.to_string())? {
-                let _ = self.events.publish(Event::task(name, now)).await;
-            }
+        let ended = runconvert_core::ports::end_task(&*self.store, &task.id, from, outcome)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(event) = ended {
+            let _ = self.events.publish(event).await;
         }
         Ok(())
     }

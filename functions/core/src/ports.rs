@@ -61,6 +61,41 @@ pub struct TaskTransition {
     pub result: Option<TaskResult>,
 }
 
+/// Records a task's end: finished with its result, or failed with the error's code and
+/// message, if it is still in `from`. Returns the event that end causes (task.finished or
+/// task.failed, with the task as now stored) for the caller to publish, or None when the
+/// task had moved on or is gone and nothing was written.
+pub async fn end_task(
+    jobs: &dyn JobStore,
+    task_id: &str,
+    from: TaskStatus,
+    outcome: Result<TaskResult, crate::error::TaskError>,
+) -> PortResult<Option<Event>> {
+    let (to, code, message, result, name) = match outcome {
+        Ok(r) => (TaskStatus::Finished, None, None, Some(r), EventName::TaskFinished),
+        Err(e) => (
+            TaskStatus::Failed,
+            Some(e.code),
+            Some(e.message),
+            None,
+            EventName::TaskFailed,
+        ),
+    };
+    let t = TaskTransition {
+        task_id: task_id.to_string(),
+        from,
+        to,
+        at: Timestamp::now(),
+        code,
+        message,
+        result,
+    };
+    if !jobs.transition_task(&t).await? {
+        return Ok(None);
+    }
+    Ok(jobs.get_task(None, task_id).await?.map(|now| Event::task(name, now)))
+}
+
 /// What a [`TaskTransition`] does to a task, for stores that rewrite the whole record.
 pub fn apply_transition(task: &mut Task, t: &TaskTransition) {
     task.status = t.to;

@@ -3,7 +3,9 @@
 
 use crate::error::ApiError;
 use crate::formats::{canonical_format, format_of_filename, Registry};
+use crate::model::{Job, JobStatus, Task, TaskResult, TaskStatus, UploadForm};
 use crate::ops::{Kind, Operation};
+use crate::Timestamp;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -44,6 +46,78 @@ pub struct JobSpec {
     pub webhook_url: Option<String>,
     /// Tasks in an order where every task comes after its inputs.
     pub tasks: Vec<TaskSpec>,
+}
+
+impl JobSpec {
+    /// The job this validated request describes, as it is stored: ids from `new_id` (the
+    /// job's first, then each task's), every task waiting, `created_at` = `now`, and for
+    /// each import/upload its form (`upload_form(job id, task id, expiry)`) expiring after
+    /// `upload_timeout`. A job with a `webhook_url` gets its signing secret from the caller.
+    pub fn into_job(
+        self,
+        user_id: &str,
+        now: Timestamp,
+        upload_timeout: std::time::Duration,
+        new_id: &mut dyn FnMut() -> String,
+        upload_form: &dyn Fn(&str, &str, Timestamp) -> UploadForm,
+    ) -> Job {
+        let job_id = new_id();
+        let ids: HashMap<String, String> = self.tasks.iter().map(|t| (t.name.clone(), new_id())).collect();
+        let tasks = self
+            .tasks
+            .into_iter()
+            .map(|t| {
+                let id = ids[&t.name].clone();
+                let (expires_at, result) = match t.operation {
+                    Operation::ImportUpload(_) => {
+                        let expires = now.plus(upload_timeout);
+                        let form = upload_form(&job_id, &id, expires);
+                        (
+                            Some(expires),
+                            Some(TaskResult {
+                                files: vec![],
+                                form: Some(form),
+                            }),
+                        )
+                    }
+                    _ => (None, None),
+                };
+                Task {
+                    // validate_job checked that every input names a task of the job.
+                    depends_on_task_ids: t.input.iter().map(|n| ids[n].clone()).collect(),
+                    id,
+                    job_id: job_id.clone(),
+                    name: t.name,
+                    operation: t.operation,
+                    input: t.input,
+                    ignore_error: t.ignore_error,
+                    timeout: t.timeout,
+                    status: TaskStatus::Waiting,
+                    message: None,
+                    code: None,
+                    percent: 0,
+                    created_at: now,
+                    started_at: None,
+                    ended_at: None,
+                    expires_at,
+                    attempts: 0,
+                    result,
+                }
+            })
+            .collect();
+        Job {
+            id: job_id,
+            user_id: user_id.to_string(),
+            tag: self.tag,
+            webhook_secret: None,
+            webhook_url: self.webhook_url,
+            status: JobStatus::Created,
+            created_at: now,
+            started_at: None,
+            ended_at: None,
+            tasks,
+        }
+    }
 }
 
 const MAX_NAME_LEN: usize = 128;

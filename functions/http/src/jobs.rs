@@ -9,8 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use runconvert_core::model::{Job, JobStatus, Task, TaskResult, TaskStatus};
-use runconvert_core::ops::Operation;
+use runconvert_core::model::{Job, JobStatus, Task, TaskStatus};
 use runconvert_core::ports::{Event, EventName, JobFilter, Page, TaskFilter};
 use runconvert_core::validate::{validate_job, JobSpec};
 use runconvert_core::{new_id, ApiError, Timestamp};
@@ -72,62 +71,15 @@ fn list_body(data: Vec<Value>, count: u64, page: &Page) -> Json<Value> {
 
 /// Builds the job a validated request describes: ids, timestamps, upload forms.
 fn new_job(state: &ApiState, user_id: &str, spec: JobSpec) -> Job {
-    let now = Timestamp::now();
-    let job_id = new_id();
-    let ids: HashMap<String, String> = spec.tasks.iter().map(|t| (t.name.clone(), new_id())).collect();
-    let tasks = spec
-        .tasks
-        .into_iter()
-        .map(|t| {
-            let id = ids[&t.name].clone();
-            let (expires_at, result) = match t.operation {
-                Operation::ImportUpload(_) => {
-                    let expires = now.plus(state.settings.upload_timeout);
-                    let form = state.files.upload_form(&job_id, &id, expires);
-                    (
-                        Some(expires),
-                        Some(TaskResult {
-                            files: vec![],
-                            form: Some(form),
-                        }),
-                    )
-                }
-                _ => (None, None),
-            };
-            Task {
-                depends_on_task_ids: t.input.iter().map(|n| ids[n].clone()).collect(),
-                id,
-                job_id: job_id.clone(),
-                name: t.name,
-                operation: t.operation,
-                input: t.input,
-                ignore_error: t.ignore_error,
-                timeout: t.timeout,
-                status: TaskStatus::Waiting,
-                message: None,
-                code: None,
-                percent: 0,
-                created_at: now,
-                started_at: None,
-                ended_at: None,
-                expires_at,
-                attempts: 0,
-                result,
-            }
-        })
-        .collect();
-    Job {
-        id: job_id,
-        user_id: user_id.to_string(),
-        tag: spec.tag,
-        webhook_secret: spec.webhook_url.as_ref().map(|_| crate::webhooks::new_secret()),
-        webhook_url: spec.webhook_url,
-        status: JobStatus::Created,
-        created_at: now,
-        started_at: None,
-        ended_at: None,
-        tasks,
-    }
+    let mut job = spec.into_job(
+        user_id,
+        Timestamp::now(),
+        state.settings.upload_timeout,
+        &mut new_id,
+        &|job_id, task_id, expires| state.files.upload_form(job_id, task_id, expires),
+    );
+    job.webhook_secret = job.webhook_url.as_ref().map(|_| crate::webhooks::new_secret());
+    job
 }
 
 async fn publish(state: &ApiState, event: Event) {

@@ -98,32 +98,9 @@ impl Executor {
         from: TaskStatus,
         outcome: Result<runconvert_core::TaskResult, TaskError>,
     ) {
-        let (to, code, message, result, event) = match outcome {
-            Ok(r) => (TaskStatus::Finished, None, None, Some(r), EventName::TaskFinished),
-            Err(e) => (
-                TaskStatus::Failed,
-                Some(e.code),
-                Some(e.message),
-                None,
-                EventName::TaskFailed,
-            ),
-        };
-        let t = TaskTransition {
-            task_id: task.id.clone(),
-            from,
-            to,
-            at: Timestamp::now(),
-            code,
-            message,
-            result,
-        };
-        match self.jobs.transition_task(&t).await {
-            Ok(true) => {
-                if let Ok(Some(task)) = self.jobs.get_task(None, &task.id).await {
-                    self.publish(Event::task(event, task)).await;
-                }
-            }
-            Ok(false) => {} // deleted or already moved on
+        match runconvert_core::ports::end_task(&*self.jobs, &task.id, from, outcome).await {
+            Ok(Some(event)) => self.publish(event).await,
+            Ok(None) => {} // deleted or already moved on
             Err(e) => tracing::error!(task = %task.id, error = %e, "could not record a task's end"),
         }
     }
