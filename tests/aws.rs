@@ -420,7 +420,10 @@ async fn keys_and_credits_from_the_admin_command_limit_what_a_user_runs() {
     assert_eq!(err, "runconvert-aws: no user nobody");
     let (ok, _, err) = admin(&h, &["keys", "create", "--name", "x", "--credits", "lots"]);
     assert!(!ok);
-    assert!(err.contains("--credits must be a whole number"), "{err}");
+    assert!(err.contains("--credits must be a whole number of at least 0"), "{err}");
+    let (ok, _, err) = admin(&h, &["credits", "add", "--user", &user, "--amount", "-3"]);
+    assert!(!ok);
+    assert!(err.contains("--amount must be a whole number of at least 1"), "{err}");
 
     // The harness's own (unlimited) user is not affected, and the paid job runs.
     let (status, me_unlimited) = h.get("/v2/users/me").await;

@@ -176,9 +176,9 @@ async fn a_user_at_their_task_limit_waits_while_others_are_served() {
     .await;
     let (_, l) = s.get("/v2/limits").await;
     assert_eq!(l["data"]["max_concurrent_tasks_per_user"], 1, "{l}");
-    // Alice's two downloads take 3 s each: with one task at a time, the second waits.
+    // Alice's two downloads take 8 s each: with one task at a time, the second waits.
     let slow = json!({"tasks": {
-        "slow": {"operation": "import/url", "url": fx.url("/slow/3/images/photo_640x480.jpg")},
+        "slow": {"operation": "import/url", "url": fx.url("/slow/8/images/photo_640x480.jpg")},
     }});
     let first = s.create_job(slow.clone()).await;
     let second = s.create_job(slow).await;
@@ -207,7 +207,7 @@ async fn a_user_at_their_task_limit_waits_while_others_are_served() {
         let (_, j) = s.get(&format!("/v2/process/jobs/{}", j["id"].as_str().unwrap())).await;
         assert_ne!(
             j["status"], "completed",
-            "Alice's 3 s download finished before Bob's job: {j}"
+            "Alice's 8 s download finished before Bob's job: {j}"
         );
         running += (task(&j, "slow")["status"] == "processing") as usize;
     }

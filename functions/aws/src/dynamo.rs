@@ -8,6 +8,7 @@
 //! | job | `JOB#<id>` | `#JOB` | `USER#<user>#JOB` / `<created ms>#<id>` | |
 //! | task | `JOB#<job>` | `TASK#<position>` | `USER#<user>#TASK` / `<created ms>#<job>#<position>` | `TASK#<id>` |
 //! | API key | `KEY#<sha256>` | `#KEY` | | |
+//! | user (name, credit balance) | `USER#<user>` | `#USER` | | |
 //! | webhook | `USER#<user>` | `WEBHOOK#<id>` | | |
 //! | delivery | `WEBHOOK#<id>` | `DELIVERY#<ms>#<id>` | | |
 //!
@@ -418,21 +419,6 @@ impl DynamoStore {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
     }
 
-    /// A user's credit balance; None: unlimited (or no such user).
-    async fn credits_of(&self, user_id: &str) -> PortResult<Option<i64>> {
-        let got = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("USER#{user_id}")))
-            .key("sk", s(USER_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(err)?;
-        Ok(got.item().and_then(|i| get_n(i, "credits")))
-    }
-
     /// Records one delivery attempt of a webhook (what `GET /v2/webhooks/{id}/deliveries` shows).
     pub async fn record_delivery(&self, webhook_id: &str, d: &Delivery) -> PortResult<()> {
         self.client
@@ -469,13 +455,29 @@ impl KeyStore for DynamoStore {
         let Some(i) = got.item() else {
             return Ok(None);
         };
-        let id = get_s(i, "user_id").unwrap_or_default();
         Ok(Some(User {
-            credits: self.credits_of(&id).await?,
-            id,
+            id: get_s(i, "user_id").unwrap_or_default(),
             name: get_s(i, "name").unwrap_or_default(),
             rate_limit: get_n(i, "rate_limit"),
+            // On the user's item: read only where a balance is shown (`credits`), so that
+            // authenticating a request stays one read.
+            credits: None,
         }))
+    }
+
+    /// A user's credit balance; None: unlimited (or no such user).
+    async fn credits(&self, user_id: &str) -> PortResult<Option<i64>> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USER#{user_id}")))
+            .key("sk", s(USER_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(got.item().and_then(|i| get_n(i, "credits")))
     }
 
     /// Credits live on the user's item (`USER#<id>`, `#USER`); no balance: unlimited.
@@ -489,7 +491,7 @@ impl KeyStore for DynamoStore {
             .await;
         match out {
             Ok(o) => Ok(Ok(o.attributes().and_then(|a| get_n(a, "credits")))),
-            Err(e) if is_condition_failed(&e) => match self.credits_of(user_id).await? {
+            Err(e) if is_condition_failed(&e) => match self.credits(user_id).await? {
                 Some(left) => Ok(Err(left)),
                 None => Ok(Ok(None)),
             },

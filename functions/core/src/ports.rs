@@ -150,6 +150,10 @@ pub trait KeyStore: Send + Sync {
     /// Takes `amount` credits from the user, atomically, if the balance covers it.
     /// `Ok(Err(balance))` when it does not; unlimited users always pass.
     async fn charge_credits(&self, user_id: &str, amount: i64) -> PortResult<Result<Option<i64>, i64>>;
+    /// The user's credit balance now; None: unlimited. (A store may leave
+    /// `User::credits` of [`KeyStore::user_for_key_hash`] empty to keep that lookup to one
+    /// read; what shows a balance asks here.)
+    async fn credits(&self, user_id: &str) -> PortResult<Option<i64>>;
 }
 
 /// Where files live between tasks. A file is addressed by its job, task and name.

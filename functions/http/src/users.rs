@@ -2,6 +2,7 @@
 //! this server allows).
 
 use crate::auth::AuthUser;
+use crate::error::HttpResult;
 use crate::ApiState;
 use axum::extract::State;
 use axum::routing::get;
@@ -22,16 +23,16 @@ fn rate(state: &ApiState, own: Option<u32>) -> Value {
     }
 }
 
-async fn me(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> Json<Value> {
-    Json(json!({"data": {
+async fn me(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> HttpResult<Json<Value>> {
+    Ok(Json(json!({"data": {
+        "credits": state.keys.credits(&user.id).await?,
         "id": user.id,
         "name": user.name,
-        "credits": user.credits,
         "rate_limit_per_minute": rate(&state, user.rate_limit),
-    }}))
+    }})))
 }
 
-async fn limits(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> Json<Value> {
+async fn limits(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> HttpResult<Json<Value>> {
     let l = &state.settings.limits;
     let mut data = json!({
         "rate_limit_per_minute": rate(&state, user.rate_limit),
@@ -40,11 +41,11 @@ async fn limits(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) ->
         "max_request_bytes": state.settings.max_body_bytes,
         "upload_timeout_seconds": state.settings.upload_timeout.as_secs(),
         "max_wait_seconds": state.settings.max_wait.as_secs(),
-        "credits": user.credits,
+        "credits": state.keys.credits(&user.id).await?,
         "credit_rule": "one credit per processing task (convert, compress, merge, archive, capture_website, ocr, watermark, thumbnail); imports and exports are free",
     });
     if let Some(obj) = data.as_object_mut() {
         obj.extend(state.settings.reported_limits.clone());
     }
-    Json(json!({ "data": data }))
+    Ok(Json(json!({ "data": data })))
 }

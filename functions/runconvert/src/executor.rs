@@ -16,7 +16,6 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
-/// A task that was running when the server stopped is started again this many times at most.
 pub struct Executor {
     jobs: Arc<dyn JobStore>,
     events: Arc<dyn EventSink>,
@@ -101,7 +100,9 @@ impl Executor {
         match runconvert_core::ports::end_task(&*self.jobs, &task.id, from, outcome).await {
             Ok(Some(event)) => self.publish(event).await,
             Ok(None) => {} // deleted or already moved on
-            Err(e) => tracing::error!(task = %task.id, error = %e, "could not record a task's end"),
+            Err(e) => {
+                tracing::error!(task = %task.id, error = %e, "could not record a task's end or read it back for its event")
+            }
         }
     }
 

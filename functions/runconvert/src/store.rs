@@ -381,6 +381,16 @@ impl KeyStore for SqliteStore {
         .await
     }
 
+    async fn credits(&self, user_id: &str) -> PortResult<Option<i64>> {
+        let id = user_id.to_string();
+        self.with(move |c| {
+            c.query_row("SELECT credits FROM users WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()
+                .map(Option::flatten)
+        })
+        .await
+    }
+
     async fn charge_credits(&self, user_id: &str, amount: i64) -> PortResult<Result<Option<i64>, i64>> {
         let id = user_id.to_string();
         self.with(move |c| {

@@ -35,17 +35,28 @@ fn parse(args: &[String]) -> Result<(Vec<&str>, HashMap<&str, &str>), String> {
     Ok((words, flags))
 }
 
-fn number<T: std::str::FromStr>(flags: &HashMap<&str, &str>, name: &str) -> Result<Option<T>, String> {
+/// A flag's value as a whole number of at least 0 (`--amount`: at least 1).
+fn number<T: std::str::FromStr + Into<i64> + Copy>(
+    flags: &HashMap<&str, &str>,
+    name: &str,
+) -> Result<Option<T>, String> {
+    let least = if name == "amount" { 1 } else { 0 };
     flags
         .get(name)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| format!("--{name} must be a whole number, not {v:?}"))
+        .map(|v| match v.parse::<T>() {
+            Ok(n) if n.into() >= least => Ok(n),
+            _ => Err(format!(
+                "--{name} must be a whole number of at least {least}, not {v:?}"
+            )),
         })
         .transpose()
 }
 
 async fn run(args: &[String]) -> Result<(), String> {
+    if args.is_empty() || args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let (words, flags) = parse(args)?;
     let known = ["table", "name", "rate-limit", "credits", "user", "amount"];
     if let Some(bad) = flags.keys().find(|k| !known.contains(k)) {
