@@ -76,7 +76,9 @@ cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
 # The fuzz targets build and each runs briefly on its seeds (which keep the inputs of
 # crashes once found and fixed) plus what it mutates from them; longer sessions:
 # `FUZZ_SECONDS=600 bash fuzz/run.sh`. FUZZ_SECONDS=0 skips this step.
-if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
-  log "fuzz targets (bash fuzz/run.sh, ${FUZZ_SECONDS:-20} s each, no sanitizer)"
-  SANITIZER="${SANITIZER:-none}" FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash fuzz/run.sh
+# FUZZ_SANITIZER=address for AddressSanitizer (a much longer build).
+fuzz_seconds="${FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" != 0 ]; then
+  log "fuzz targets (bash fuzz/run.sh, $fuzz_seconds s each, sanitizer ${FUZZ_SANITIZER:-none})"
+  SANITIZER="${FUZZ_SANITIZER:-none}" FUZZ_SECONDS="$fuzz_seconds" bash fuzz/run.sh
 fi
