@@ -593,6 +593,37 @@ fn service_code_in(text: &str) -> Option<String> {
     between("<Code>", "</Code>").or_else(|| between("\"reason\": \"", "\""))
 }
 
+/// The access fields of a store's task, which its import and export options share
+/// (`access!(S3Access, o)` for an `ImportS3` or an `ExportS3`).
+macro_rules! access {
+    (S3Access, $o:expr) => {
+        S3Access {
+            bucket: &$o.bucket,
+            region: &$o.region,
+            access_key_id: &$o.access_key_id,
+            secret_access_key: &$o.secret_access_key,
+            session_token: $o.session_token.as_deref(),
+            endpoint: $o.endpoint.as_deref(),
+        }
+    };
+    (GcsAccess, $o:expr) => {
+        GcsAccess {
+            project_id: &$o.project_id,
+            bucket: &$o.bucket,
+            client_email: &$o.client_email,
+            private_key: &$o.private_key,
+        }
+    };
+    (AzureAccess, $o:expr) => {
+        AzureAccess {
+            storage_account: &$o.storage_account,
+            container: &$o.container,
+            storage_access_key: $o.storage_access_key.as_deref(),
+            sas_token: $o.sas_token.as_deref(),
+        }
+    };
+}
+
 // ---- the six tasks ----------------------------------------------------------
 
 pub async fn import_s3(
@@ -602,19 +633,7 @@ pub async fn import_s3(
     limits: &TransferLimits,
     progress: ByteProgress,
 ) -> Result<Vec<Fetched>, TaskError> {
-    let remote = open_s3(
-        S3Access {
-            bucket: &o.bucket,
-            region: &o.region,
-            access_key_id: &o.access_key_id,
-            secret_access_key: &o.secret_access_key,
-            session_token: o.session_token.as_deref(),
-            endpoint: o.endpoint.as_deref(),
-        },
-        guard,
-        limits,
-    )
-    .await?;
+    let remote = open_s3(access!(S3Access, o), guard, limits).await?;
     let sel = selector("key", o.key.as_deref(), "key_prefix", o.key_prefix.as_deref())?;
     remote.import(sel, dir, limits, progress).await
 }
@@ -626,19 +645,7 @@ pub async fn export_s3(
     limits: &TransferLimits,
     progress: ByteProgress,
 ) -> Result<Vec<String>, TaskError> {
-    let remote = open_s3(
-        S3Access {
-            bucket: &o.bucket,
-            region: &o.region,
-            access_key_id: &o.access_key_id,
-            secret_access_key: &o.secret_access_key,
-            session_token: o.session_token.as_deref(),
-            endpoint: o.endpoint.as_deref(),
-        },
-        guard,
-        limits,
-    )
-    .await?;
+    let remote = open_s3(access!(S3Access, o), guard, limits).await?;
     let sel = selector("key", o.key.as_deref(), "key_prefix", o.key_prefix.as_deref())?;
     let keys = remote.export(sel, files, o.content_type.as_deref(), progress).await?;
     if let Some(acl) = &o.acl {
@@ -733,17 +740,7 @@ pub async fn import_gcs(
     limits: &TransferLimits,
     progress: ByteProgress,
 ) -> Result<Vec<Fetched>, TaskError> {
-    let remote = open_gcs(
-        GcsAccess {
-            project_id: &o.project_id,
-            bucket: &o.bucket,
-            client_email: &o.client_email,
-            private_key: &o.private_key,
-        },
-        guard,
-        settings,
-        limits,
-    )?;
+    let remote = open_gcs(access!(GcsAccess, o), guard, settings, limits)?;
     let sel = selector("file", o.file.as_deref(), "file_prefix", o.file_prefix.as_deref())?;
     remote.import(sel, dir, limits, progress).await
 }
@@ -756,17 +753,7 @@ pub async fn export_gcs(
     limits: &TransferLimits,
     progress: ByteProgress,
 ) -> Result<Vec<String>, TaskError> {
-    let remote = open_gcs(
-        GcsAccess {
-            project_id: &o.project_id,
-            bucket: &o.bucket,
-            client_email: &o.client_email,
-            private_key: &o.private_key,
-        },
-        guard,
-        settings,
-        limits,
-    )?;
+    let remote = open_gcs(access!(GcsAccess, o), guard, settings, limits)?;
     let sel = selector("file", o.file.as_deref(), "file_prefix", o.file_prefix.as_deref())?;
     remote.export(sel, files, None, progress).await
 }
@@ -779,18 +766,7 @@ pub async fn import_azure(
     limits: &TransferLimits,
     progress: ByteProgress,
 ) -> Result<Vec<Fetched>, TaskError> {
-    let remote = open_azure(
-        AzureAccess {
-            storage_account: &o.storage_account,
-            container: &o.container,
-            storage_access_key: o.storage_access_key.as_deref(),
-            sas_token: o.sas_token.as_deref(),
-        },
-        guard,
-        settings,
-        limits,
-    )
-    .await?;
+    let remote = open_azure(access!(AzureAccess, o), guard, settings, limits).await?;
     let sel = selector("blob", o.blob.as_deref(), "blob_prefix", o.blob_prefix.as_deref())?;
     remote.import(sel, dir, limits, progress).await
 }
@@ -803,18 +779,7 @@ pub async fn export_azure(
     limits: &TransferLimits,
     progress: ByteProgress,
 ) -> Result<Vec<String>, TaskError> {
-    let remote = open_azure(
-        AzureAccess {
-            storage_account: &o.storage_account,
-            container: &o.container,
-            storage_access_key: o.storage_access_key.as_deref(),
-            sas_token: o.sas_token.as_deref(),
-        },
-        guard,
-        settings,
-        limits,
-    )
-    .await?;
+    let remote = open_azure(access!(AzureAccess, o), guard, settings, limits).await?;
     let sel = selector("blob", o.blob.as_deref(), "blob_prefix", o.blob_prefix.as_deref())?;
     remote.export(sel, files, None, progress).await
 }

@@ -341,6 +341,19 @@ fn last_segment(path: &str) -> String {
         .to_string()
 }
 
+/// The connection fields, which import/sftp and export/sftp share.
+macro_rules! access {
+    ($o:expr) => {
+        Access {
+            host: &$o.host,
+            port: $o.port.unwrap_or(22),
+            username: &$o.username,
+            password: $o.password.as_deref(),
+            private_key: $o.private_key.as_deref(),
+        }
+    };
+}
+
 /// import/sftp: `file_string` names one file; `path` a directory whose files are all imported.
 pub async fn import(
     o: &ImportSftp,
@@ -355,18 +368,7 @@ pub async fn import(
         (None, None) => return Err(TaskError::new(codes::INVALID_DATA, "give file_string or path")),
     };
     check_remote_path(field, remote)?;
-    let s = open(
-        Access {
-            host: &o.host,
-            port: o.port.unwrap_or(22),
-            username: &o.username,
-            password: o.password.as_deref(),
-            private_key: o.private_key.as_deref(),
-        },
-        guard,
-        limits,
-    )
-    .await?;
+    let s = open(access!(o), guard, limits).await?;
     let result = import_on(&s, field, remote, dir, limits, progress).await;
     s.close().await;
     result
@@ -459,18 +461,7 @@ pub async fn export(
         };
         targets.push(target);
     }
-    let s = open(
-        Access {
-            host: &o.host,
-            port: o.port.unwrap_or(22),
-            username: &o.username,
-            password: o.password.as_deref(),
-            private_key: o.private_key.as_deref(),
-        },
-        guard,
-        limits,
-    )
-    .await?;
+    let s = open(access!(o), guard, limits).await?;
     let mut progress = progress;
     let mut result = Ok(());
     for (f, target) in files.iter().zip(&targets) {
