@@ -13,8 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The harness listens on the fixed front port moto calls back: one at a time in this
+/// binary, whatever `--test-threads` says (held until the harness is dropped).
+static ONE_HARNESS: Mutex<()> = Mutex::new(());
+
 struct Harness {
     child: Child,
+    _turn: std::sync::MutexGuard<'static, ()>,
     api: String,
     key: String,
     bucket: String,
@@ -39,6 +44,8 @@ fn env(name: &str) -> String {
 
 impl Harness {
     fn start() -> Harness {
+        // A test that failed while holding the turn poisons the lock; the next may go on.
+        let turn = ONE_HARNESS.lock().unwrap_or_else(|p| p.into_inner());
         let bin = bin_path().with_file_name("runconvert-aws-local");
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
@@ -79,6 +86,7 @@ impl Harness {
         std::thread::spawn(move || for _ in lines {});
         Harness {
             child,
+            _turn: turn,
             api,
             key,
             bucket,

@@ -72,7 +72,7 @@ bash tests/services.sh start >/dev/null
 # shellcheck disable=SC1091
 source target/test-services/env.sh
 log "cargo test"
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 # The fuzz targets build and each runs briefly on its seeds (which keep the inputs of
 # crashes once found and fixed) plus what it mutates from them; longer sessions:
 # `FUZZ_SECONDS=600 bash fuzz/run.sh`. FUZZ_SECONDS=0 skips this step.
