@@ -673,13 +673,8 @@ async fn jobs_and_files_survive_a_restart_and_interrupted_work_resumes() {
         }}))
         .await;
     let running_id = running["id"].as_str().unwrap();
-    for _ in 0..100 {
-        let (_, j) = s.get(&format!("/v2/process/jobs/{running_id}")).await;
-        if task(&j, "slow")["status"] == "processing" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Killed once it runs.
+    s.task_becomes(running_id, "slow", "processing").await;
     s.kill_and_restart().await;
 
     // The finished job and its file are still there.

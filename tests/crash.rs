@@ -218,14 +218,10 @@ async fn kill_9_at_random_moments_loses_no_accepted_job() {
 }
 
 async fn wait_task_status(s: &Server, job: &str, name: &str, status: &str) {
-    for _ in 0..250 {
-        let (_, j) = s.get(&format!("/v2/process/jobs/{job}")).await;
-        if task(&j, name)["status"] == status {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("task {name} of job {job} never became {status}");
+    assert!(
+        s.task_becomes(job, name, status).await,
+        "task {name} of job {job} never became {status}"
+    );
 }
 
 #[tokio::test]

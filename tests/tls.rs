@@ -4,8 +4,16 @@
 
 use runconvert_tests::*;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// The server's "RunConvert listening on ..." line (None if it exits first).
+fn listening_line(child: &mut Child) -> Option<String> {
+    BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("RunConvert listening on "))
+}
 
 fn data_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("runconvert-tls-{tag}-{}", std::process::id()));
@@ -52,11 +60,7 @@ async fn serves_https_with_hsts_and_refuses_plain_http_off_loopback() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let line = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map(|l| l.unwrap())
-        .find(|l| l.starts_with("RunConvert listening on "))
-        .unwrap();
+    let line = listening_line(&mut child).unwrap();
     let base = line["RunConvert listening on ".len()..]
         .split_whitespace()
         .next()
@@ -121,10 +125,7 @@ async fn serves_https_with_hsts_and_refuses_plain_http_off_loopback() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let line = BufReader::new(proxied.stdout.take().unwrap())
-        .lines()
-        .map(|l| l.unwrap())
-        .find(|l| l.starts_with("RunConvert listening on "));
+    let line = listening_line(&mut proxied);
     assert!(line.is_some_and(|l| l.contains("http://0.0.0.0:")));
     let _ = proxied.kill();
     let _ = proxied.wait();

@@ -273,6 +273,19 @@ impl Server {
         panic!("job {id} did not end within 300 s");
     }
 
+    /// Polls the job (every 20 ms, 5 s at most) until its task `name` is in `status`;
+    /// false if it never was.
+    pub async fn task_becomes(&self, job_id: &str, name: &str, status: &str) -> bool {
+        for _ in 0..250 {
+            let (_, j) = self.get(&format!("/v2/process/jobs/{job_id}")).await;
+            if task(&j, name)["status"] == status {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     pub async fn run_job(&self, body: Value) -> Value {
         let job = self.create_job(body).await;
         self.wait_job(job["id"].as_str().unwrap()).await
