@@ -51,6 +51,8 @@ pub struct Env {
     /// An S3-compatible endpoint (an emulator); AWS's own when unset.
     pub endpoint: Option<String>,
     pub allow_private_networks: bool,
+    /// SFTP tasks must give `host_key` (`SFTP_REQUIRE_HOST_KEY`).
+    pub sftp_require_host_key: bool,
     pub max_file_size: u64,
     pub retention: Duration,
     pub upload_timeout: Duration,
@@ -75,6 +77,7 @@ impl Env {
             queue_url: var("QUEUE_URL"),
             endpoint: var("AWS_ENDPOINT_URL"),
             allow_private_networks: var("ALLOW_PRIVATE_NETWORKS").is_some_and(|v| v == "true" || v == "1"),
+            sftp_require_host_key: var("SFTP_REQUIRE_HOST_KEY").is_some_and(|v| v == "true" || v == "1"),
             max_file_size: num("MAX_FILE_SIZE_BYTES", 1 << 30),
             retention: Duration::from_secs(num("RETENTION_DAYS", 1) * 86_400),
             upload_timeout: Duration::from_secs(num("UPLOAD_TIMEOUT_SECONDS", 3600)),
@@ -176,6 +179,7 @@ impl Aws {
                 },
                 retention: env.retention,
                 stores: Default::default(),
+                require_sftp_host_key: env.sftp_require_host_key,
             },
         };
         Ok(Aws {
@@ -250,8 +254,15 @@ impl Aws {
                             task_id: t.id.clone(),
                         })
                         .collect();
-                    self.end_task(t, TaskStatus::Waiting, Ok(TaskResult { files, form: None }))
-                        .await?;
+                    self.end_task(
+                        t,
+                        TaskStatus::Waiting,
+                        Ok(TaskResult {
+                            files,
+                            ..TaskResult::default()
+                        }),
+                    )
+                    .await?;
                 }
             }
         }

@@ -189,6 +189,9 @@ impl FileStore for S3FileStore {
             sigv4::uri_encode(&key, true)
         ))
         .expect("the endpoint is a URL");
+        // S3 can set no Content-Security-Policy: active content (HTML, SVG...) is only
+        // ever a download there.
+        let inline = inline && !runconvert_core::formats::is_active_content(&file.filename);
         let disposition = if inline { "inline" } else { "attachment" };
         url.query_pairs_mut().append_pair(
             "response-content-disposition",

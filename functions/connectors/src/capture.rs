@@ -1,11 +1,15 @@
-//! capture_website: headless Chromium driven over the DevTools protocol. Every request
-//! the page makes (the page itself, its images, scripts, frames, redirects) is paused by
-//! the Fetch domain and let through only if the outbound-address guard accepts its host;
-//! anything else (file:, data: navigations aside from the page's own inline data, private
-//! addresses) is refused. Chromium runs in its own process group with a throwaway profile
-//! and is killed when the capture ends, fails, times out or is cancelled.
+//! capture_website: headless Chromium driven over the DevTools protocol. Chromium reaches
+//! the network only through the pinning proxy (`proxy`): it resolves no name itself, and
+//! the proxy resolves each host once, checks every address with the outbound guard and
+//! connects to the checked one; frames in other processes, WebSocket, preconnects and
+//! WebRTC's TCP candidates go through it too. The main page's requests are also paused by
+//! the Fetch domain, which refuses other schemes (file:...) and literal inner addresses
+//! and serves a converted document from memory. Chromium runs in its own process group
+//! with a throwaway profile and is killed when the capture ends, fails, times out or is
+//! cancelled.
 
 use crate::guard::Guard;
+use crate::proxy::{Pin, PinningProxy};
 use futures_util::{SinkExt, StreamExt};
 use runconvert_core::error::codes;
 use runconvert_core::formats::{OptionSpec, OptionType};
@@ -15,6 +19,7 @@ use serde_json::{json, Value};
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
@@ -275,21 +280,36 @@ fn tracing_refusal(url: &str, why: &str) {
     eprintln!("capture_website: refused {shown}: {why}");
 }
 
-/// Whether the page may load `url`.
+/// Whether the page may load `url`: its scheme and a literal address. Host names are
+/// resolved and checked by the pinning proxy alone, where the connection is made.
 pub async fn check_request(guard: &Guard, url: &str) -> Result<(), String> {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("data:") || lower.starts_with("blob:") || lower == "about:blank" {
         return Ok(());
     }
     let parsed = url::Url::parse(url).map_err(|e| format!("not a valid URL: {e}"))?;
-    guard.check_url(&parsed).map_err(|r| r.0)?;
-    if let Some(url::Host::Domain(host)) = parsed.host() {
-        guard
-            .resolve(host, parsed.port_or_known_default().unwrap_or(80))
-            .await
-            .map_err(|r| r.0)?;
-    }
-    Ok(())
+    guard.check_url(&parsed).map_err(|r| r.0)
+}
+
+/// The flags that leave Chromium no way to the network but `proxy`: every scheme through
+/// it, no implicit bypass for loopback, a resolver that resolves nothing (the proxy's own
+/// address is a literal), WebRTC without UDP (its TCP candidates go through the proxy),
+/// no QUIC, no DNS-over-HTTPS (it would bypass the proxy), no background traffic.
+pub fn network_flags(proxy: std::net::SocketAddr) -> Vec<String> {
+    vec![
+        format!("--proxy-server=http://{proxy}"),
+        "--proxy-bypass-list=<-loopback>".into(),
+        format!("--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {}", proxy.ip()),
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp".into(),
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp".into(),
+        "--disable-quic".into(),
+        "--disable-features=DnsOverHttps,NetworkPrediction,MediaRouter,OptimizationHints,Translate".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--disable-domain-reliability".into(),
+        "--no-pings".into(),
+    ]
 }
 
 fn paper(size: &str) -> (f64, f64) {
@@ -325,7 +345,22 @@ pub async fn document_to_pdf(
     } else {
         text
     };
-    run(chromium, guard, None, Some(html), "pdf", o, work, out).await
+    document_to_pdf_pinned(chromium, guard, Arc::new(*guard), html, o, work, out).await
+}
+
+/// [`document_to_pdf`] of an HTML text, with the proxy's resolution and checks given by
+/// `pin` (the guard in the server; tests give one whose answers change).
+#[allow(clippy::too_many_arguments)]
+pub async fn document_to_pdf_pinned(
+    chromium: &Chromium,
+    guard: &Guard,
+    pin: Arc<dyn Pin>,
+    html: String,
+    o: &EngineOptions,
+    work: &Path,
+    out: &Path,
+) -> Result<(), TaskError> {
+    run(chromium, guard, pin, None, Some(html), "pdf", o, work, out).await
 }
 
 /// Loads `url` in a fresh headless Chromium and writes a screenshot or PDF to `out`.
@@ -338,13 +373,14 @@ pub async fn capture(
     work: &Path,
     out: &Path,
 ) -> Result<(), TaskError> {
-    run(chromium, guard, Some(url), None, output, o, work, out).await
+    run(chromium, guard, Arc::new(*guard), Some(url), None, output, o, work, out).await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
     chromium: &Chromium,
     guard: &Guard,
+    pin: Arc<dyn Pin>,
     url: Option<&str>,
     document: Option<String>,
     output: &str,
@@ -353,6 +389,7 @@ async fn run(
     out: &Path,
 ) -> Result<(), TaskError> {
     let url = url.unwrap_or(DOCUMENT_URL);
+    let serving_document = document.is_some();
     let parsed = url::Url::parse(url.trim())
         .map_err(|e| TaskError::new(codes::INVALID_DATA, format!("{url:?} is not a valid URL: {e}")))?;
     guard
@@ -370,19 +407,19 @@ async fn run(
     let boolean = |name: &str, default: bool| o.get(name).and_then(Value::as_bool).unwrap_or(default);
     let load_timeout = Duration::from_secs(int("load_timeout", 30) as u64);
 
+    let proxy = PinningProxy::start(pin, Duration::from_secs(10))
+        .await
+        .map_err(|e| failed(format!("cannot start the browser's proxy: {e}")))?;
     let profile = work.join("chromium-profile");
     std::fs::create_dir_all(&profile).map_err(|e| failed(e.to_string()))?;
     let mut cmd = tokio::process::Command::new(&chromium.path);
+    cmd.args(network_flags(proxy.addr));
     cmd.args([
         "--headless=new",
         "--disable-gpu",
         "--no-first-run",
         "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
         "--disable-extensions",
-        "--disable-quic",
         "--mute-audio",
         "--hide-scrollbars",
         "--remote-debugging-address=127.0.0.1",
@@ -493,6 +530,12 @@ async fn run(
         Ok::<(), TaskError>(())
     })
     .await;
+    // The page's own host refused at the proxy (it resolved to an inner address there).
+    if !serving_document {
+        if let Some(why) = parsed.host_str().and_then(|h| proxy.refusal_for(h)) {
+            return Err(TaskError::new(codes::FORBIDDEN_ADDRESS, why));
+        }
+    }
     match loaded {
         Ok(r) => r?,
         Err(_) => {
@@ -575,13 +618,17 @@ mod tests {
             "http://127.0.0.1/x.png",
             "http://169.254.169.254/latest",
             "file:///etc/passwd",
-            "http://localhost:8080/",
             "http://[::1]/",
             "ftp://example.com/",
         ] {
             assert!(check_request(&g, bad).await.is_err(), "{bad}");
         }
         assert!(check_request(&g, "data:image/png;base64,AAAA").await.is_ok());
+        // Names are resolved and refused where the browser's connection is made: the proxy.
+        use crate::proxy::Pin;
+        assert!(g.pin("localhost", 8080).await.is_err());
+        assert!(g.pin("[::1]", 80).await.is_err());
+        assert!(Guard::new(true).pin("localhost", 8080).await.is_ok());
         assert!(check_request(&Guard::new(true), "http://127.0.0.1/x.png").await.is_ok());
     }
 }

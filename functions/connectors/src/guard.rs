@@ -210,6 +210,8 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
         x if x & 0xffc0 == 0xfec0 => "site-local",
         x if x & 0xff00 == 0xff00 => "multicast",
         0x2001 if s[1] == 0xdb8 => "documentation",
+        // Teredo tunnels carry an IPv4 address (obfuscated) too.
+        0x2001 if s[1] == 0 => "Teredo",
         0x0100 if s[1..4] == [0, 0, 0] => "discard-only",
         _ => return None,
     })
@@ -248,6 +250,7 @@ mod tests {
             "2002:7f00:1::",
             "2002:a9fe:a9fe::1",
             "2001:db8::1",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
         ];
         for ip in bad {
             let ip: IpAddr = ip.parse().unwrap();

@@ -50,20 +50,53 @@ pub async fn download(
     guard
         .check_url(&parsed)
         .map_err(|r| TaskError::new(codes::FORBIDDEN_ADDRESS, r.0))?;
+    // Redirects are followed here, not by the client: the task's headers are credentials
+    // (Authorization, Cookie, X-Api-Key, anything) and go only to the origin they were
+    // given for, never to another host a redirect names.
     let client = guard
         .http_client()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(limits.connect_timeout)
         .read_timeout(limits.read_timeout)
         .build()
         .map_err(|e| failed(format!("cannot set up the HTTP client: {e}")))?;
-    let mut req = client.get(parsed.clone());
-    for (k, v) in headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let mut resp = req.send().await.map_err(|e| describe(&parsed, e))?;
+    let mut current = parsed.clone();
+    let mut redirects = 0;
+    let mut resp = loop {
+        let mut req = client.get(current.clone());
+        if same_origin(&current, &parsed) {
+            for (k, v) in headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+        }
+        let resp = req.send().await.map_err(|e| describe(&current, e))?;
+        if !resp.status().is_redirection() {
+            break resp;
+        }
+        let Some(next) = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| current.join(l).ok())
+        else {
+            break resp;
+        };
+        redirects += 1;
+        if redirects > crate::guard::MAX_REDIRECTS {
+            return Err(failed(format!(
+                "{} redirected more than {} times",
+                host_of(&parsed),
+                crate::guard::MAX_REDIRECTS
+            )));
+        }
+        guard
+            .check_url(&next)
+            .map_err(|r| TaskError::new(codes::FORBIDDEN_ADDRESS, format!("a redirect was refused: {}", r.0)))?;
+        current = next;
+    };
     let status = resp.status();
     if !status.is_success() {
-        return Err(failed(format!("{} answered HTTP {status}", host_of(&parsed))));
+        return Err(failed(format!("{} answered HTTP {status}", host_of(&current))));
     }
     if let Some(len) = resp.content_length() {
         if len > limits.max_bytes {
@@ -80,7 +113,7 @@ pub async fn download(
         .await
         .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("cannot write the download: {e}")))?;
     let mut size: u64 = 0;
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&parsed, e))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&current, e))? {
         size += chunk.len() as u64;
         if size > limits.max_bytes {
             drop(file);
@@ -95,6 +128,11 @@ pub async fn download(
         .await
         .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("cannot write the download: {e}")))?;
     Ok(Downloaded { size, suggested_name })
+}
+
+/// Same scheme, host and port: where the task's own headers may go.
+fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme() && a.host() == b.host() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 fn too_large(max: u64) -> TaskError {

@@ -5,6 +5,7 @@ pub mod buckets;
 pub mod capture;
 pub mod guard;
 pub mod http_import;
+pub mod proxy;
 pub mod sftp;
 pub mod sigv4;
 pub mod transfer;

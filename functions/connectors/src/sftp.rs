@@ -21,19 +21,48 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CHUNK: usize = 256 * 1024;
 
-/// SFTP servers are the user's own: their host key is accepted and logged, as with
-/// any first connection (there is no known_hosts to check it against).
-struct AcceptHostKey {
+/// Checks the server's host key against the task's `host_key` (an OpenSSH public key
+/// line or a `SHA256:` fingerprint) before anything is sent; without one, the key is
+/// accepted (unless the server requires `host_key`) and its fingerprint recorded in the
+/// task's result.
+struct HostKeyCheck {
     host: String,
+    expected: Option<String>,
+    /// The fingerprint the server presented, and whether it matched.
+    seen: Arc<std::sync::Mutex<Option<(String, bool)>>>,
 }
 
-impl client::Handler for AcceptHostKey {
+/// Whether `key` is the one `expected` names.
+fn key_matches(expected: &str, key: &russh::keys::PublicKey) -> bool {
+    let expected = expected.trim();
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    if let Some(fp) = expected.strip_prefix("SHA256:") {
+        // Fingerprints are unpadded base64; some tools print the padding.
+        return fingerprint.trim_start_matches("SHA256:") == fp.trim_end_matches('=');
+    }
+    match russh::keys::PublicKey::from_openssh(expected) {
+        Ok(k) => k.key_data() == key.key_data(),
+        Err(_) => false,
+    }
+}
+
+/// Whether a `host_key` value is one we can compare with (said at the start, not as a
+/// mismatch after connecting).
+fn valid_host_key(v: &str) -> bool {
+    let v = v.trim();
+    v.strip_prefix("SHA256:").is_some_and(|fp| !fp.is_empty()) || russh::keys::PublicKey::from_openssh(v).is_ok()
+}
+
+impl client::Handler for HostKeyCheck {
     type Error = russh::Error;
 
     async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let k = key.public_key();
-        tracing::info!(host = %self.host, key = %k.fingerprint(HashAlg::Sha256), "sftp host key");
-        Ok(true)
+        let fingerprint = k.fingerprint(HashAlg::Sha256).to_string();
+        let ok = self.expected.as_deref().is_none_or(|e| key_matches(e, &k));
+        tracing::info!(host = %self.host, key = %fingerprint, matched = ok, "sftp host key");
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some((fingerprint, ok));
+        Ok(ok)
     }
 }
 
@@ -43,10 +72,13 @@ struct Access<'a> {
     username: &'a str,
     password: Option<&'a str>,
     private_key: Option<&'a str>,
+    host_key: Option<&'a str>,
 }
 
 struct Session {
-    ssh: Handle<AcceptHostKey>,
+    ssh: Handle<HostKeyCheck>,
+    /// The SHA-256 fingerprint of the server's host key.
+    fingerprint: String,
     sftp: SftpSession,
     host: String,
     secrets: Vec<String>,
@@ -87,6 +119,23 @@ async fn open(a: Access<'_>, guard: &Guard, limits: &TransferLimits) -> Result<S
             format!("host {:?} is not a host name", a.host),
         ));
     }
+    match a.host_key {
+        Some(k) if !valid_host_key(k) => {
+            return Err(TaskError::new(
+                codes::INVALID_DATA,
+                "host_key must be an OpenSSH public key line (\"ssh-ed25519 AAAA...\") or a SHA-256 fingerprint (\"SHA256:...\")",
+            ))
+        }
+        None if limits.require_sftp_host_key => {
+            return Err(TaskError::new(
+                codes::HOST_KEY_REQUIRED,
+                format!(
+                    "this server connects to SFTP servers only with a known host key: give host_key (the output of `ssh-keyscan {host}` or its SHA256: fingerprint)"
+                ),
+            ))
+        }
+        _ => {}
+    }
     let addrs = guard
         .resolve(host, a.port)
         .await
@@ -107,20 +156,33 @@ async fn open(a: Access<'_>, guard: &Guard, limits: &TransferLimits) -> Result<S
         ..Default::default()
     });
     let handshake = limits.connect_timeout + limits.read_timeout;
-    let handler = AcceptHostKey { host: label.clone() };
-    let mut ssh = within(
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let handler = HostKeyCheck {
+        host: label.clone(),
+        expected: a.host_key.map(String::from),
+        seen: seen.clone(),
+    };
+    let connected = within(
         handshake,
         "starting SSH",
         &label,
         client::connect_stream(config, tcp, handler),
     )
-    .await?
-    .map_err(|e| {
+    .await?;
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some((fingerprint, false)) = &seen {
+        return Err(TaskError::new(
+            codes::HOST_KEY_MISMATCH,
+            format!("{label} presented host key {fingerprint}, not the host_key of the task; nothing was sent to it"),
+        ));
+    }
+    let mut ssh = connected.map_err(|e| {
         TaskError::new(
             codes::DOWNLOAD_FAILED,
             format!("{label} is not an SSH server we can talk to: {e}"),
         )
     })?;
+    let fingerprint = seen.map(|(f, _)| f).unwrap_or_default();
     let auth = match (a.password, a.private_key) {
         (_, Some(pem)) => {
             // Keys pasted into JSON often arrive with literal \n or indented lines.
@@ -200,6 +262,7 @@ async fn open(a: Access<'_>, guard: &Guard, limits: &TransferLimits) -> Result<S
     sftp.set_timeout(limits.read_timeout.as_secs().max(1));
     Ok(Session {
         ssh,
+        fingerprint,
         sftp,
         host: label,
         secrets,
@@ -350,6 +413,7 @@ macro_rules! access {
             username: &$o.username,
             password: $o.password.as_deref(),
             private_key: $o.private_key.as_deref(),
+            host_key: $o.host_key.as_deref(),
         }
     };
 }
@@ -361,7 +425,7 @@ pub async fn import(
     dir: &Path,
     limits: &TransferLimits,
     progress: ByteProgress,
-) -> Result<Vec<Fetched>, TaskError> {
+) -> Result<(Vec<Fetched>, String), TaskError> {
     let (field, remote) = match (&o.file_string, &o.path) {
         (Some(f), _) => ("file_string", f.as_str()),
         (None, Some(p)) => ("path", p.as_str()),
@@ -370,8 +434,9 @@ pub async fn import(
     check_remote_path(field, remote)?;
     let s = open(access!(o), guard, limits).await?;
     let result = import_on(&s, field, remote, dir, limits, progress).await;
+    let fingerprint = s.fingerprint.clone();
     s.close().await;
-    result
+    result.map(|files| (files, fingerprint))
 }
 
 async fn import_on(
@@ -445,7 +510,7 @@ pub async fn export(
     files: &[ToSend],
     limits: &TransferLimits,
     progress: ByteProgress,
-) -> Result<Vec<String>, TaskError> {
+) -> Result<(Vec<String>, String), TaskError> {
     let mut targets = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
         let target = match (&o.file_string, &o.path) {
@@ -470,6 +535,7 @@ pub async fn export(
             break;
         }
     }
+    let fingerprint = s.fingerprint.clone();
     s.close().await;
-    result.map(|()| targets)
+    result.map(|()| (targets, fingerprint))
 }

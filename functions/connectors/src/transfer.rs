@@ -56,6 +56,9 @@ pub struct TransferLimits {
     pub connect_timeout: Duration,
     /// Longest silence from the other side before the transfer is abandoned.
     pub read_timeout: Duration,
+    /// SFTP tasks without a `host_key` are refused (`host_key_required`) instead of
+    /// trusting the key the server presents.
+    pub require_sftp_host_key: bool,
 }
 
 impl Default for TransferLimits {
@@ -65,6 +68,7 @@ impl Default for TransferLimits {
             max_files: 1000,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            require_sftp_host_key: false,
         }
     }
 }

@@ -132,4 +132,8 @@ pub mod codes {
     pub const ACCESS_DENIED: &str = "access_denied";
     /// Writing to the task's destination failed.
     pub const UPLOAD_FAILED: &str = "upload_failed";
+    /// The SSH server's host key is not the one the task's `host_key` names.
+    pub const HOST_KEY_MISMATCH: &str = "host_key_mismatch";
+    /// This server takes SFTP tasks only with a `host_key`, and the task has none.
+    pub const HOST_KEY_REQUIRED: &str = "host_key_required";
 }

@@ -237,6 +237,21 @@ pub fn format_of_filename(filename: &str) -> Option<&'static str> {
     canonical_format(ext)
 }
 
+/// Whether a browser would run scripts in a file of this name when shown inline: HTML,
+/// SVG, XML and their kin. Such files are served as attachments, or under a sandboxing
+/// Content-Security-Policy, never as active content on the API's origin.
+pub fn is_active_content(filename: &str) -> bool {
+    const ACTIVE: &[&str] = &[
+        "html", "htm", "xhtml", "xht", "shtml", "svg", "svgz", "xml", "xsl", "xslt", "js", "mjs", "hta", "mht",
+        "mhtml", "swf", "rdf", "xul",
+    ];
+    let lower = filename.to_ascii_lowercase();
+    match lower.rsplit_once('.') {
+        Some((_, ext)) => ACTIVE.contains(&ext),
+        None => false,
+    }
+}
+
 pub fn mime_type_of(format: &str) -> &'static str {
     KNOWN_FORMATS
         .iter()

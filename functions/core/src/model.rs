@@ -102,6 +102,10 @@ pub struct TaskResult {
     pub files: Vec<FileRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form: Option<UploadForm>,
+    /// import/sftp and export/sftp: the SHA-256 fingerprint of the host key the server
+    /// presented (checked against `host_key` when the task gave one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -28,6 +28,20 @@ pub enum Kind {
 /// Marker for a value that must never be shown (credentials, passwords, keys).
 pub const REDACTED: &str = "[redacted]";
 
+/// Replaces a secret by [`REDACTED`]: a string whole, a map (request headers) value by
+/// value, so the names stay visible and the field keeps its type; null stays null.
+pub fn redact(v: &mut Value) {
+    match v {
+        Value::Null => {}
+        Value::Object(map) => {
+            for value in map.values_mut() {
+                *value = Value::String(REDACTED.to_string());
+            }
+        }
+        other => *other = Value::String(REDACTED.to_string()),
+    }
+}
+
 macro_rules! operations {
     ($( $variant:ident($ty:ident) = $name:literal, $kind:ident, [$($secret:literal),*] ;)*) => {
         /// One operation with its options.
@@ -73,7 +87,7 @@ macro_rules! operations {
 }
 
 operations! {
-    ImportUrl(ImportUrl) = "import/url", Import, [];
+    ImportUrl(ImportUrl) = "import/url", Import, ["headers"];
     ImportUpload(ImportUpload) = "import/upload", Import, [];
     ImportBase64(ImportBase64) = "import/base64", Import, [];
     ImportS3(ImportS3) = "import/s3", Import, ["access_key_id", "secret_access_key", "session_token"];
@@ -101,9 +115,7 @@ impl Operation {
         let mut fields = self.fields();
         for name in self.secret_fields() {
             if let Some(v) = fields.get_mut(*name) {
-                if !v.is_null() {
-                    *v = Value::String(REDACTED.to_string());
-                }
+                redact(v);
             }
         }
         fields
@@ -246,6 +258,11 @@ pub struct ImportSftp {
     pub password: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
+    /// The server's host key as an OpenSSH public key line (`ssh-ed25519 AAAA...`) or its
+    /// SHA-256 fingerprint (`SHA256:...`); another key fails the task before any
+    /// credential is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_string: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -437,6 +454,11 @@ pub struct ExportSftp {
     pub password: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
+    /// The server's host key as an OpenSSH public key line (`ssh-ed25519 AAAA...`) or its
+    /// SHA-256 fingerprint (`SHA256:...`); another key fails the task before any
+    /// credential is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_string: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -477,6 +499,24 @@ mod tests {
         assert!(!shown.contains("SK") && !shown.contains("AK"), "{shown}");
         assert!(shown.contains("k.jpg"));
         assert_eq!(op.declared_filename().as_deref(), Some("k.jpg"));
+    }
+
+    #[test]
+    fn redacts_request_headers_value_by_value() {
+        let op = Operation::parse(
+            "import/url",
+            obj(json!({"url": "https://e.com/a.jpg", "headers": {"Authorization": "Bearer s3cr3t", "X-Api-Key": "k3y"}})),
+        )
+        .unwrap()
+        .unwrap();
+        let shown = Value::Object(op.redacted_fields());
+        assert_eq!(
+            shown["headers"],
+            json!({"Authorization": "[redacted]", "X-Api-Key": "[redacted]"})
+        );
+        // What is shown still parses as the operation (a stored task after its secrets are erased).
+        let fields = shown.as_object().unwrap().clone();
+        assert!(Operation::parse("import/url", fields).unwrap().is_some());
     }
 
     #[test]

@@ -59,8 +59,8 @@ pub fn stored_task(t: &Task, sealer: &Sealer) -> (String, Option<String>) {
     for name in t.operation.secret_fields() {
         if let Some(v) = fields.get_mut(*name) {
             if !v.is_null() {
-                secrets.insert(name.to_string(), v.take());
-                *v = serde_json::Value::String(crate::ops::REDACTED.to_string());
+                secrets.insert(name.to_string(), v.clone());
+                crate::ops::redact(v);
             }
         }
     }

@@ -75,8 +75,8 @@ impl JobSpec {
                         (
                             Some(expires),
                             Some(TaskResult {
-                                files: vec![],
                                 form: Some(form),
+                                ..TaskResult::default()
                             }),
                         )
                     }

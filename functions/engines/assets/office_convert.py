@@ -16,7 +16,7 @@ def prop(name, value):
     return p
 
 
-pipe, src, dst, filter_name = sys.argv[1:5]
+pipe, src, dst, filter_name, import_filter = sys.argv[1:6]
 local = uno.getComponentContext()
 resolver = local.ServiceManager.createInstanceWithContext("com.sun.star.bridge.UnoUrlResolver", local)
 deadline = time.monotonic() + 20
@@ -29,8 +29,19 @@ while True:
             sys.exit("LibreOffice is not answering")
         time.sleep(0.05)
 desktop = ctx.ServiceManager.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
-# Hidden, read-only, macros never run (MacroExecutionMode 0 = NEVER_EXECUTE).
-load = (prop("Hidden", True), prop("ReadOnly", True), prop("MacroExecutionMode", 0), prop("UpdateDocMode", 0))
+# Hidden, read-only, macros never run (MacroExecutionMode 0 = NEVER_EXECUTE), links never
+# updated (UpdateDocMode 0 = NO_UPDATE), and the import filter of the declared format, so
+# the content is never taken for another type (HTML would load its images).
+name, _, options = import_filter.partition(":")
+load = (
+    prop("Hidden", True),
+    prop("ReadOnly", True),
+    prop("MacroExecutionMode", 0),
+    prop("UpdateDocMode", 0),
+    prop("FilterName", name),
+)
+if options:
+    load += (prop("FilterOptions", options),)
 doc = desktop.loadComponentFromURL(uno.systemPathToFileUrl(src), "_blank", 0, load)
 if doc is None:
     sys.exit("LibreOffice could not open the document")

@@ -20,7 +20,9 @@ pub mod office;
 pub mod pdf;
 pub mod process;
 pub mod raster;
+pub mod sandbox;
 pub mod tools;
+pub mod unlink;
 pub mod watermark;
 
 use runconvert_core::error::codes;

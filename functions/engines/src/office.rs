@@ -1,4 +1,7 @@
-//! Office documents with LibreOffice. Two ways, one result:
+//! Office documents with LibreOffice. What a document links to is never loaded: the
+//! links are removed first (`unlink`), the profile's settings forbid loading and
+//! updating linked content, and LibreOffice runs without network (`sandbox`).
+//! Two ways, one result:
 //! - warm (the default when Debian's python3 has the `uno` module): one LibreOffice stays
 //!   running, started by a manager thread with its own fresh profile, and each conversion
 //!   is a small UNO client (assets/office_convert.py) that opens the document hidden,
@@ -61,6 +64,7 @@ struct Request {
     src: PathBuf,
     dst: PathBuf,
     filter: &'static str,
+    import_filter: &'static str,
     limits: EngineLimits,
     reply: std::sync::mpsc::Sender<Result<(), TaskError>>,
 }
@@ -94,11 +98,13 @@ fn warm() -> Option<&'static Mutex<std::sync::mpsc::Sender<Request>>> {
                     let result = match &mut instance {
                         Some(inst) => {
                             let mut cmd = Command::new(UNO_PYTHON);
+                            own_env(&mut cmd, &inst.dir.join("profile"));
                             cmd.arg(inst.dir.join("convert.py"))
                                 .arg(&inst.pipe)
                                 .arg(&req.src)
                                 .arg(&req.dst)
-                                .arg(req.filter);
+                                .arg(req.filter)
+                                .arg(req.import_filter);
                             let r = run(cmd, "LibreOffice", &req.limits);
                             inst.uses += 1;
                             r
@@ -124,19 +130,21 @@ fn start_instance(n: u64) -> std::io::Result<Instance> {
     let dir = std::env::temp_dir().join(format!("runconvert-office-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("profile"))?;
+    write_settings(&dir.join("profile"))?;
     std::fs::write(dir.join("convert.py"), CLIENT)?;
     let pipe = format!("runconvert-{}-{n}", std::process::id());
     let profile_url = format!("-env:UserInstallation=file://{}", dir.join("profile").display());
     // A new profile is set up by a first start that ends by itself (soffice.bin would
     // otherwise exit asking for a restart, which only the `soffice` wrapper handles).
-    let mut init = Command::new(SOFFICE_BIN)
-        .args(["--headless", "--norestore", "--terminate_after_init"])
+    let mut init = Command::new(SOFFICE_BIN);
+    own_env(&mut init, &dir.join("profile"));
+    init.args(["--headless", "--norestore", "--terminate_after_init"])
         .arg(&profile_url)
-        .env("HOME", dir.join("profile"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+        .stderr(std::process::Stdio::null());
+    crate::sandbox::no_network(&mut init);
+    let mut init = init.spawn()?;
     let started = std::time::Instant::now();
     while init.try_wait()?.is_none() {
         if started.elapsed() > std::time::Duration::from_secs(60) {
@@ -147,6 +155,7 @@ fn start_instance(n: u64) -> std::io::Result<Instance> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let mut cmd = Command::new(SOFFICE_BIN);
+    own_env(&mut cmd, &dir.join("profile"));
     cmd.args([
         "--headless",
         "--invisible",
@@ -158,11 +167,11 @@ fn start_instance(n: u64) -> std::io::Result<Instance> {
     ])
     .arg(format!("--accept=pipe,name={pipe};urp;"))
     .arg(&profile_url)
-    .env("HOME", dir.join("profile"))
     .stdin(std::process::Stdio::null())
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null())
     .process_group(0);
+    crate::sandbox::no_network(&mut cmd);
     // SAFETY: prctl in the child before exec; it only sets the parent-death signal so
     // the instance dies with the thread that started it (which lives as long as the server).
     unsafe {
@@ -231,10 +240,12 @@ impl Office {
         // The profile is given as a file:// URL, which must be absolute.
         let dir = std::fs::canonicalize(&dir).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
         let (profile, outdir) = (dir.join("profile"), dir.join("out"));
-        // LibreOffice picks its import filter by extension: give it a plain, known name.
+        // A plain, known name; the document without its links to outside content.
         let src = dir.join(format!("document.{format}"));
-        std::fs::copy(input, &src).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
+        crate::unlink::strip(input, format, &src, name)?;
+        write_settings(&profile).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
         let mut cmd = Command::new(&self.tool.path);
+        own_env(&mut cmd, &profile);
         cmd.args([
             "--headless",
             "--norestore",
@@ -244,10 +255,12 @@ impl Office {
             "--nofirststartwizard",
         ])
         .arg(format!("-env:UserInstallation=file://{}", profile.display()))
+        // The import filter of the declared format: content is never re-detected as
+        // another type (HTML, say, which would load its images).
+        .arg(format!("--infilter={}", import_filter(format)))
         .args(["--convert-to", Self::filter(output), "--outdir"])
         .arg(&outdir)
         .arg(&src)
-        .env("HOME", &profile)
         .current_dir(&dir);
         let warm_result = warm().map(|manager| {
             let (reply, answer) = std::sync::mpsc::channel();
@@ -255,6 +268,7 @@ impl Office {
                 src: src.clone(),
                 dst: outdir.join(format!("document.{output}")),
                 filter: uno_filter(format, output),
+                import_filter: import_filter(format),
                 limits: limits.clone(),
                 reply,
             };
@@ -287,6 +301,44 @@ impl Office {
         let _ = std::fs::remove_dir_all(&dir);
         moved
     }
+}
+
+/// The import filter of each accepted format, so LibreOffice never picks another by
+/// looking at the content.
+fn import_filter(format: &str) -> &'static str {
+    match format {
+        "docx" => "MS Word 2007 XML",
+        "doc" => "MS Word 97",
+        "odt" => "writer8",
+        "rtf" => "Rich Text Format",
+        "txt" => "Text (encoded):UTF8",
+        "xlsx" => "Calc MS Excel 2007 XML",
+        "ods" => "calc8",
+        "pptx" => "Impress MS PowerPoint 2007 XML",
+        _ => "impress8",
+    }
+}
+
+/// LibreOffice and its UNO client start with an environment of their own: nothing of the
+/// server's (credentials in the environment, as on Lambda, cannot be read out through a
+/// document's fields or URLs).
+fn own_env(cmd: &mut Command, home: &Path) {
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", home)
+        .env("LANG", "C.UTF-8")
+        .env("TMPDIR", home);
+}
+
+/// LibreOffice's settings in a fresh profile: links in documents are never updated or
+/// followed, nothing is loaded from outside, macros never run, formulas are not
+/// recalculated on load (WEBSERVICE and external references keep their cached values).
+const SETTINGS: &str = include_str!("../assets/registrymodifications.xcu");
+
+fn write_settings(profile: &Path) -> std::io::Result<()> {
+    let user = profile.join("user");
+    std::fs::create_dir_all(&user)?;
+    std::fs::write(user.join("registrymodifications.xcu"), SETTINGS)
 }
 
 /// The UNO export filter for a conversion.

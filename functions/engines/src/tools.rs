@@ -1,7 +1,8 @@
 //! External programs, supervised the way Gotenberg supervises its engines: each is found
 //! on PATH (or not, and then not offered), runs without a shell in a fresh process group
-//! with its own concurrency limit, and the whole group is killed at the task's timeout or
-//! when the task is cancelled. Nothing a program starts outlives it.
+//! with its own concurrency limit and without network (`sandbox`), and the whole group is
+//! killed at the task's timeout or when the task is cancelled. Nothing a program starts
+//! outlives it.
 
 use crate::EngineLimits;
 use runconvert_core::error::codes;
@@ -116,6 +117,7 @@ pub fn run_lines(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    crate::sandbox::no_network(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("cannot start {what}: {e}")))?;

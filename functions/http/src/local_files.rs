@@ -252,7 +252,7 @@ async fn upload(
                 message: None,
                 result: Some(TaskResult {
                     files: vec![file],
-                    form: None,
+                    ..TaskResult::default()
                 }),
             })
             .await?;
@@ -332,5 +332,13 @@ async fn download(
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // A user's file never runs as a page of this origin: scripts of an HTML or SVG file
+    // shown inline run in a sandbox with a unique origin, and load nothing.
+    if runconvert_core::formats::is_active_content(&filename) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"),
+        );
+    }
     Ok(resp)
 }

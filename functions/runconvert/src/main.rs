@@ -185,6 +185,10 @@ struct ServeArgs {
     /// Let import/url and other outbound connections reach loopback and private addresses.
     #[arg(long = "allow-private-networks", env = "RUNCONVERT_ALLOW_PRIVATE_NETWORKS")]
     allow_private_networks: bool,
+    /// Refuse import/sftp and export/sftp tasks that give no `host_key` (by default the key
+    /// the server presents is trusted and its fingerprint recorded in the task's result).
+    #[arg(long = "sftp-require-host-key", env = "RUNCONVERT_SFTP_REQUIRE_HOST_KEY")]
+    sftp_require_host_key: bool,
     /// Seconds an import/upload task waits for its file.
     #[arg(long = "upload-timeout", env = "RUNCONVERT_UPLOAD_TIMEOUT", default_value_t = 3600)]
     upload_timeout: u64,
@@ -410,6 +414,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let files = Arc::new(files::DiskFileStore::new_checked(&data_dir, urls.clone())?);
     let registry = Arc::new(runconvert_worker::registry());
+    tracing::info!(
+        network = runconvert_engines::sandbox::isolation().describe(),
+        "external tools (LibreOffice, Poppler, Tesseract, FFmpeg) run in"
+    );
     let work_root = data_dir.join("work");
     // Work directories left by a crash are of no use now.
     let _ = std::fs::remove_dir_all(&work_root);
@@ -437,6 +445,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 azure_blob_endpoint: args.azure_blob_endpoint.clone(),
                 gcs_emulator: args.gcs_emulator.clone(),
             },
+            require_sftp_host_key: args.sftp_require_host_key,
         },
     });
     let events = Arc::new(events::LogEvents);

@@ -35,6 +35,8 @@ pub struct WorkerSettings {
     pub retention: Duration,
     /// Endpoints of the object stores (emulators, sovereign clouds).
     pub stores: StoreSettings,
+    /// SFTP tasks must give `host_key` (else the presented key is trusted and recorded).
+    pub require_sftp_host_key: bool,
 }
 
 pub struct Worker {
@@ -105,7 +107,7 @@ impl Worker {
             Operation::ImportS3(_)
             | Operation::ImportGoogleCloudStorage(_)
             | Operation::ImportAzureBlob(_)
-            | Operation::ImportSftp(_) => self.import_remote(task, &work.0, progress).await?,
+            | Operation::ImportSftp(_) => return self.import_remote(task, &work.0, progress).await,
             Operation::ExportS3(_)
             | Operation::ExportGoogleCloudStorage(_)
             | Operation::ExportAzureBlob(_)
@@ -113,7 +115,10 @@ impl Worker {
             Operation::ExportUrl(o) => return Ok(self.export_url(job, task, o.inline)),
             Operation::CaptureWebsite(o) => vec![self.capture(task, o, &work.0).await?],
         };
-        Ok(TaskResult { files, form: None })
+        Ok(TaskResult {
+            files,
+            ..TaskResult::default()
+        })
     }
 
     /// The files of the task's finished inputs, in input order.
@@ -290,17 +295,19 @@ impl Worker {
             max_bytes: self.settings.download.max_bytes,
             connect_timeout: self.settings.download.connect_timeout,
             read_timeout: self.settings.download.read_timeout,
+            require_sftp_host_key: self.settings.require_sftp_host_key,
             ..TransferLimits::default()
         }
     }
 
     /// import/s3, import/google-cloud-storage, import/azure/blob, import/sftp.
-    async fn import_remote(&self, task: &Task, work: &Path, progress: Progress) -> Result<Vec<FileRef>, TaskError> {
+    async fn import_remote(&self, task: &Task, work: &Path, progress: Progress) -> Result<TaskResult, TaskError> {
         let guard = Guard::new(self.settings.allow_private_networks);
         let limits = self.transfer_limits();
         let dir = work.join("out");
         let bytes = ByteProgress::new(progress.0.clone(), 0);
         let stores = &self.settings.stores;
+        let mut host_key_fingerprint = None;
         let (fetched, rename) = match &task.operation {
             Operation::ImportS3(o) => (
                 buckets::import_s3(o, guard, &dir, &limits, bytes).await?,
@@ -314,10 +321,11 @@ impl Worker {
                 buckets::import_azure(o, guard, stores, &dir, &limits, bytes).await?,
                 o.filename.as_deref(),
             ),
-            Operation::ImportSftp(o) => (
-                sftp::import(o, &guard, &dir, &limits, bytes).await?,
-                o.filename.as_deref(),
-            ),
+            Operation::ImportSftp(o) => {
+                let (fetched, fingerprint) = sftp::import(o, &guard, &dir, &limits, bytes).await?;
+                host_key_fingerprint = Some(fingerprint);
+                (fetched, o.filename.as_deref())
+            }
             _ => unreachable!("import_remote is called for remote imports only"),
         };
         let single = fetched.len() == 1;
@@ -331,7 +339,11 @@ impl Worker {
             };
             files.push(self.store(task, &unique_name(&name, &mut taken), &f.path).await?);
         }
-        Ok(files)
+        Ok(TaskResult {
+            files,
+            host_key_fingerprint,
+            ..TaskResult::default()
+        })
     }
 
     /// export/s3, export/google-cloud-storage, export/azure/blob, export/sftp: the input
@@ -361,13 +373,18 @@ impl Worker {
         let guard = Guard::new(self.settings.allow_private_networks);
         let limits = self.transfer_limits();
         let stores = &self.settings.stores;
+        let mut host_key_fingerprint = None;
         match &task.operation {
             Operation::ExportS3(o) => buckets::export_s3(o, guard, &files, &limits, bytes).await?,
             Operation::ExportGoogleCloudStorage(o) => {
                 buckets::export_gcs(o, guard, stores, &files, &limits, bytes).await?
             }
             Operation::ExportAzureBlob(o) => buckets::export_azure(o, guard, stores, &files, &limits, bytes).await?,
-            Operation::ExportSftp(o) => sftp::export(o, &guard, &files, &limits, bytes).await?,
+            Operation::ExportSftp(o) => {
+                let (targets, fingerprint) = sftp::export(o, &guard, &files, &limits, bytes).await?;
+                host_key_fingerprint = Some(fingerprint);
+                targets
+            }
             _ => unreachable!("export_remote is called for remote exports only"),
         };
         let files = self
@@ -375,7 +392,11 @@ impl Worker {
             .into_iter()
             .map(|f| FileRef { url: None, ..f.clone() })
             .collect();
-        Ok(TaskResult { files, form: None })
+        Ok(TaskResult {
+            files,
+            host_key_fingerprint,
+            ..TaskResult::default()
+        })
     }
 
     fn export_url(&self, job: &Job, task: &Task, inline: bool) -> TaskResult {
@@ -390,7 +411,10 @@ impl Worker {
                 task_id: f.task_id.clone(),
             })
             .collect();
-        TaskResult { files, form: None }
+        TaskResult {
+            files,
+            ..TaskResult::default()
+        }
     }
 }
 

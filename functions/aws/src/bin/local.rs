@@ -152,6 +152,7 @@ async fn main() -> Result<(), String> {
         queue_url: Some(queue_url.clone()),
         endpoint: Some(front_url.clone()),
         allow_private_networks: true,
+        sftp_require_host_key: false,
         max_file_size: 1 << 30,
         retention: Duration::from_secs(86_400),
         upload_timeout: Duration::from_secs(600),
