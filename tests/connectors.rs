@@ -32,20 +32,6 @@ async fn server(st: &Stores, extra: &[&str]) -> Server {
 }
 
 /// Every byte of the server's database files (the WAL included).
-fn database_bytes(s: &Server) -> Vec<u8> {
-    let mut all = Vec::new();
-    for name in ["runconvert.db", "runconvert.db-wal"] {
-        if let Ok(b) = std::fs::read(s.data_dir.join(name)) {
-            all.extend(b);
-        }
-    }
-    all
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
 #[tokio::test]
 async fn a_job_imports_from_each_store_converts_and_exports_to_each() {
     let st = Stores::from_env();
@@ -180,7 +166,7 @@ async fn a_job_imports_from_each_store_converts_and_exports_to_each() {
     let (_, tasks) = s
         .get(&format!("/v2/process/tasks?job_id={}", job["id"].as_str().unwrap()))
         .await;
-    let db = database_bytes(&s);
+    let db = database_bytes(&s.data_dir);
     for secret in [
         S3_SECRET,
         st.azure_key.as_str(),
@@ -188,10 +174,13 @@ async fn a_job_imports_from_each_store_converts_and_exports_to_each() {
         GCS_PRIVATE_KEY.lines().nth(1).unwrap(),
     ] {
         assert!(!job.to_string().contains(secret) && !tasks.to_string().contains(secret));
-        assert!(!contains(&db, secret), "the database holds a secret in clear: {secret}");
+        assert!(
+            !bytes_contain(&db, secret),
+            "the database holds a secret in clear: {secret}"
+        );
     }
     let key_line = st.sftp_key.lines().nth(1).unwrap();
-    assert!(!contains(&db, key_line), "the database holds the SFTP private key");
+    assert!(!bytes_contain(&db, key_line), "the database holds the SFTP private key");
 }
 
 #[tokio::test]
@@ -211,7 +200,10 @@ async fn credentials_are_sealed_while_a_task_waits_and_survive_a_restart() {
                           st.s3_fields("rc-out")),
         }}))
         .await;
-    assert!(!contains(&database_bytes(&s), S3_SECRET), "secret stored in clear");
+    assert!(
+        !bytes_contain(&database_bytes(&s.data_dir), S3_SECRET),
+        "secret stored in clear"
+    );
     s.kill_and_restart().await;
     let (status, _) = s.upload(task(&job, "up"), "a.jpg", photo.clone()).await;
     assert_eq!(status, 201);

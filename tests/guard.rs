@@ -5,52 +5,6 @@
 
 use runconvert_tests::*;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
-/// A listener on 127.0.0.1 (and ::1 on the same port when possible) that counts the
-/// connections made to it.
-struct Canary {
-    port: u16,
-    hits: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Canary {
-    async fn start() -> Canary {
-        let v4 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = v4.local_addr().unwrap().port();
-        let mut listeners = vec![v4];
-        if let Ok(v6) = tokio::net::TcpListener::bind(("::1", port)).await {
-            listeners.push(v6);
-        }
-        let hits = Arc::new(AtomicUsize::new(0));
-        let tasks = listeners
-            .into_iter()
-            .map(|l| {
-                let hits = hits.clone();
-                tokio::spawn(async move {
-                    while let Ok((_c, _)) = l.accept().await {
-                        hits.fetch_add(1, Ordering::SeqCst);
-                    }
-                })
-            })
-            .collect();
-        Canary { port, hits, tasks }
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Canary {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
 
 /// Host forms that all mean "this machine" or another inner network, as a URL host.
 const URL_HOSTS: &[&str] = &[

@@ -1,7 +1,10 @@
 //! Test support: start the real `runconvert` binary on a loopback port with its own data
 //! directory, talk to it over HTTP, and serve fixture files from a loopback server.
 
+pub mod canary;
 pub mod stores;
+
+pub use canary::{magenta_png, Canary};
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -477,6 +480,22 @@ pub async fn run_and_download(
         }
     }
     (job, files)
+}
+
+/// The SQLite database of a server's data directory, with its write-ahead log.
+pub fn database_bytes(data_dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for name in ["runconvert.db", "runconvert.db-wal"] {
+        if let Ok(b) = std::fs::read(data_dir.join(name)) {
+            all.extend(b);
+        }
+    }
+    all
+}
+
+/// Whether `needle` stands anywhere in `hay`.
+pub fn bytes_contain(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// Page count of a PDF.
