@@ -94,6 +94,31 @@ fn bmp_header(w: i32, h: i32) -> Vec<u8> {
 }
 
 /// A zip whose one entry inflates to `size` zero bytes (a small file, a big promise).
+/// An MP4 with a file type box and a movie header, and no track at all.
+fn streamless_mp4() -> Vec<u8> {
+    let mut ftyp = Vec::new();
+    ftyp.extend_from_slice(&24u32.to_be_bytes());
+    ftyp.extend_from_slice(b"ftypisom\0\0\x02\0isommp41");
+    let mut mvhd = vec![0u8; 100];
+    mvhd[12..16].copy_from_slice(&1000u32.to_be_bytes()); // timescale
+    mvhd[20..24].copy_from_slice(&0x0001_0000u32.to_be_bytes()); // rate 1.0
+    mvhd[24..26].copy_from_slice(&0x0100u16.to_be_bytes()); // volume 1.0
+    for (i, v) in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000]
+        .iter()
+        .enumerate()
+    {
+        mvhd[36 + i * 4..40 + i * 4].copy_from_slice(&v.to_be_bytes()); // identity matrix
+    }
+    mvhd[96..100].copy_from_slice(&1u32.to_be_bytes()); // next track id
+    let mut out = ftyp;
+    out.extend_from_slice(&(8 + 8 + 100u32).to_be_bytes());
+    out.extend_from_slice(b"moov");
+    out.extend_from_slice(&(8 + 100u32).to_be_bytes());
+    out.extend_from_slice(b"mvhd");
+    out.extend_from_slice(&mvhd);
+    out
+}
+
 fn zip_bomb(name: &str, size: usize) -> Vec<u8> {
     use std::io::Write;
     let mut buf = std::io::Cursor::new(Vec::new());
@@ -218,6 +243,24 @@ fn cases() -> Vec<Case> {
                 "list.mp4",
                 convert("webm"),
             ),
+            Task("op", "invalid_file"),
+        ),
+        c(
+            "mp4 with no movie box",
+            file_job(
+                &streamless_mp4()[..24]
+                    .iter()
+                    .copied()
+                    .chain([0x5a; 4096])
+                    .collect::<Vec<u8>>(),
+                "broken.mp4",
+                convert("webm"),
+            ),
+            Task("op", "invalid_file"),
+        ),
+        c(
+            "mp4 with no streams",
+            file_job(&streamless_mp4(), "empty.mp4", convert("webm")),
             Task("op", "invalid_file"),
         ),
         c(
@@ -350,6 +393,13 @@ async fn every_hostile_file_and_request_ends_in_a_clear_error() {
                     if msg.len() < 10 {
                         wrong.push(format!("{}: message too thin: {msg:?}", case.name));
                     }
+                    // No server paths or memory addresses in what a user reads.
+                    if msg.contains(&*s.data_dir.to_string_lossy()) || msg.contains("/work/") || msg.contains(" @ 0x") {
+                        wrong.push(format!(
+                            "{}: the message shows the server's insides: {msg:?}",
+                            case.name
+                        ));
+                    }
                     Some((task.clone(), code.clone()))
                 }
                 None => {
@@ -388,4 +438,77 @@ async fn every_hostile_file_and_request_ends_in_a_clear_error() {
     let (status, _) = s.get("/v2/process/jobs").await;
     assert_eq!(status, 200);
     assert!(std::path::Path::new(&format!("/proc/{}", s.pid())).exists());
+}
+
+#[tokio::test]
+async fn a_task_name_given_twice_is_refused() {
+    let s = Server::start(&[]).await;
+    // Raw JSON: a map type would already have dropped the first "c".
+    let body = r#"{"tasks": {
+        "in": {"operation": "import/base64", "file": "aGVsbG8=", "filename": "a.txt"},
+        "c": {"operation": "archive", "input": "in", "output_format": "zip"},
+        "c": {"operation": "archive", "input": "in", "output_format": "tar"}
+    }}"#;
+    let r = s
+        .http
+        .post(s.url("/v2/process/jobs"))
+        .bearer_auth(&s.key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, err) = decode(r).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["code"], "invalid_data");
+    assert!(
+        err["errors"]["tasks.c"][0].as_str().unwrap().contains("more than once"),
+        "{err}"
+    );
+    let (_, jobs) = s.get("/v2/process/jobs").await;
+    assert_eq!(jobs["meta"]["count"], 0, "nothing was stored: {jobs}");
+    // Control: the same job with distinct names is accepted.
+    let (status, _) = s
+        .post(
+            "/v2/process/jobs",
+            &serde_json::from_str(&body.replacen(
+                "\"c\": {\"operation\": \"archive\", \"input\": \"in\", \"output_format\": \"tar\"}",
+                "\"d\": {\"operation\": \"archive\", \"input\": \"in\", \"output_format\": \"tar\"}",
+                1,
+            ))
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn result_names_read_as_they_are() {
+    let s = Server::start(&[]).await;
+    let job = s
+        .run_job(json!({"tasks": {
+            "bidi": {"operation": "import/base64", "file": "aGVsbG8=", "filename": "ab\u{202e}gpj.exe"},
+            "zw": {"operation": "import/base64", "file": "aGVsbG8=", "filename": "in\u{200b}voice.txt\u{feff}"},
+            "dev": {"operation": "import/base64", "file": "aGVsbG8=", "filename": "CON.txt"},
+            "dots": {"operation": "import/base64", "file": "aGVsbG8=", "filename": "notes.txt. . "},
+            "zip": {"operation": "archive", "input": ["bidi", "zw", "dev", "dots"], "output_format": "zip"},
+            "out": {"operation": "export/url", "input": ["bidi", "zw", "dev", "dots", "zip"]},
+        }}))
+        .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let names: Vec<String> = urls(task(&job, "out")).into_iter().map(|(n, _)| n).collect();
+    for want in ["abgpj.exe", "invoice.txt", "_CON.txt", "notes.txt"] {
+        assert!(names.iter().any(|n| n == want), "{want} not among {names:?}");
+    }
+    let (_, zip_url) = urls(task(&job, "out"))
+        .into_iter()
+        .find(|(n, _)| n.ends_with(".zip"))
+        .unwrap();
+    let (_, bytes) = s.download(&zip_url).await;
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut entries: Vec<String> = (0..z.len())
+        .map(|i| z.by_index(i).unwrap().name().unwrap().to_string())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["_CON.txt", "abgpj.exe", "invoice.txt", "notes.txt"]);
 }

@@ -239,3 +239,63 @@ fn at(v: &serde_json::Value) -> (String, f64) {
     let (whole, frac) = s.split_once('.').unwrap_or((s, "0"));
     (whole.to_string(), format!("0.{frac}").parse().unwrap())
 }
+
+/// A one-page PDF of `w`×`h` points, a few hundred bytes.
+fn pdf_of_page(w: i64, h: i64) -> Vec<u8> {
+    use lopdf::{dictionary, Document, Object, Stream};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let content = doc.add_object(Stream::new(dictionary! {}, b"0 0 1 rg 0 0 100 100 re f".to_vec()));
+    let page = doc.add_object(dictionary! {
+        "Type" => "Page", "Parent" => pages_id, "Contents" => content,
+        "MediaBox" => vec![0.into(), 0.into(), Object::Integer(w), Object::Integer(h)],
+    });
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {"Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1}),
+    );
+    let catalog = doc.add_object(dictionary! {"Type" => "Catalog", "Pages" => pages_id});
+    doc.trailer.set("Root", catalog);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn pages_larger_than_the_pixel_limit_are_not_rasterised() {
+    let s = Server::start(&[]).await;
+    // 9969 pt square: at the default 150 dpi, 20769×20769 pixels (431 MP, over the
+    // default 150 MP); the same page at 10 dpi is 1385×1385 and goes through (the control).
+    let huge = pdf_of_page(9969, 9969);
+    assert!(huge.len() < 1024, "{} bytes", huge.len());
+    let page4000 = pdf_of_page(4000, 4000);
+    let job = s
+        .run_job(json!({"tasks": {
+            "in": {"operation": "import/base64", "file": b64(&huge), "filename": "huge.pdf"},
+            "png": {"operation": "convert", "input": "in", "output_format": "png", "ignore_error": true},
+            "small": {"operation": "convert", "input": "in", "output_format": "png", "options": {"resolution": 10}},
+            "in4000": {"operation": "import/base64", "file": b64(&page4000), "filename": "page4000.pdf"},
+            "ocr": {"operation": "ocr", "input": "in4000", "ignore_error": true},
+            "thumb": {"operation": "thumbnail", "input": "in", "output_format": "png", "options": {"width": 200, "height": 200}},
+            "out": {"operation": "export/url", "input": ["small", "thumb"]},
+        }}))
+        .await;
+    let png = task(&job, "png");
+    assert_eq!(png["status"], "failed", "{job}");
+    assert_eq!(png["code"], "limit_exceeded", "{png}");
+    let msg = png["message"].as_str().unwrap();
+    assert!(
+        msg.contains("9969×9969 pt") && msg.contains("20769×20769 pixels") && msg.contains("150 MP"),
+        "{msg}"
+    );
+    // OCR renders PDF pages at 300 dpi: a 4000 pt page would be 16667×16667.
+    let ocr = task(&job, "ocr");
+    assert_eq!(ocr["code"], "limit_exceeded", "{ocr}");
+    assert!(ocr["message"].as_str().unwrap().contains("16667×16667"), "{ocr}");
+    // The control, and a thumbnail (rendered to its size, not at a resolution), pass.
+    assert_eq!(task(&job, "small")["status"], "finished", "{job}");
+    assert_eq!(task(&job, "thumb")["status"], "finished", "{job}");
+    let files = urls(task(&job, "out"));
+    let (_, bytes) = s.download(&files[0].1).await;
+    assert_eq!(image_size(&bytes), (1385, 1385));
+}

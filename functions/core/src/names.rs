@@ -4,8 +4,35 @@
 /// and never hidden (no leading dot).
 pub fn safe_filename(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
-    let mut cleaned = cleaned.trim().trim_start_matches('.').to_string();
+    // No control characters, and no invisible ones that change how a name reads: bidi
+    // overrides and isolates ("ab\u{202e}gpj.exe" shows as "abexe.jpg"), marks,
+    // zero-width characters, byte-order marks. Characters Windows refuses become `_`.
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control() && !is_invisible(*c))
+        .map(|c| {
+            if matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let mut cleaned = cleaned
+        .trim()
+        .trim_start_matches('.')
+        .trim_end_matches(['.', ' '])
+        .to_string();
+    // Device names Windows reserves, whatever the extension: CON, PRN, AUX, NUL, COM1-9, LPT1-9.
+    let stem = cleaned.split('.').next().unwrap_or("").trim_end().to_ascii_uppercase();
+    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit()
+            && stem.as_bytes()[3] != b'0');
+    if reserved {
+        cleaned.insert(0, '_');
+    }
     if cleaned.len() > 200 {
         let ext = cleaned
             .rsplit_once('.')
@@ -25,6 +52,15 @@ pub fn safe_filename(name: &str) -> String {
     } else {
         cleaned
     }
+}
+
+/// Characters that show nothing but change how the text around them reads.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}')
 }
 
 /// `name`, or `name (2).ext`, `name (3).ext`... when `taken` already has it (compared
@@ -67,5 +103,18 @@ mod tests {
         assert!(s.len() <= 200 && s.ends_with(".jpg"));
         assert_eq!(with_extension("photo.jpeg", "png"), "photo.png");
         assert_eq!(with_extension("noext", "png"), "noext.png");
+    }
+
+    #[test]
+    fn names_read_as_they_are() {
+        assert_eq!(safe_filename("ab\u{202e}gpj.exe"), "abgpj.exe");
+        assert_eq!(safe_filename("in\u{200b}voice\u{2066}.pdf\u{feff}"), "invoice.pdf");
+        assert_eq!(safe_filename("CON.txt"), "_CON.txt");
+        assert_eq!(safe_filename("lpt1"), "_lpt1");
+        assert_eq!(safe_filename("COM0.txt"), "COM0.txt");
+        assert_eq!(safe_filename("report. . "), "report");
+        assert_eq!(safe_filename("a<b>:c|d?.png"), "a_b__c_d_.png");
+        assert_eq!(safe_filename("Console.txt"), "Console.txt");
+        assert_eq!(safe_filename("\u{202e}"), "file");
     }
 }

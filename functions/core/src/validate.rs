@@ -141,6 +141,78 @@ impl Errors {
 }
 
 /// Checks a job request against the API's rules and what this server can do.
+/// A 400 naming the first task name the raw request body gives twice: a JSON object
+/// with a repeated key would otherwise keep only the last task of that name, silently.
+pub fn check_task_names_unique(body: &[u8]) -> Result<(), ApiError> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Top(Option<String>);
+    struct Names(Option<String>);
+    impl<'de> serde::Deserialize<'de> for Names {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Names;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("tasks")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Names, A::Error> {
+                    let mut seen = std::collections::HashSet::new();
+                    let mut dup = None;
+                    while let Some(k) = m.next_key::<String>()? {
+                        m.next_value::<IgnoredAny>()?;
+                        if !seen.insert(k.clone()) && dup.is_none() {
+                            dup = Some(k);
+                        }
+                    }
+                    Ok(Names(dup))
+                }
+                fn visit_unit<E>(self) -> Result<Names, E> {
+                    Ok(Names(None))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    impl<'de> serde::Deserialize<'de> for Top {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Top;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a job")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Top, A::Error> {
+                    let mut dup = None;
+                    while let Some(k) = m.next_key::<String>()? {
+                        if k == "tasks" {
+                            // Not an object: validation says so; nothing to compare here.
+                            let names: Result<Names, _> = m.next_value();
+                            dup = dup.or(names.ok().and_then(|n| n.0));
+                        } else {
+                            m.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                    Ok(Top(dup))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    match serde_json::from_slice::<Top>(body) {
+        Ok(Top(Some(name))) => {
+            let mut errors = BTreeMap::new();
+            errors.insert(
+                format!("tasks.{name}"),
+                vec![format!(
+                    "the task name {name:?} is given more than once; each task needs a name of its own"
+                )],
+            );
+            Err(ApiError::invalid_fields(errors))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn validate_job(body: &Value, registry: &Registry, limits: &Limits) -> Result<JobSpec, ApiError> {
     let Some(obj) = body.as_object() else {
         return Err(ApiError::bad_request(

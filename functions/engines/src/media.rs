@@ -200,15 +200,19 @@ impl Ffmpeg {
             "-protocol_whitelist",
             "file,pipe",
             "-show_entries",
-            "format=duration",
+            "format=duration:stream=codec_type",
             "-of",
             "csv=p=0",
         ])
         .arg(input);
         let mut out = None;
+        let mut streams = 0;
         run_lines(cmd, "ffprobe", limits, &mut |l| {
-            if out.is_none() {
-                out = l.trim().parse::<f64>().ok();
+            let l = l.trim().trim_end_matches(',');
+            if matches!(l, "audio" | "video") {
+                streams += 1;
+            } else if out.is_none() {
+                out = l.parse::<f64>().ok();
             }
         })
         .map_err(|e| {
@@ -217,6 +221,12 @@ impl Ffmpeg {
                 format!("{name} is not a readable media file: {}", e.message),
             )
         })?;
+        if streams == 0 {
+            return Err(TaskError::new(
+                codes::INVALID_FILE,
+                format!("{name} has no audio or video stream"),
+            ));
+        }
         Ok(out)
     }
 

@@ -69,6 +69,48 @@ pub fn page_count(path: &Path, name: &str, limits: &EngineLimits) -> Result<u32,
     Ok(load(path, name, limits)?.get_pages().len() as u32)
 }
 
+/// Each page's size in points (its MediaBox, times its UserUnit), in page order.
+pub fn page_sizes(path: &Path, name: &str, limits: &EngineLimits) -> Result<Vec<(f32, f32)>, TaskError> {
+    let doc = load(path, name, limits)?;
+    Ok(doc
+        .get_pages()
+        .values()
+        .map(|&page| {
+            let (x0, y0, x1, y1) = page_box(&doc, page);
+            let unit = doc
+                .get_dictionary(page)
+                .ok()
+                .and_then(|d| d.get(b"UserUnit").ok())
+                .and_then(|o| number(&doc, o))
+                .filter(|u| u.is_finite() && *u > 0.0)
+                .unwrap_or(1.0);
+            ((x1 - x0) * unit, (y1 - y0) * unit)
+        })
+        .collect())
+}
+
+/// Refuses to rasterise page `n` (of size `pt` in points) at `dpi` when the picture would
+/// be larger than the server's pixel limit: a few hundred bytes of PDF can ask for a page
+/// of hundreds of megapixels.
+pub fn check_render_size(name: &str, n: u32, pt: (f32, f32), dpi: u32, limits: &EngineLimits) -> Result<(), TaskError> {
+    let px = |v: f32| ((v.abs() as f64) * dpi as f64 / 72.0).ceil();
+    let (w, h) = (px(pt.0), px(pt.1));
+    let pixels = w * h;
+    if pixels > limits.max_pixels as f64 {
+        return Err(TaskError::new(
+            codes::LIMIT_EXCEEDED,
+            format!(
+                "page {n} of {name} is {:.0}×{:.0} pt, which at {dpi} dpi is {w:.0}×{h:.0} pixels ({:.0} MP); this server renders at most {:.0} MP (ask a lower resolution)",
+                pt.0.abs(),
+                pt.1.abs(),
+                pixels / 1e6,
+                limits.max_pixels as f64 / 1e6
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A page attribute, looked up through the page tree as PDF inheritance says.
 fn inherited(doc: &Document, page: ObjectId, key: &[u8]) -> Option<Object> {
     let mut node = doc.get_dictionary(page).ok()?;

@@ -549,7 +549,8 @@ fn render_pdf(
         .pdftoppm
         .as_ref()
         .ok_or_else(|| unsupported("PDF rendering (pdftoppm) is not installed on this server".into()))?;
-    let count = pdf::page_count(&f.path, &f.name, limits)?;
+    let sizes = pdf::page_sizes(&f.path, &f.name, limits)?;
+    let count = sizes.len() as u32;
     let selection = match o.get("pages").and_then(|v| v.as_str()) {
         None => PageSelection::All,
         Some(s) => PageSelection::parse(s).map_err(|e| TaskError::new(codes::INVALID_DATA, e))?,
@@ -562,6 +563,9 @@ fn render_pdf(
         ));
     }
     let dpi = raster::int_option(o, "resolution", 10, 1200)?.unwrap_or(150) as u32;
+    for &n in &pages {
+        pdf::check_render_size(&f.name, n, sizes[(n - 1) as usize], dpi, limits)?;
+    }
     let quality = raster::int_option(o, "quality", 1, 100)?.unwrap_or(85) as u8;
     let dir = out_dir.join(format!("pages-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;

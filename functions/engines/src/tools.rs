@@ -183,6 +183,10 @@ pub fn run_lines(
     let text = String::from_utf8_lossy(&err);
     let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).rev().take(3).collect();
     let detail = tail.into_iter().rev().collect::<Vec<_>>().join("; ");
+    // The whole of it goes to the log; the user sees it without this server's paths and
+    // memory addresses.
+    tracing::warn!(tool = what, %status, detail = %detail, "tool failed");
+    let detail = scrub_detail(&detail);
     Err(TaskError::new(
         codes::PROCESSING_FAILED,
         if detail.is_empty() {
@@ -191,6 +195,36 @@ pub fn run_lines(
             format!("{what} failed: {detail}")
         },
     ))
+}
+
+/// A tool's message without what it says of this server: absolute paths become their
+/// last segment (`/data/work/<task>/in/0/x.mp4` → `x.mp4`), and `@ 0x55fc…` addresses
+/// (FFmpeg's) go.
+pub fn scrub_detail(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix(" @ 0x") {
+            let hex = after.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(after.len());
+            rest = &after[hex..];
+            continue;
+        }
+        let at_word_start = out.is_empty() || out.ends_with([' ', '\'', '"', '(', '[', '=', ':', ',']);
+        if at_word_start && rest.starts_with('/') {
+            let end = rest
+                .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | ')' | ']' | ',' | ';'))
+                .unwrap_or(rest.len());
+            let path = rest[..end].trim_end_matches(':');
+            let shown = path.rsplit('/').find(|p| !p.is_empty()).unwrap_or("");
+            out.push_str(shown);
+            rest = &rest[path.len()..];
+            continue;
+        }
+        let c = rest.chars().next().unwrap_or(' ');
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 struct KillGroupOnDrop(i32);
@@ -262,5 +296,20 @@ impl Pdftoppm {
         cmd.arg(pdf).arg(out_prefix);
         let _slot = PDFTOPPM_SLOTS.acquire();
         run(cmd, "pdftoppm", limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_lose_paths_and_addresses() {
+        assert_eq!(
+            scrub_detail("[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55fc3a1b2c40] moov atom not found; /srv/data/work/1234-abcd/in/0/x.mp4: Invalid data"),
+            "[mov,mp4,m4a,3gp,3g2,mj2] moov atom not found; x.mp4: Invalid data"
+        );
+        assert_eq!(scrub_detail("Error opening '/tmp/x/c.pdf'"), "Error opening 'c.pdf'");
+        assert_eq!(scrub_detail("ratio 1/2 kept"), "ratio 1/2 kept");
     }
 }

@@ -95,6 +95,7 @@ async fn create_job(
 ) -> HttpResult<impl IntoResponse> {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    runconvert_core::validate::check_task_names_unique(&body)?;
     let spec = validate_job(&value, &state.registry, &state.settings.limits)?;
     if let Some(url) = &spec.webhook_url {
         if let Err(why) = state.guard.check_url(url).await {
