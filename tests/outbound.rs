@@ -21,6 +21,31 @@ fn scratch(tag: &str) -> PathBuf {
     d
 }
 
+/// What Debian's Chromium, started plainly (no proxy, its own resolver: the controls),
+/// shows of `url` after `budget_ms` of virtual time: the DOM.
+async fn plain_chromium(dir: &Path, url: &str, budget_ms: u32) -> String {
+    let out = tokio::process::Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--dump-dom",
+        ])
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg(url)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A zip package of `parts`; ODF packages get their `mimetype` first, stored.
 fn package(mimetype: Option<&str>, parts: &[(&str, String)]) -> Vec<u8> {
     let mut buf = std::io::Cursor::new(Vec::new());
@@ -525,21 +550,7 @@ async fn html_to_pdf_reaches_nothing_but_through_the_guard() {
     // request out, WebRTC's UDP included.
     let dir = scratch("chromium");
     std::fs::write(dir.join("page.html"), &html).unwrap();
-    let out = tokio::process::Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("file://{}", dir.join("page.html").display()))
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success());
+    plain_chromium(&dir, &format!("file://{}", dir.join("page.html").display()), 5000).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let seen = canary.seen();
     eprintln!("control (plain Chromium): {seen:?}");
@@ -671,21 +682,7 @@ fetch("http://rebind.localhost:{p}/three").catch(() => {{}}); }}, 300);</script>
     // *.localhost name to loopback) and reaches the inner service.
     let dir = scratch("rebind");
     std::fs::write(dir.join("page.html"), &html).unwrap();
-    let out = tokio::process::Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("file://{}", dir.join("page.html").display()))
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success());
+    plain_chromium(&dir, &format!("file://{}", dir.join("page.html").display()), 3000).await;
     assert!(
         inner.saw("/one.png"),
         "control: plain Chromium did not resolve the name itself"
@@ -932,40 +929,12 @@ async fn active_content_never_runs_on_the_api_origin() {
         .find(|(n, _)| n.ends_with(".html"))
         .unwrap();
     let dir = scratch("inline");
-    let out = tokio::process::Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--virtual-time-budget=2000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(&page_url)
-        .output()
-        .await
-        .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let dom = plain_chromium(&dir, &page_url, 2000).await;
     assert!(dom.contains("<body>"), "{dom}");
     assert!(!dom.contains("<title>ran</title>"), "the script ran: {dom}");
     // Control: the same page opened without the policy runs its script.
     std::fs::write(dir.join("page.html"), html).unwrap();
-    let out = tokio::process::Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--virtual-time-budget=2000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("file://{}", dir.join("page.html").display()))
-        .output()
-        .await
-        .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let dom = plain_chromium(&dir, &format!("file://{}", dir.join("page.html").display()), 2000).await;
     assert!(
         dom.contains("<title>ran</title>"),
         "control: the script did not run: {dom}"
