@@ -274,6 +274,26 @@ fn hostile_documents(canary: &Canary, secret: &Path, secret_text: &Path) -> Vec<
         ),
         ("docx-image-file.docx".into(), docx(&linked_picture("rId9"), &[("rId9", "image", &file, true)], &[])),
         (
+            // LibreOffice takes a relationship by its id, whatever its type says.
+            "docx-hyperlink-typed.docx".into(),
+            docx(
+                &linked_picture("rId9"),
+                &[("rId9", "hyperlink", &c("docx-hyperlink-typed.docx"), true)],
+                &[],
+            ),
+        ),
+        (
+            "docx-split-field.docx".into(),
+            docx(
+                &format!(
+                    r#"<w:p><w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText> INCL</w:instrText></w:r><w:r><w:instrText>UDEPICTURE "{}" \d </w:instrText></w:r><w:r><w:fldChar w:fldCharType="separate"/></w:r><w:r><w:t>x</w:t></w:r><w:r><w:fldChar w:fldCharType="end"/></w:r></w:p>"#,
+                    c("docx-split-field.docx")
+                ),
+                &[],
+                &[],
+            ),
+        ),
+        (
             "docx-template.docx".into(),
             docx("", &[], &[("rIdT", "attachedTemplate", &c("docx-template.docx"), true)]),
         ),

@@ -191,7 +191,10 @@ impl FileStore for S3FileStore {
         .expect("the endpoint is a URL");
         // S3 can set no Content-Security-Policy: active content (HTML, SVG...) is only
         // ever a download there.
-        let inline = inline && !runconvert_core::formats::is_active_content(&file.filename);
+        let active = runconvert_core::formats::is_active_content(&file.filename)
+            || runconvert_core::formats::format_of_filename(&file.filename)
+                .is_some_and(|f| runconvert_core::formats::is_active_mime(runconvert_core::formats::mime_type_of(f)));
+        let inline = inline && !active;
         let disposition = if inline { "inline" } else { "attachment" };
         url.query_pairs_mut().append_pair(
             "response-content-disposition",

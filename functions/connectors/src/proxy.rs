@@ -136,7 +136,9 @@ async fn serve(mut client: TcpStream, pin: &dyn Pin, connect_timeout: Duration) 
     let addrs = match pin.pin(&host, port).await {
         Ok(a) => a,
         Err(Refused(why)) => {
-            let body = format!("RunConvert refused this connection: {why}\n");
+            // The page sees no reason (it would map inner names to addresses); the task's
+            // message and the log do.
+            let body = "RunConvert refused this connection.\n";
             let _ = client
                 .write_all(
                     format!(
@@ -163,7 +165,7 @@ async fn serve(mut client: TcpStream, pin: &dyn Pin, connect_timeout: Duration) 
             .await;
         return Ok(());
     };
-    match origin_form {
+    match &origin_form {
         None => {
             if client
                 .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -174,6 +176,12 @@ async fn serve(mut client: TcpStream, pin: &dyn Pin, connect_timeout: Duration) 
             }
         }
         Some(path) => {
+            if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding")) {
+                let _ = client
+                    .write_all(b"HTTP/1.1 411 Length Required\r\nConnection: close\r\n\r\n")
+                    .await;
+                return Ok(());
+            }
             // One request per connection, so every request is checked on its own.
             let mut out = format!("{method} {path} {version}\r\n");
             for (k, v) in &headers {
@@ -189,10 +197,33 @@ async fn serve(mut client: TcpStream, pin: &dyn Pin, connect_timeout: Duration) 
             }
         }
     }
-    if !rest.is_empty() && upstream.write_all(&rest).await.is_err() {
+    if origin_form.is_none() {
+        // A tunnel: whatever the two ends say, inside TLS or a WebSocket.
+        if !rest.is_empty() && upstream.write_all(&rest).await.is_err() {
+            return Ok(());
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         return Ok(());
     }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    // A plain request: its body (Content-Length bytes) goes up, then nothing more from
+    // the browser: a second request on this connection, for whatever host, never reaches
+    // this upstream. The answer comes back until the upstream closes.
+    let length: u64 = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let (mut up_read, mut up_write) = upstream.split();
+    let (client_read, mut client_write) = client.split();
+    let send = async {
+        let first = rest.len().min(length as usize);
+        up_write.write_all(&rest[..first]).await?;
+        let mut left = (client_read).take(length - first as u64);
+        tokio::io::copy(&mut left, &mut up_write).await?;
+        Ok::<(), std::io::Error>(())
+    };
+    let receive = tokio::io::copy(&mut up_read, &mut client_write);
+    let _ = tokio::join!(send, receive);
     Ok(())
 }
 

@@ -32,25 +32,49 @@ struct HostKeyCheck {
     seen: Arc<std::sync::Mutex<Option<(String, bool)>>>,
 }
 
-/// Whether `key` is the one `expected` names.
+/// The keys a `host_key` value names, one a line: an OpenSSH public key line
+/// (`ssh-ed25519 AAAA... comment`), the same with a host name in front (what
+/// `ssh-keyscan` prints, several lines for several key types), or a `SHA256:` fingerprint.
+fn expected_keys(v: &str) -> Vec<&str> {
+    v.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let first = l.split_whitespace().next().unwrap_or("");
+            let is_key = first.starts_with("SHA256:")
+                || first.starts_with("ssh-")
+                || first.starts_with("ecdsa-")
+                || first.starts_with("sk-");
+            if is_key {
+                l
+            } else {
+                l[first.len()..].trim_start()
+            }
+        })
+        .collect()
+}
+
+/// Whether `key` is one that `expected` names.
 fn key_matches(expected: &str, key: &russh::keys::PublicKey) -> bool {
-    let expected = expected.trim();
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-    if let Some(fp) = expected.strip_prefix("SHA256:") {
-        // Fingerprints are unpadded base64; some tools print the padding.
-        return fingerprint.trim_start_matches("SHA256:") == fp.trim_end_matches('=');
-    }
-    match russh::keys::PublicKey::from_openssh(expected) {
-        Ok(k) => k.key_data() == key.key_data(),
-        Err(_) => false,
-    }
+    expected_keys(expected).into_iter().any(|e| {
+        if let Some(fp) = e.strip_prefix("SHA256:") {
+            // Fingerprints are unpadded base64; some tools print the padding.
+            return fingerprint.trim_start_matches("SHA256:") == fp.trim_end_matches('=');
+        }
+        russh::keys::PublicKey::from_openssh(e).is_ok_and(|k| k.key_data() == key.key_data())
+    })
 }
 
 /// Whether a `host_key` value is one we can compare with (said at the start, not as a
 /// mismatch after connecting).
 fn valid_host_key(v: &str) -> bool {
-    let v = v.trim();
-    v.strip_prefix("SHA256:").is_some_and(|fp| !fp.is_empty()) || russh::keys::PublicKey::from_openssh(v).is_ok()
+    let keys = expected_keys(v);
+    !keys.is_empty()
+        && keys.iter().all(|k| {
+            k.strip_prefix("SHA256:").is_some_and(|fp| !fp.is_empty())
+                || russh::keys::PublicKey::from_openssh(k).is_ok()
+        })
 }
 
 impl client::Handler for HostKeyCheck {
@@ -123,14 +147,14 @@ async fn open(a: Access<'_>, guard: &Guard, limits: &TransferLimits) -> Result<S
         Some(k) if !valid_host_key(k) => {
             return Err(TaskError::new(
                 codes::INVALID_DATA,
-                "host_key must be an OpenSSH public key line (\"ssh-ed25519 AAAA...\") or a SHA-256 fingerprint (\"SHA256:...\")",
+                "host_key must be OpenSSH public key lines (\"ssh-ed25519 AAAA...\", as ssh-keyscan prints them) or a SHA-256 fingerprint (\"SHA256:...\")",
             ))
         }
         None if limits.require_sftp_host_key => {
             return Err(TaskError::new(
                 codes::HOST_KEY_REQUIRED,
                 format!(
-                    "this server connects to SFTP servers only with a known host key: give host_key (the output of `ssh-keyscan {host}` or its SHA256: fingerprint)"
+                    "this server connects to SFTP servers only with a known host key: give host_key (what `ssh-keyscan {host}` prints, or a SHA256: fingerprint)"
                 ),
             ))
         }
@@ -151,8 +175,28 @@ async fn open(a: Access<'_>, guard: &Guard, limits: &TransferLimits) -> Result<S
     .await?
     .map_err(|e| TaskError::new(codes::DOWNLOAD_FAILED, format!("cannot connect to {label}: {e}")))?;
     let _ = tcp.set_nodelay(true);
+    // Ask first for the kind of host key the task names, so a server with several keys
+    // shows the one that can be compared (an RSA key given, say, where ed25519 comes
+    // first by default).
+    let mut preferred = russh::Preferred::default();
+    if let Some(given) = a.host_key {
+        let kinds: Vec<russh::keys::Algorithm> = expected_keys(given)
+            .into_iter()
+            .filter_map(|k| russh::keys::PublicKey::from_openssh(k).ok())
+            .map(|k| k.algorithm())
+            .collect();
+        let same = |x: &russh::keys::Algorithm| {
+            kinds
+                .iter()
+                .any(|k| std::mem::discriminant(k) == std::mem::discriminant(x))
+        };
+        let mut order: Vec<russh::keys::Algorithm> = preferred.key.iter().filter(|x| same(x)).cloned().collect();
+        order.extend(preferred.key.iter().filter(|x| !same(x)).cloned());
+        preferred.key = std::borrow::Cow::Owned(order);
+    }
     let config = Arc::new(client::Config {
         inactivity_timeout: Some(limits.read_timeout),
+        preferred,
         ..Default::default()
     });
     let handshake = limits.connect_timeout + limits.read_timeout;

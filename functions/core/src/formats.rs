@@ -247,9 +247,15 @@ pub fn is_active_content(filename: &str) -> bool {
     ];
     let lower = filename.to_ascii_lowercase();
     match lower.rsplit_once('.') {
-        Some((_, ext)) => ACTIVE.contains(&ext),
+        Some((_, ext)) => ACTIVE.contains(&ext.trim_matches(|c: char| c.is_whitespace() || c == '.')),
         None => false,
     }
+}
+
+/// Whether a browser runs scripts in content of this media type.
+pub fn is_active_mime(mime: &str) -> bool {
+    let m = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    m.contains("html") || m.contains("xml") || m.contains("svg") || m.contains("javascript") || m.contains("ecmascript")
 }
 
 pub fn mime_type_of(format: &str) -> &'static str {

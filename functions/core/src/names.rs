@@ -21,7 +21,7 @@ pub fn safe_filename(name: &str) -> String {
     let mut cleaned = cleaned
         .trim()
         .trim_start_matches('.')
-        .trim_end_matches(['.', ' '])
+        .trim_end_matches(|c: char| c == '.' || c.is_whitespace())
         .to_string();
     // Device names Windows reserves, whatever the extension: CON, PRN, AUX, NUL, COM1-9, LPT1-9.
     let stem = cleaned.split('.').next().unwrap_or("").trim_end().to_ascii_uppercase();
@@ -113,6 +113,7 @@ mod tests {
         assert_eq!(safe_filename("lpt1"), "_lpt1");
         assert_eq!(safe_filename("COM0.txt"), "COM0.txt");
         assert_eq!(safe_filename("report. . "), "report");
+        assert_eq!(safe_filename("x.html\u{a0}."), "x.html");
         assert_eq!(safe_filename("a<b>:c|d?.png"), "a_b__c_d_.png");
         assert_eq!(safe_filename("Console.txt"), "Console.txt");
         assert_eq!(safe_filename("\u{202e}"), "file");

@@ -96,7 +96,8 @@ pub fn check_render_size(name: &str, n: u32, pt: (f32, f32), dpi: u32, limits: &
     let px = |v: f32| ((v.abs() as f64) * dpi as f64 / 72.0).ceil();
     let (w, h) = (px(pt.0), px(pt.1));
     let pixels = w * h;
-    if pixels > limits.max_pixels as f64 {
+    // A NaN (an overflowing MediaBox) is refused too.
+    if pixels.is_nan() || pixels > limits.max_pixels as f64 {
         return Err(TaskError::new(
             codes::LIMIT_EXCEEDED,
             format!(

@@ -334,7 +334,7 @@ async fn download(
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // A user's file never runs as a page of this origin: scripts of an HTML or SVG file
     // shown inline run in a sandbox with a unique origin, and load nothing.
-    if runconvert_core::formats::is_active_content(&filename) {
+    if runconvert_core::formats::is_active_content(&filename) || runconvert_core::formats::is_active_mime(mime) {
         h.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"),
