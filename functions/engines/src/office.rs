@@ -243,7 +243,6 @@ impl Office {
         // A plain, known name; the document without its links to outside content.
         let src = dir.join(format!("document.{format}"));
         crate::unlink::strip(input, format, &src, name)?;
-        write_settings(&profile).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
         let mut cmd = Command::new(&self.tool.path);
         own_env(&mut cmd, &profile);
         cmd.args([
@@ -286,7 +285,10 @@ impl Office {
             // Cold, with a fresh profile: the answer the user gets if this fails too.
             _ => {
                 let _slot = SLOTS.acquire();
-                run(cmd, "LibreOffice", limits)
+                // The cold profile gets the same settings as the warm one's, only when used.
+                write_settings(&profile)
+                    .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))
+                    .and_then(|()| run(cmd, "LibreOffice", limits))
             }
         };
         let produced = outdir.join(format!("document.{output}"));

@@ -149,21 +149,10 @@ fn tags(xml: &str) -> Vec<Tag<'_>> {
     let mut i = 0;
     while let Some(off) = xml[i..].find('<') {
         let start = i + off;
-        let skip_to = |end: &str| xml[start..].find(end).map(|e| start + e + end.len()).unwrap_or(b.len());
-        if xml[start..].starts_with("<!--") {
-            i = skip_to("-->");
-            continue;
-        }
-        if xml[start..].starts_with("<![CDATA[") {
-            i = skip_to("]]>");
-            continue;
-        }
-        if xml[start..].starts_with("<?") {
-            i = skip_to("?>");
-            continue;
-        }
-        if xml[start..].starts_with("<!") {
-            i = skip_to(">");
+        // Skipped whole, to their end marker, quotes or not (first match wins).
+        const SKIPPED: [(&str, &str); 4] = [("<!--", "-->"), ("<![CDATA[", "]]>"), ("<?", "?>"), ("<!", ">")];
+        if let Some((_, end)) = SKIPPED.iter().find(|(open, _)| xml[start..].starts_with(open)) {
+            i = xml[start..].find(end).map(|e| start + e + end.len()).unwrap_or(b.len());
             continue;
         }
         // The end of the tag: the first '>' outside quotes.
