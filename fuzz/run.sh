@@ -17,14 +17,15 @@
 #   FUZZ_UNIT_TIMEOUT   seconds one input may take before it counts as a hang, default 30
 #   SANITIZER           address (default) or none; with the default, a build that fails
 #                       because this toolchain cannot do ASan falls back to none
-#   CORPUS_SRC          where the benchmark corpus is, default ../shared/bench/corpus
-#                       (beside the repository); only files under 300 KB are used
+#   CORPUS_SRC          files to seed the file targets with, default the tests' own
+#                       fixtures (target/test-fixtures, made by tests/fixtures/make.sh
+#                       when missing); only files under 300 KB are used
 #
 # cargo-fuzz passes nightly-only -Z flags; with RUSTC_BOOTSTRAP=1 the stable rustc the
 # rest of the project builds with takes them, so no nightly toolchain is needed.
 #
 # Seeds: fuzz/seeds/<target>/ (committed, small) plus, for the file targets, the small
-# images and PDFs of the benchmark corpus, copied into fuzz/corpus/<target>/ at run time
+# images and PDFs of the test fixtures, copied into fuzz/corpus/<target>/ at run time
 # (fuzz/corpus is not committed; libFuzzer adds what it finds there).
 # Crashes land in fuzz/artifacts/<target>/ (crash-*, oom-*, timeout-*, leak-*); replay one
 # with `RUSTC_BOOTSTRAP=1 cargo fuzz run -s <sanitizer> <target> fuzz/artifacts/<target>/<file>`.
@@ -40,7 +41,10 @@ SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
 UNIT_TIMEOUT="${FUZZ_UNIT_TIMEOUT:-30}"
 SANITIZER_EXPLICIT="${SANITIZER:+yes}"
 SANITIZER="${SANITIZER:-address}"
-CORPUS_SRC="${CORPUS_SRC:-$ROOT/../shared/bench/corpus}"
+if [ -z "${CORPUS_SRC:-}" ]; then
+    CORPUS_SRC="$ROOT/target/test-fixtures"
+    bash "$ROOT/tests/fixtures/make.sh" "$CORPUS_SRC" >&2 || echo "run.sh: no fixtures; seeds only" >&2
+fi
 
 for t in "${TARGETS[@]}"; do
     case " ${ALL_TARGETS[*]} " in

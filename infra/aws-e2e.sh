@@ -11,10 +11,11 @@ cd "$(dirname "$0")/.."
 log() { printf '[aws-e2e] %s\n' "$*" >&2; }
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }
+# The tests' own input files (made once, from nothing outside the repository).
 if [ -z "${RUNCONVERT_CORPUS:-}" ]; then
-  export RUNCONVERT_CORPUS="$PWD/../shared/bench/corpus"
+  bash tests/fixtures/make.sh "$PWD/target/test-fixtures"
+  export RUNCONVERT_CORPUS="$PWD/target/test-fixtures"
 fi
-[ -d "$RUNCONVERT_CORPUS/images" ] || { log "no corpus at $RUNCONVERT_CORPUS"; exit 1; }
 
 log "starting moto"
 trap 'bash tests/services.sh stop moto' EXIT

@@ -33,6 +33,11 @@ command -v soffice >/dev/null || apt_pkgs+=(libreoffice-writer-nogui libreoffice
 dpkg -s python3-uno >/dev/null 2>&1 || apt_pkgs+=(python3-uno)
 # Chromium for capture_website and html/md → pdf.
 command -v chromium >/dev/null || apt_pkgs+=(chromium)
+# The tests' own input files (tests/fixtures/make.sh): ImageMagick, Ghostscript and fonts.
+[ -x /usr/bin/convert ] && /usr/bin/convert -version 2>/dev/null | grep -q 'ImageMagick 6' || apt_pkgs+=(imagemagick)
+command -v gs >/dev/null || apt_pkgs+=(ghostscript)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf ] || apt_pkgs+=(fonts-dejavu-core)
+command -v flock >/dev/null || apt_pkgs+=(util-linux)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   log "installing ${apt_pkgs[*]}"
   sudo_cmd=""
@@ -43,14 +48,13 @@ fi
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-# --- the corpus of real files -------------------------------------------------------
+# --- the tests' input files -----------------------------------------------------------
+# Made here, deterministically, from nothing outside the repository (RUNCONVERT_CORPUS
+# overrides, e.g. to run the tests on another set of files).
 if [ -z "${RUNCONVERT_CORPUS:-}" ]; then
-  if [ -d "$root/../shared/bench/corpus/images" ]; then
-    export RUNCONVERT_CORPUS="$root/../shared/bench/corpus"
-  else
-    log "no ../shared/bench/corpus: the tests need it (it comes with the project's shared folder)"
-    exit 1
-  fi
+  log "test fixtures (tests/fixtures/make.sh target/test-fixtures)"
+  bash tests/fixtures/make.sh "$root/target/test-fixtures"
+  export RUNCONVERT_CORPUS="$root/target/test-fixtures"
 fi
 
 # --- checks and tests -------------------------------------------------------------
