@@ -14,6 +14,10 @@ pub struct DownloadLimits {
     pub connect_timeout: Duration,
     /// Longest pause between two pieces of the body.
     pub read_timeout: Duration,
+    /// Slowest average rate, in bytes a second over each `read_timeout` window (0: none).
+    pub min_rate: u64,
+    /// Longest a whole download may take, however it goes.
+    pub deadline: Duration,
 }
 
 impl Default for DownloadLimits {
@@ -22,6 +26,8 @@ impl Default for DownloadLimits {
             max_bytes: 1 << 30,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            min_rate: 1024,
+            deadline: Duration::from_secs(3600),
         }
     }
 }
@@ -38,8 +44,31 @@ fn failed(msg: impl Into<String>) -> TaskError {
     TaskError::new(codes::DOWNLOAD_FAILED, msg)
 }
 
-/// Downloads `url` into `dest`, refusing what the guard refuses and stopping at the size cap.
+/// Downloads `url` into `dest`, refusing what the guard refuses and stopping at the size
+/// cap, the minimum rate or the deadline.
 pub async fn download(
+    guard: &Guard,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    dest: &Path,
+    limits: &DownloadLimits,
+) -> Result<Downloaded, TaskError> {
+    match tokio::time::timeout(limits.deadline, download_within(guard, url, headers, dest, limits)).await {
+        Ok(result) => result,
+        Err(_) => {
+            let _ = tokio::fs::remove_file(dest).await;
+            Err(TaskError::new(
+                codes::TIMEOUT,
+                format!(
+                    "the download took longer than this server's limit of {} s",
+                    limits.deadline.as_secs()
+                ),
+            ))
+        }
+    }
+}
+
+async fn download_within(
     guard: &Guard,
     url: &str,
     headers: &BTreeMap<String, String>,
@@ -113,8 +142,14 @@ pub async fn download(
         .await
         .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("cannot write the download: {e}")))?;
     let mut size: u64 = 0;
+    let mut floor = crate::transfer::RateFloor::new(limits.min_rate, limits.read_timeout);
     while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&current, e))? {
         size += chunk.len() as u64;
+        if let Err(e) = floor.add(chunk.len() as u64, &host_of(&current)) {
+            drop(file);
+            let _ = tokio::fs::remove_file(dest).await;
+            return Err(e);
+        }
         if size > limits.max_bytes {
             drop(file);
             let _ = tokio::fs::remove_file(dest).await;

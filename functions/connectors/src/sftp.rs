@@ -353,6 +353,7 @@ impl Session {
         let mut lf = tokio::fs::File::create(local).await.map_err(io_error)?;
         let mut buf = vec![0u8; CHUNK];
         let mut total = 0u64;
+        let mut floor = crate::transfer::RateFloor::new(limits.min_rate, self.read_timeout);
         loop {
             let n = within(self.read_timeout, "reading", &self.host, rf.read(&mut buf))
                 .await?
@@ -370,6 +371,7 @@ impl Session {
             if total > limits.max_bytes {
                 return Err(too_large(limits.max_bytes));
             }
+            floor.add(n as u64, &self.host)?;
             lf.write_all(&buf[..n]).await.map_err(io_error)?;
             progress.add(n as u64);
         }

@@ -46,6 +46,53 @@ impl ByteProgress {
     }
 }
 
+/// The slowest a transfer may go: over every window of `window`, at least
+/// `min_rate × window` bytes, so a peer that trickles a byte now and then cannot hold a
+/// task slot until the task's timeout (a per-read timeout alone does not catch it).
+#[derive(Debug, Clone)]
+pub struct RateFloor {
+    min_rate: u64,
+    window: Duration,
+    window_start: std::time::Instant,
+    window_bytes: u64,
+}
+
+impl RateFloor {
+    /// `min_rate` in bytes a second; 0 turns the floor off.
+    pub fn new(min_rate: u64, window: Duration) -> Self {
+        RateFloor {
+            min_rate,
+            window: window.max(Duration::from_secs(1)),
+            window_start: std::time::Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    /// Counts `n` bytes that just moved; fails once a whole window went by below the floor.
+    pub fn add(&mut self, n: u64, peer: &str) -> Result<(), TaskError> {
+        self.window_bytes += n;
+        let elapsed = self.window_start.elapsed();
+        if self.min_rate == 0 || elapsed < self.window {
+            return Ok(());
+        }
+        let needed = self.min_rate.saturating_mul(elapsed.as_secs().max(1));
+        if self.window_bytes < needed {
+            return Err(TaskError::new(
+                codes::TIMEOUT,
+                format!(
+                    "{peer} sent {} bytes in {} s, slower than this server's minimum of {} bytes a second",
+                    self.window_bytes,
+                    elapsed.as_secs(),
+                    self.min_rate
+                ),
+            ));
+        }
+        self.window_start = std::time::Instant::now();
+        self.window_bytes = 0;
+        Ok(())
+    }
+}
+
 /// Limits and timeouts for imports and exports.
 #[derive(Debug, Clone)]
 pub struct TransferLimits {
@@ -56,6 +103,8 @@ pub struct TransferLimits {
     pub connect_timeout: Duration,
     /// Longest silence from the other side before the transfer is abandoned.
     pub read_timeout: Duration,
+    /// Slowest average rate (bytes a second, over each `read_timeout` window); 0: none.
+    pub min_rate: u64,
     /// SFTP tasks without a `host_key` are refused (`host_key_required`) instead of
     /// trusting the key the server presents.
     pub require_sftp_host_key: bool,
@@ -68,6 +117,7 @@ impl Default for TransferLimits {
             max_files: 1000,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            min_rate: 1024,
             require_sftp_host_key: false,
         }
     }
@@ -135,6 +185,17 @@ pub fn numbered_key(field: &str, key: &str, index: usize, count: usize) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trickle_falls_below_the_floor() {
+        let mut floor = RateFloor::new(1024, Duration::from_secs(1));
+        floor.window_start -= Duration::from_secs(2);
+        let e = floor.add(10, "example.com").unwrap_err();
+        assert_eq!(e.code, codes::TIMEOUT);
+        let mut fast = RateFloor::new(1024, Duration::from_secs(1));
+        fast.window_start -= Duration::from_secs(2);
+        assert!(fast.add(4096, "example.com").is_ok());
+    }
 
     #[test]
     fn scrubs_secrets() {

@@ -280,6 +280,12 @@ pub enum OptionType {
     },
     /// A point in time of a media file: seconds (a number) or `hh:mm:ss[.ms]`.
     Time,
+    /// A colour, `#RRGGBB`.
+    Color,
+    /// A bitrate such as `128k` or `2M`.
+    Bitrate,
+    /// Pages of a PDF: `all`, or a list such as `1-3,5,8-`.
+    Pages,
 }
 
 /// An option an engine takes in `options: {...}`.
@@ -308,6 +314,9 @@ impl OptionSpec {
             OptionType::Boolean => "boolean",
             OptionType::String { .. } => "string",
             OptionType::Time => "time",
+            OptionType::Color => "color",
+            OptionType::Bitrate => "bitrate",
+            OptionType::Pages => "pages",
         };
         m.insert("type".into(), ty.into());
         if let Some(d) = &self.default {
@@ -340,6 +349,19 @@ impl OptionSpec {
                 }
                 _ => Err("must be seconds (a number) or hh:mm:ss".into()),
             },
+            OptionType::Color => match v.as_str() {
+                Some(s) if is_hex_color(s) => Ok(()),
+                _ => Err(format!("must be a colour as #RRGGBB, got {v}")),
+            },
+            OptionType::Bitrate => match v.as_str() {
+                Some(s) if is_bitrate(s) => Ok(()),
+                _ => Err(format!("must look like 128k or 2M, got {v}")),
+            },
+            OptionType::Pages => match v.as_str() {
+                Some(s) if s.len() <= 200 => crate::pages::PageSelection::parse(s).map(|_| ()),
+                Some(_) => Err("must be at most 200 bytes long".into()),
+                None => Err("must be a string such as `all` or `1-3,5,8-`".into()),
+            },
             OptionType::String { max_len } => match v.as_str() {
                 Some(s) if s.len() <= *max_len => Ok(()),
                 Some(_) => Err(format!("must be at most {max_len} bytes long")),
@@ -347,6 +369,21 @@ impl OptionSpec {
             },
         }
     }
+}
+
+/// `#RRGGBB`.
+pub fn is_hex_color(s: &str) -> bool {
+    s.len() == 7 && s.starts_with('#') && s[1..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// `128k`, `2M`, `1.5M`, `96000`.
+pub fn is_bitrate(s: &str) -> bool {
+    let digits = s.strip_suffix(['k', 'K', 'm', 'M']).unwrap_or(s);
+    s.len() <= 8
+        && !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && digits.chars().filter(|&c| c == '.').count() <= 1
+        && digits.parse::<f64>().is_ok_and(|f| f > 0.0)
 }
 
 /// One thing an engine can do: `operation` from `input_format` to `output_format`.

@@ -15,6 +15,7 @@ pub mod formats;
 pub mod model;
 pub mod names;
 pub mod ops;
+pub mod pages;
 pub mod planner;
 pub mod ports;
 pub mod secrets;

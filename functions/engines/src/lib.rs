@@ -21,6 +21,7 @@ pub mod pdf;
 pub mod process;
 pub mod raster;
 pub mod sandbox;
+pub mod scratch;
 pub mod tools;
 pub mod unlink;
 pub mod watermark;
@@ -73,6 +74,16 @@ pub struct EngineLimits {
     pub max_pages: u32,
     /// How long an external program may run.
     pub tool_timeout: Duration,
+    /// Most memory (data segment, bytes) an external program may take; 0 for no limit.
+    pub tool_memory: u64,
+    /// Largest video frame (width × height) FFmpeg is given.
+    pub max_video_pixels: u64,
+    /// Longest audio or video input.
+    pub max_duration: Duration,
+    /// Most streams a media file may have.
+    pub max_streams: usize,
+    /// Most bytes a PDF's drawing instructions (all but images) may inflate to.
+    pub max_pdf_content: u64,
     /// Set when the task is cancelled (deleted, timed out).
     pub cancel: Cancel,
     pub progress: Progress,
@@ -84,6 +95,11 @@ impl Default for EngineLimits {
             max_pixels: 150_000_000,
             max_pages: 2_000,
             tool_timeout: Duration::from_secs(300),
+            tool_memory: 0,
+            max_video_pixels: 7680 * 4320,
+            max_duration: Duration::from_secs(4 * 3600),
+            max_streams: 32,
+            max_pdf_content: 256 << 20,
             cancel: Cancel::default(),
             progress: Progress::default(),
         }

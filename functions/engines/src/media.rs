@@ -46,7 +46,7 @@ pub fn options(output: &str) -> Vec<OptionSpec> {
         },
         OptionSpec {
             name: "audio_bitrate",
-            kind: OptionType::String { max_len: 8 },
+            kind: OptionType::Bitrate,
             default: None,
             description: "Audio bitrate such as 128k.",
         },
@@ -85,7 +85,7 @@ pub fn options(output: &str) -> Vec<OptionSpec> {
             },
             OptionSpec {
                 name: "video_bitrate",
-                kind: OptionType::String { max_len: 8 },
+                kind: OptionType::Bitrate,
                 default: None,
                 description: "Video bitrate such as 2M.",
             },
@@ -191,7 +191,9 @@ impl Ffmpeg {
         cmd
     }
 
-    /// The duration in seconds, if FFmpeg can tell it (it also proves the file is readable).
+    /// The duration in seconds, if FFmpeg can tell it. The probe also proves the file is
+    /// readable, and holds it to the limits before any decoding: its streams, the size of
+    /// its frames and its length.
     pub fn duration(&self, input: &Path, name: &str, limits: &EngineLimits) -> Result<Option<f64>, TaskError> {
         let mut cmd = Command::new(&self.ffprobe.path);
         cmd.args([
@@ -200,34 +202,20 @@ impl Ffmpeg {
             "-protocol_whitelist",
             "file,pipe",
             "-show_entries",
-            "format=duration:stream=codec_type",
+            "format=duration:stream=codec_type,width,height",
             "-of",
-            "csv=p=0",
+            "flat",
         ])
         .arg(input);
-        let mut out = None;
-        let mut streams = 0;
-        run_lines(cmd, "ffprobe", limits, &mut |l| {
-            let l = l.trim().trim_end_matches(',');
-            if matches!(l, "audio" | "video") {
-                streams += 1;
-            } else if out.is_none() {
-                out = l.parse::<f64>().ok();
-            }
-        })
-        .map_err(|e| {
+        let mut probe = Probe::default();
+        run_lines(cmd, "ffprobe", limits, &mut |l| probe.line(l)).map_err(|e| {
             TaskError::new(
                 codes::INVALID_FILE,
                 format!("{name} is not a readable media file: {}", e.message),
             )
         })?;
-        if streams == 0 {
-            return Err(TaskError::new(
-                codes::INVALID_FILE,
-                format!("{name} has no audio or video stream"),
-            ));
-        }
-        Ok(out)
+        probe.check(name, limits)?;
+        Ok(probe.duration)
     }
 
     /// Converts `input` to `out` (`output` format) with the task's options.
@@ -428,5 +416,116 @@ mod tests {
         assert!(time_option(&o, "trim_start").is_err());
         o.insert("audio_bitrate".into(), serde_json::json!("128k"));
         assert_eq!(bitrate_option(&o, "audio_bitrate").unwrap().as_deref(), Some("128k"));
+    }
+}
+
+/// What ffprobe said of a file (its `flat` output).
+#[derive(Default, Debug)]
+struct Probe {
+    duration: Option<f64>,
+    /// Per stream index: its type, width and height.
+    streams: std::collections::BTreeMap<u32, (String, u64, u64)>,
+}
+
+impl Probe {
+    fn line(&mut self, line: &str) {
+        let Some((key, value)) = line.trim().split_once('=') else {
+            return;
+        };
+        let value = value.trim_matches('"');
+        if key == "format.duration" {
+            self.duration = value.parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0);
+            return;
+        }
+        let Some(rest) = key.strip_prefix("streams.stream.") else {
+            return;
+        };
+        let Some((index, field)) = rest.split_once('.') else {
+            return;
+        };
+        let Ok(index) = index.parse::<u32>() else { return };
+        let entry = self.streams.entry(index).or_default();
+        match field {
+            "codec_type" => entry.0 = value.to_string(),
+            "width" => entry.1 = value.parse().unwrap_or(0),
+            "height" => entry.2 = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+
+    fn check(&self, name: &str, limits: &EngineLimits) -> Result<(), TaskError> {
+        let media = self
+            .streams
+            .values()
+            .filter(|s| matches!(s.0.as_str(), "audio" | "video"))
+            .count();
+        if media == 0 {
+            return Err(TaskError::new(
+                codes::INVALID_FILE,
+                format!("{name} has no audio or video stream"),
+            ));
+        }
+        if self.streams.len() > limits.max_streams {
+            return Err(TaskError::new(
+                codes::LIMIT_EXCEEDED,
+                format!(
+                    "{name} has {} streams; this server takes at most {}",
+                    self.streams.len(),
+                    limits.max_streams
+                ),
+            ));
+        }
+        for (kind, w, h) in self.streams.values() {
+            if kind == "video" && w * h > limits.max_video_pixels {
+                return Err(TaskError::new(
+                    codes::LIMIT_EXCEEDED,
+                    format!(
+                        "{name} has {w}x{h} video frames ({} pixels); this server's limit is {} pixels a frame",
+                        w * h,
+                        limits.max_video_pixels
+                    ),
+                ));
+            }
+        }
+        if let Some(d) = self.duration {
+            if d > limits.max_duration.as_secs_f64() {
+                return Err(TaskError::new(
+                    codes::LIMIT_EXCEEDED,
+                    format!(
+                        "{name} lasts {d:.0} s; this server's limit is {} s",
+                        limits.max_duration.as_secs()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    #[test]
+    fn reads_ffprobe_flat_output() {
+        let mut p = Probe::default();
+        for l in [
+            "streams.stream.0.codec_type=\"video\"",
+            "streams.stream.0.width=2000",
+            "streams.stream.0.height=2000",
+            "streams.stream.1.codec_type=\"audio\"",
+            "format.duration=\"10.000000\"",
+        ] {
+            p.line(l);
+        }
+        assert_eq!(p.duration, Some(10.0));
+        let limits = EngineLimits {
+            max_video_pixels: 1_000_000,
+            ..EngineLimits::default()
+        };
+        let e = p.check("a.mp4", &limits).unwrap_err();
+        assert_eq!(e.code, codes::LIMIT_EXCEEDED);
+        assert!(e.message.contains("2000x2000"), "{}", e.message);
+        assert!(p.check("a.mp4", &EngineLimits::default()).is_ok());
     }
 }

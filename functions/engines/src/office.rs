@@ -127,12 +127,18 @@ fn warm() -> Option<&'static Mutex<std::sync::mpsc::Sender<Request>>> {
 }
 
 fn start_instance(n: u64) -> std::io::Result<Instance> {
-    let dir = std::env::temp_dir().join(format!("runconvert-office-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // Private (0700, an unguessable name) under the server's data directory, not in the
+    // shared /tmp; removed when the instance goes, and with its root at a clean stop.
+    let dir = crate::scratch::private_dir("office")?;
     std::fs::create_dir_all(dir.join("profile"))?;
     write_settings(&dir.join("profile"))?;
     std::fs::write(dir.join("convert.py"), CLIENT)?;
-    let pipe = format!("runconvert-{}-{n}", std::process::id());
+    // The pipe's name is as unguessable as the directory's.
+    let pipe = format!(
+        "runconvert-{}-{n}-{}",
+        std::process::id(),
+        dir.file_name().and_then(|f| f.to_str()).unwrap_or_default()
+    );
     let profile_url = format!("-env:UserInstallation=file://{}", dir.join("profile").display());
     // A new profile is set up by a first start that ends by itself (soffice.bin would
     // otherwise exit asking for a restart, which only the `soffice` wrapper handles).

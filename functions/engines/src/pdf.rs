@@ -62,7 +62,54 @@ pub fn load(path: &Path, name: &str, limits: &EngineLimits) -> Result<Document, 
             ),
         ));
     }
+    check_content_volume(&doc, name, limits)?;
     Ok(doc)
+}
+
+/// Refuses a PDF whose drawing instructions (content streams, form XObjects, everything
+/// but images, which the pixel limit covers) inflate past the limit: a few MB of deflated
+/// path operators can hold a renderer at full CPU for an hour. Counted by inflating into
+/// nothing, never more than the limit.
+fn check_content_volume(doc: &Document, name: &str, limits: &EngineLimits) -> Result<(), TaskError> {
+    use std::io::Read;
+    let cap = limits.max_pdf_content;
+    let mut total: u64 = 0;
+    for object in doc.objects.values() {
+        let Object::Stream(stream) = object else { continue };
+        let is = |key: &[u8], value: &[u8]| {
+            stream
+                .dict
+                .get(key)
+                .ok()
+                .and_then(|o| o.as_name().ok())
+                .is_some_and(|n| n == value)
+        };
+        if is(b"Subtype", b"Image") {
+            continue;
+        }
+        let flate = match stream.dict.get(b"Filter") {
+            Ok(Object::Name(n)) => n == b"FlateDecode",
+            Ok(Object::Array(a)) => a.first().and_then(|o| o.as_name().ok()) == Some(b"FlateDecode".as_slice()),
+            _ => false,
+        };
+        let left = cap.saturating_sub(total) + 1;
+        total += if flate {
+            let mut inflated = flate2::read::ZlibDecoder::new(stream.content.as_slice()).take(left);
+            std::io::copy(&mut inflated, &mut std::io::sink()).unwrap_or(0)
+        } else {
+            stream.content.len() as u64
+        };
+        if total > cap {
+            return Err(TaskError::new(
+                codes::LIMIT_EXCEEDED,
+                format!(
+                    "the drawing instructions of {name} inflate to more than this server's limit of {} MiB",
+                    cap >> 20
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn page_count(path: &Path, name: &str, limits: &EngineLimits) -> Result<u32, TaskError> {

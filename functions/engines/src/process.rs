@@ -76,7 +76,7 @@ fn pdf_render_options(output: &str) -> Vec<OptionSpec> {
     let mut o = vec![
         OptionSpec {
             name: "pages",
-            kind: OptionType::String { max_len: 200 },
+            kind: OptionType::Pages,
             default: Some(json!("all")),
             description: "Pages to render: `all`, or a list such as `1-3,5,8-`. Each page is one output file.",
         },

@@ -64,6 +64,44 @@ pub fn no_network(cmd: &mut Command) {
     apply(cmd, isolation());
 }
 
+/// Starts `cmd` without network and within the task's limits: CPU time (`RLIMIT_CPU`,
+/// from the tool timeout; past it the kernel stops the program) and memory
+/// (`RLIMIT_DATA`, which counts the heap and private mappings but not the address space
+/// a program merely reserves).
+pub fn confine(cmd: &mut Command, limits: &crate::EngineLimits) {
+    no_network(cmd);
+    let cpu = limits.tool_timeout.as_secs().max(1);
+    let memory = limits.tool_memory;
+    // SAFETY: setrlimit(2) between fork and exec affects only the child and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let set = |resource, value: u64| {
+                let lim = libc::rlimit {
+                    rlim_cur: value as libc::rlim_t,
+                    rlim_max: value as libc::rlim_t,
+                };
+                if libc::setrlimit(resource, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            // SIGXCPU at the soft limit; the hard one a little later is a SIGKILL.
+            let cpu_lim = libc::rlimit {
+                rlim_cur: cpu as libc::rlim_t,
+                rlim_max: (cpu + 5) as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_CPU, &cpu_lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if memory > 0 {
+                set(libc::RLIMIT_DATA, memory)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 fn apply(cmd: &mut Command, mode: Isolation) {
     if let Some(flags) = mode.flags() {
         // SAFETY: unshare(2) between fork and exec touches only the child's own namespaces

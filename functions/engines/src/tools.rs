@@ -117,7 +117,7 @@ pub fn run_lines(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    crate::sandbox::no_network(&mut cmd);
+    crate::sandbox::confine(&mut cmd, limits);
     let mut child = cmd
         .spawn()
         .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("cannot start {what}: {e}")))?;
@@ -177,6 +177,11 @@ pub fn run_lines(
     }
     kill_group(pid);
     let err = err_reader.join().unwrap_or_default();
+    // Some tools (pdftoppm) say they ran out of memory and still exit 0 with a broken file.
+    if let Some(e) = limit_failure(what, status, &err, limits) {
+        tracing::warn!(tool = what, %status, "tool stopped at a limit");
+        return Err(e);
+    }
     if status.success() {
         return Ok(());
     }
@@ -195,6 +200,53 @@ pub fn run_lines(
             format!("{what} failed: {detail}")
         },
     ))
+}
+
+/// A failure caused by the limits [`crate::sandbox::confine`] sets: the CPU time (the
+/// kernel's SIGXCPU) or the memory (an allocation refused: the tool says so, or aborts).
+fn limit_failure(
+    what: &str,
+    status: std::process::ExitStatus,
+    stderr: &[u8],
+    limits: &EngineLimits,
+) -> Option<TaskError> {
+    use std::os::unix::process::ExitStatusExt;
+    if status.signal() == Some(libc::SIGXCPU) {
+        return Some(TaskError::new(
+            codes::TIMEOUT,
+            format!(
+                "{what} used more than its {} s of CPU time and was stopped",
+                limits.tool_timeout.as_secs()
+            ),
+        ));
+    }
+    if limits.tool_memory == 0 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(stderr).to_ascii_lowercase();
+    let said = [
+        "out of memory",
+        "bad_alloc",
+        "cannot allocate memory",
+        "memory allocation failed",
+        "malloc",
+    ]
+    .iter()
+    .any(|m| text.contains(m));
+    let aborted = !status.success()
+        && matches!(
+            status.signal(),
+            Some(libc::SIGABRT) | Some(libc::SIGSEGV) | Some(libc::SIGBUS)
+        );
+    (said || aborted).then(|| {
+        TaskError::new(
+            codes::LIMIT_EXCEEDED,
+            format!(
+                "{what} needed more than this server's limit of {} MiB of memory for this file",
+                limits.tool_memory >> 20
+            ),
+        )
+    })
 }
 
 /// A tool's message without what it says of this server: absolute paths become their

@@ -223,6 +223,10 @@ impl Worker {
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         limits.cancel = cancel;
         limits.progress = progress;
+        // The task's own timeout bounds its tools too (wall clock and CPU time).
+        if let Some(secs) = task.timeout {
+            limits.tool_timeout = limits.tool_timeout.min(Duration::from_secs(secs.max(1)));
+        }
         let outputs = tokio::task::spawn_blocking(move || process::run(&op, inputs, &out_dir, &registry, &limits))
             .await
             .map_err(|e| internal("the operation stopped", e))??;
@@ -295,6 +299,7 @@ impl Worker {
             max_bytes: self.settings.download.max_bytes,
             connect_timeout: self.settings.download.connect_timeout,
             read_timeout: self.settings.download.read_timeout,
+            min_rate: self.settings.download.min_rate,
             require_sftp_host_key: self.settings.require_sftp_host_key,
             ..TransferLimits::default()
         }
