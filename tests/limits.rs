@@ -242,23 +242,7 @@ fn at(v: &serde_json::Value) -> (String, f64) {
 
 /// A one-page PDF of `w`×`h` points, a few hundred bytes.
 fn pdf_of_page(w: i64, h: i64) -> Vec<u8> {
-    use lopdf::{dictionary, Document, Object, Stream};
-    let mut doc = Document::with_version("1.5");
-    let pages_id = doc.new_object_id();
-    let content = doc.add_object(Stream::new(dictionary! {}, b"0 0 1 rg 0 0 100 100 re f".to_vec()));
-    let page = doc.add_object(dictionary! {
-        "Type" => "Page", "Parent" => pages_id, "Contents" => content,
-        "MediaBox" => vec![0.into(), 0.into(), Object::Integer(w), Object::Integer(h)],
-    });
-    doc.objects.insert(
-        pages_id,
-        Object::Dictionary(dictionary! {"Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1}),
-    );
-    let catalog = doc.add_object(dictionary! {"Type" => "Catalog", "Pages" => pages_id});
-    doc.trailer.set("Root", catalog);
-    let mut out = Vec::new();
-    doc.save_to(&mut out).unwrap();
-    out
+    one_page_pdf(w, h, b"0 0 1 rg 0 0 100 100 re f", false)
 }
 
 #[tokio::test]

@@ -56,6 +56,7 @@ async fn serves_https_with_hsts_and_refuses_plain_http_off_loopback() {
         .arg(&cert)
         .arg("--tls-key")
         .arg(&key)
+        .args(["--header-timeout", "2"])
         .env("RUNCONVERT_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -102,6 +103,22 @@ async fn serves_https_with_hsts_and_refuses_plain_http_off_loopback() {
     let plain = base.replacen("https://", "http://", 1);
     let out = curl(&[], &format!("{plain}/healthz"));
     assert!(!String::from_utf8_lossy(&out.stdout).contains(" 200"));
+    // A connection that never finishes its TLS handshake is closed at the header timeout.
+    {
+        use std::io::Read;
+        let addr = base.trim_start_matches("https://");
+        let mut silent = std::net::TcpStream::connect(addr).unwrap();
+        silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let read = silent.read(&mut buf);
+        // Closed (EOF or reset) well before the client's own 10 s read timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(8) && !matches!(read, Ok(n) if n > 0),
+            "a silent TLS connection stayed open: {read:?} after {:?}",
+            started.elapsed()
+        );
+    }
     let _ = child.kill();
     let _ = child.wait();
 

@@ -126,7 +126,9 @@ KEY=$("$BIN" keys create "${key_args[@]}" 2>>"$SERVER_LOG")
 [ -n "$KEY" ] || die "keys create printed no key"
 
 log "data dir $DATA; starting $BIN serve (concurrency $CONCURRENCY)"
+# wrk is one address with many connections: no per-address cap.
 NO_COLOR=1 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --concurrency "$CONCURRENCY" \
+  --max-connections-per-ip 0 \
   >"$DATA/server.out" 2>"$SERVER_LOG" &
 server_pid=$!
 

@@ -32,12 +32,29 @@ pub fn bin_path() -> PathBuf {
     bin
 }
 
-/// `../shared/bench/corpus` beside the project (or `RUNCONVERT_CORPUS`).
+/// The tests' input files: `RUNCONVERT_CORPUS` if set, else the fixtures the repository
+/// makes for itself (`tests/fixtures/make.sh` into `target/test-fixtures`, run once; the
+/// script is idempotent and holds a lock, so test binaries running at once share it).
 pub fn corpus() -> PathBuf {
     if let Ok(p) = std::env::var("RUNCONVERT_CORPUS") {
         return PathBuf::from(p);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/corpus")
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = root.join("target").join("test-fixtures");
+        let status = Command::new("bash")
+            .arg(root.join("tests/fixtures/make.sh"))
+            .arg(&dir)
+            .status()
+            .expect("run tests/fixtures/make.sh");
+        assert!(
+            status.success(),
+            "tests/fixtures/make.sh failed (see its message above)"
+        );
+        dir
+    })
+    .clone()
 }
 
 pub fn corpus_file(rel: &str) -> PathBuf {
@@ -115,6 +132,8 @@ pub struct Server {
     pub http: reqwest::Client,
     /// What the server printed on stdout before it was ready.
     pub banner: Vec<String>,
+    /// The descriptor limit it runs under (through `prlimit`), if one was set.
+    nofile: Option<u64>,
 }
 
 impl Server {
@@ -132,6 +151,16 @@ impl Server {
     }
 
     async fn launch(data_dir: PathBuf, key: String, other_key: String, args: &[&str]) -> Server {
+        Self::launch_limited(data_dir, key, other_key, args, None).await
+    }
+
+    async fn launch_limited(
+        data_dir: PathBuf,
+        key: String,
+        other_key: String,
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> Server {
         let mut s = Server {
             child: None,
             data_dir,
@@ -145,13 +174,55 @@ impl Server {
                 .build()
                 .unwrap(),
             banner: Vec::new(),
+            nofile,
         };
         s.spawn().await;
         s
     }
 
+    /// Starts a server (two users' keys made first) under a descriptor limit of `nofile`.
+    pub async fn start_with_nofile(nofile: u64, args: &[&str]) -> Server {
+        let data_dir = unique_dir("data");
+        let key = create_key(&data_dir, "alice");
+        let other_key = create_key(&data_dir, "bob");
+        Self::launch_limited(data_dir, key, other_key, args, Some(nofile)).await
+    }
+
+    /// Stops the server as a user does (SIGTERM) and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running server");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        child.wait().unwrap()
+    }
+
+    /// The server's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+            / 1024
+    }
+
+    /// How many descriptors the server has open.
+    pub fn open_descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     async fn spawn(&mut self) {
-        let mut child = Command::new(bin_path())
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin_path());
+                c
+            }
+            None => Command::new(bin_path()),
+        };
+        let mut child = cmd
             .arg("serve")
             .args(["--listen", &self.listen, "--data-dir"])
             .arg(&self.data_dir)
@@ -425,6 +496,19 @@ impl Fixture {
                 }),
             )
             .route(
+                "/trickle",
+                get(|| async {
+                    // A byte a second, for ever: never silent long enough for a read timeout.
+                    let stream = futures_util::stream::unfold(0u64, |n| async move {
+                        if n > 0 {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Some((Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"x")), n + 1))
+                    });
+                    axum::body::Body::from_stream(stream)
+                }),
+            )
+            .route(
                 "/endless",
                 get(|| async {
                     let chunk = axum::body::Bytes::from(vec![0u8; 64 * 1024]);
@@ -583,4 +667,33 @@ pub async fn server_with_fixture() -> (Fixture, Server) {
         Fixture::start().await,
         Server::start(&["--allow-private-networks"]).await,
     )
+}
+
+/// A one-page PDF of `w`×`h` points drawing `content` (deflated when `deflate`).
+pub fn one_page_pdf(w: i64, h: i64, content: &[u8], deflate: bool) -> Vec<u8> {
+    use lopdf::{dictionary, Document, Object, Stream};
+    use std::io::Write;
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let stream = if deflate {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(content).unwrap();
+        Stream::new(dictionary! {"Filter" => "FlateDecode"}, z.finish().unwrap()).with_compression(false)
+    } else {
+        Stream::new(dictionary! {}, content.to_vec())
+    };
+    let content = doc.add_object(stream);
+    let page = doc.add_object(dictionary! {
+        "Type" => "Page", "Parent" => pages_id, "Contents" => content,
+        "MediaBox" => vec![0.into(), 0.into(), Object::Integer(w), Object::Integer(h)],
+    });
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {"Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1}),
+    );
+    let catalog = doc.add_object(dictionary! {"Type" => "Catalog", "Pages" => pages_id});
+    doc.trailer.set("Root", catalog);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
 }

@@ -24,9 +24,10 @@ use runconvert_core::ops::Operation;
 use runconvert_core::ports::{Event, EventName, TaskTransition};
 use runconvert_core::{ApiError, Timestamp};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// Where a disk-backed file store keeps things.
@@ -64,10 +65,15 @@ impl UrlSigner {
         let exp = expires.seconds().to_string();
         let signature = self.signer.sign(&Self::upload_parts(task_id, &exp));
         let mut parameters = Map::new();
-        parameters.insert("expires".into(), Value::String(exp));
-        parameters.insert("signature".into(), Value::String(signature));
+        parameters.insert("expires".into(), Value::String(exp.clone()));
+        parameters.insert("signature".into(), Value::String(signature.clone()));
         UploadForm {
-            url: format!("{}/v2/upload/{}", self.public_url, encode_segment(task_id)),
+            // The signature rides in the URL too, so a form is checked before its body is read.
+            url: format!(
+                "{}/v2/upload/{}?expires={exp}&signature={signature}",
+                self.public_url,
+                encode_segment(task_id)
+            ),
             parameters,
         }
     }
@@ -93,6 +99,7 @@ pub struct LocalFilesState {
     pub urls: UrlSigner,
     pub local: Arc<dyn LocalFiles>,
     pub max_upload_bytes: u64,
+    pub uploads: UploadClaims,
 }
 
 pub fn local_files_router(state: Arc<LocalFilesState>) -> Router {
@@ -153,22 +160,87 @@ async fn check_upload(
     if !matches!(task.operation, Operation::ImportUpload(_)) {
         return Err(HttpError(ApiError::bad_request("this task does not take uploads")));
     }
+    still_waiting(&task)?;
+    Ok(task)
+}
+
+fn still_waiting(task: &runconvert_core::Task) -> HttpResult<()> {
     if task.status != TaskStatus::Waiting {
         return Err(HttpError(ApiError::bad_request(format!(
             "this task is {} and takes no more uploads",
             task.status.as_str()
         ))));
     }
-    Ok(task)
+    Ok(())
+}
+
+/// The longest non-file field of an upload form, and how many there may be.
+pub const MAX_FORM_FIELD_BYTES: usize = 4096;
+pub const MAX_FORM_FIELDS: usize = 16;
+/// How often an upload in progress checks that its task still waits for it.
+const UPLOAD_RECHECK: Duration = Duration::from_secs(1);
+
+/// The uploads in progress, one per task at most: a form is single-use.
+#[derive(Default)]
+pub struct UploadClaims(Mutex<HashSet<String>>);
+
+/// An upload's hold on its form, given up when it ends (whatever the outcome).
+struct Claim<'a>(&'a UploadClaims, String);
+
+impl UploadClaims {
+    fn claim(&self, task_id: &str) -> Option<Claim<'_>> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.insert(task_id.to_string())
+            .then(|| Claim(self, task_id.to_string()))
+    }
+
+    /// Whether an upload to this task is under way.
+    pub fn in_progress(&self, task_id: &str) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains(task_id)
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0 .0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+    }
+}
+
+/// A short form field, read only up to the cap.
+async fn small_field(field: &mut axum::extract::multipart::Field<'_>, name: &str) -> HttpResult<String> {
+    let bad = |m: String| HttpError(ApiError::bad_request(m));
+    let mut text = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| bad(format!("form field {name}: {e}")))?
+    {
+        if text.len() + chunk.len() > MAX_FORM_FIELD_BYTES {
+            return Err(bad(format!(
+                "form field {name} is longer than {MAX_FORM_FIELD_BYTES} bytes (only the file may be large)"
+            )));
+        }
+        text.extend_from_slice(&chunk);
+    }
+    String::from_utf8(text).map_err(|_| bad(format!("form field {name} is not UTF-8 text")))
 }
 
 async fn upload(
     State(state): State<Arc<LocalFilesState>>,
     Path(task_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     mut form: Multipart,
 ) -> HttpResult<Response> {
     let bad = |m: String| HttpError(ApiError::bad_request(m));
+    // The form's URL carries its signature: a forged or stale form is refused before a
+    // byte of the body is read.
+    let mut checked = if query.contains_key("signature") {
+        Some(check_upload(&state, &task_id, &query).await?)
+    } else {
+        None
+    };
     let mut params: HashMap<String, String> = HashMap::new();
+    let mut fields = 0usize;
     while let Some(mut field) = form
         .next_field()
         .await
@@ -176,30 +248,44 @@ async fn upload(
     {
         let name = field.name().unwrap_or_default().to_string();
         if name != "file" {
-            let text = field.text().await.map_err(|e| bad(format!("form field {name}: {e}")))?;
+            fields += 1;
+            if fields > MAX_FORM_FIELDS {
+                return Err(bad(format!("the form has more than {MAX_FORM_FIELDS} fields")));
+            }
+            let text = small_field(&mut field, &name).await?;
             params.insert(name, text);
             continue;
         }
-        // The file comes last: check the form before taking a byte of it.
-        let task = match check_upload(&state, &task_id, &params).await {
-            Ok(task) => task,
-            Err(e) => {
-                // Read (a bounded part of) the file so that the client sees the answer
-                // rather than a connection cut off mid-send.
-                let mut drained = 0usize;
-                while let Ok(Some(chunk)) = field.chunk().await {
-                    drained += chunk.len();
-                    if drained > 8 << 20 {
-                        break;
+        // The file comes last: check the form before taking a byte of it. Parameters sent
+        // in the body as well as the URL must be the URL's.
+        let task = match checked.take() {
+            Some(task) => {
+                for k in ["expires", "signature"] {
+                    if params.get(k).is_some_and(|v| Some(v) != query.get(k)) {
+                        return Err(forbidden("the upload form's parameters do not match its URL"));
                     }
                 }
-                return Err(e);
+                task
+            }
+            None => check_upload(&state, &task_id, &params).await?,
+        };
+        let Some(_claim) = state.uploads.claim(&task.id) else {
+            return Err(bad(
+                "another upload to this form is in progress (a form takes one file, once)".into(),
+            ));
+        };
+        // A form used up between the check and the claim.
+        let api = &state.api;
+        let current = |id: String| async move {
+            match api.jobs.get_task(None, &id).await? {
+                Some(t) => still_waiting(&t),
+                None => Err(HttpError(ApiError::not_found("task (its job was deleted)"))),
             }
         };
+        current(task.id.clone()).await?;
         let Operation::ImportUpload(op) = &task.operation else {
             unreachable!("checked")
         };
-        let api = &state.api;
         let filename = safe_filename(op.filename.as_deref().or(field.file_name()).unwrap_or("file"));
 
         let staging = state.local.staging_dir();
@@ -211,11 +297,18 @@ async fn upload(
             .await
             .map_err(runconvert_core::ports::PortError::new)?;
         let mut size: u64 = 0;
-        while let Some(chunk) = field
-            .chunk()
-            .await
-            .map_err(|e| bad(format!("the upload broke off: {e}")))?
-        {
+        let mut recheck = tokio::time::interval(UPLOAD_RECHECK);
+        recheck.tick().await;
+        loop {
+            let chunk = tokio::select! {
+                chunk = field.chunk() => chunk.map_err(|e| bad(format!("the upload broke off: {e}")))?,
+                _ = recheck.tick() => {
+                    // A deleted job (or a task that timed out) ends its upload now.
+                    current(task.id.clone()).await?;
+                    continue;
+                }
+            };
+            let Some(chunk) = chunk else { break };
             size += chunk.len() as u64;
             if size > state.max_upload_bytes {
                 return Err(HttpError(ApiError::new(
@@ -233,10 +326,11 @@ async fn upload(
         }
         out.flush().await.map_err(runconvert_core::ports::PortError::new)?;
         drop(out);
+        current(task.id.clone()).await?;
 
         let size = api.files.put(&task.job_id, &task.id, &filename, &staged.0).await?;
         let file = FileRef {
-            filename,
+            filename: filename.clone(),
             size,
             url: None,
             task_id: task.id.clone(),
@@ -257,6 +351,11 @@ async fn upload(
             })
             .await?;
         if !done {
+            // Deleted or timed out while the file was being stored: keep nothing of it.
+            let _ = tokio::fs::remove_file(state.local.path_of(&task.job_id, &task.id, &filename)).await;
+            if api.jobs.get_job(None, &task.job_id).await?.is_none() {
+                let _ = api.files.delete_job_files(&task.job_id).await;
+            }
             return Err(bad(
                 "this task stopped waiting for its file (it timed out or was deleted)".into(),
             ));
@@ -285,6 +384,7 @@ async fn download(
     State(state): State<Arc<LocalFilesState>>,
     Path((job_id, task_id, filename)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> HttpResult<Response> {
     let expires = q.get("expires").map(String::as_str).unwrap_or_default();
     let inline = q.get("inline").map(String::as_str).unwrap_or("0");
@@ -305,11 +405,48 @@ async fn download(
             )))
         }
     };
-    let len = file
-        .metadata()
-        .await
-        .map_err(runconvert_core::ports::PortError::new)?
-        .len();
+    let meta = file.metadata().await.map_err(runconvert_core::ports::PortError::new)?;
+    let len = meta.len();
+    // Stored files never change in place: size and time of storing name a version.
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let etag = format!("\"{len:x}-{modified:x}\"");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        resp.headers_mut()
+            .insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex and quotes"));
+        return Ok(resp);
+    }
+    // A Range is honoured unless If-Range names another version.
+    let range_wanted = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == etag);
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) if range_wanted => match byte_range(r, len) {
+            RangeAsk::Whole => None,
+            RangeAsk::Part(a, b) => Some((a, b)),
+            RangeAsk::Unsatisfiable => {
+                let mut resp = Response::new(Body::empty());
+                *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                resp.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{len}")).expect("digits"),
+                );
+                return Ok(resp);
+            }
+        },
+        _ => None,
+    };
     let mime = format_of_filename(&filename)
         .map(mime_type_of)
         .unwrap_or("application/octet-stream");
@@ -323,11 +460,30 @@ async fn download(
             .collect::<String>(),
         encode_segment(&filename)
     );
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut file = file;
+    let (body, sent) = match range {
+        Some((a, b)) => {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            file.seek(std::io::SeekFrom::Start(a))
+                .await
+                .map_err(runconvert_core::ports::PortError::new)?;
+            let part = file.take(b - a + 1);
+            (Body::from_stream(tokio_util::io::ReaderStream::new(part)), b - a + 1)
+        }
+        None => (Body::from_stream(tokio_util::io::ReaderStream::new(file)), len),
+    };
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(sent));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex and quotes"));
+    if let Some((a, b)) = range {
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")).expect("digits"),
+        );
+    }
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -340,5 +496,71 @@ async fn download(
             HeaderValue::from_static("sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"),
         );
     }
+    if range.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
     Ok(resp)
+}
+
+#[derive(Debug, PartialEq)]
+enum RangeAsk {
+    Whole,
+    /// First and last byte, inclusive.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// One `bytes=` range of a file of `len` bytes (RFC 9110 §14.1.2). Several ranges, or
+/// a header this does not read, get the whole file, which the RFC allows.
+fn byte_range(header: &str, len: u64) -> RangeAsk {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeAsk::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let parse = |s: &str| s.parse::<u64>().ok();
+    match (first.is_empty(), last.is_empty()) {
+        // The last N bytes.
+        (true, false) => match parse(last) {
+            Some(0) => RangeAsk::Unsatisfiable,
+            Some(n) if len > 0 => RangeAsk::Part(len.saturating_sub(n), len - 1),
+            Some(_) => RangeAsk::Unsatisfiable,
+            None => RangeAsk::Whole,
+        },
+        (false, _) => {
+            let Some(a) = parse(first) else { return RangeAsk::Whole };
+            let b = if last.is_empty() { Some(u64::MAX) } else { parse(last) };
+            match b {
+                None => RangeAsk::Whole,
+                Some(b) if b < a => RangeAsk::Whole,
+                Some(_) if a >= len => RangeAsk::Unsatisfiable,
+                Some(b) => RangeAsk::Part(a, b.min(len - 1)),
+            }
+        }
+        (true, true) => RangeAsk::Whole,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_byte_ranges() {
+        assert_eq!(byte_range("bytes=0-9", 100), RangeAsk::Part(0, 9));
+        assert_eq!(byte_range("bytes=90-", 100), RangeAsk::Part(90, 99));
+        assert_eq!(byte_range("bytes=-10", 100), RangeAsk::Part(90, 99));
+        assert_eq!(byte_range("bytes=-500", 100), RangeAsk::Part(0, 99));
+        assert_eq!(byte_range("bytes=50-500", 100), RangeAsk::Part(50, 99));
+        assert_eq!(byte_range("bytes=100-", 100), RangeAsk::Unsatisfiable);
+        assert_eq!(byte_range("bytes=-0", 100), RangeAsk::Unsatisfiable);
+        assert_eq!(byte_range("bytes=0-1,5-6", 100), RangeAsk::Whole);
+        assert_eq!(byte_range("items=0-1", 100), RangeAsk::Whole);
+        assert_eq!(byte_range("bytes=9-3", 100), RangeAsk::Whole);
+    }
 }

@@ -13,17 +13,15 @@ use runconvert_worker::Worker;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 pub struct Executor {
     jobs: Arc<dyn JobStore>,
     events: Arc<dyn EventSink>,
     worker: Arc<Worker>,
-    slots: Arc<Semaphore>,
-    /// Tasks one user may run at once (a semaphore per user, made on first use).
-    per_user: usize,
-    user_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Task slots, shared round-robin between users, each to a share of them.
+    slots: Arc<crate::slots::FairSlots>,
     default_timeout: Duration,
     /// Times a task that was running when the server died is started again; past that
     /// it fails with `interrupted`, so a file that kills the server cannot crash-loop it.
@@ -46,9 +44,7 @@ impl Executor {
             jobs,
             events,
             worker,
-            slots: Arc::new(Semaphore::new(concurrency.max(1))),
-            per_user: per_user.max(1),
-            user_slots: Mutex::new(HashMap::new()),
+            slots: crate::slots::FairSlots::new(concurrency, per_user),
             default_timeout,
             task_restarts,
             drivers: Mutex::new(HashMap::new()),
@@ -192,22 +188,8 @@ impl Executor {
 
     async fn run_task(self: Arc<Self>, job: &Job, task_id: &str) {
         let Some(task) = job.task(task_id) else { return };
-        // The user's share first, then the server's: one user cannot take every slot.
-        let user_slots = self
-            .user_slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(job.user_id.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_user)))
-            .clone();
-        let _user_slot = match user_slots.acquire_owned().await {
-            Ok(slot) => slot,
-            Err(_) => return,
-        };
-        let _slot = match self.slots.clone().acquire_owned().await {
-            Ok(slot) => slot,
-            Err(_) => return,
-        };
+        // Within the user's share, in turn with other users: one cannot take every slot.
+        let _slot = self.slots.acquire(&job.user_id).await;
         let begin = TaskTransition {
             task_id: task.id.clone(),
             from: TaskStatus::Waiting,

@@ -31,8 +31,12 @@ impl DiskFileStore {
     pub fn new(data_dir: &Path, urls: UrlSigner) -> std::io::Result<Self> {
         let root = data_dir.join("files");
         let staging = data_dir.join("staging");
-        std::fs::create_dir_all(&root)?;
-        std::fs::create_dir_all(&staging)?;
+        use std::os::unix::fs::DirBuilderExt;
+        let private = |d: &Path| std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d);
+        private(&root)?;
+        // Nothing is being uploaded before the server starts: what is staged is left over.
+        let _ = std::fs::remove_dir_all(&staging);
+        private(&staging)?;
         Ok(DiskFileStore { root, staging, urls })
     }
 
@@ -45,6 +49,42 @@ impl DiskFileStore {
             .job_dir(job_id)?
             .join(segment(task_id)?)
             .join(segment(&safe_filename(filename))?))
+    }
+}
+
+impl DiskFileStore {
+    /// The jobs that have a directory of files, with the time it last changed.
+    pub fn job_dirs(&self) -> Vec<(String, std::time::SystemTime)> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let modified = e.metadata().and_then(|m| m.modified()).ok()?;
+                Some((e.file_name().into_string().ok()?, modified))
+            })
+            .collect()
+    }
+
+    /// Removes staged uploads untouched for `idle` (an upload in progress writes to its
+    /// file all the time; one that stalls that long was cut off by the connection's idle
+    /// timeout). Returns how many went.
+    pub fn sweep_staging(&self, idle: std::time::Duration) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.staging) else {
+            return 0;
+        };
+        let now = std::time::SystemTime::now();
+        entries
+            .flatten()
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| now.duration_since(t).unwrap_or_default() >= idle)
+                    .unwrap_or(false)
+            })
+            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+            .count()
     }
 }
 

@@ -4,10 +4,12 @@
 //! executor ([`executor`]) and a log event sink ([`events`]). The API itself is the
 //! shared router of `runconvert-http`.
 
+mod conn;
 mod events;
 mod executor;
 mod files;
 mod oneshot;
+mod slots;
 mod store;
 mod webhooks;
 
@@ -36,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the API server (SQLite, local disk, in-process executor).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -227,13 +229,55 @@ struct ServeArgs {
     /// Requests a minute per key when the key sets none (0: unlimited).
     #[arg(long = "rate-limit", env = "RUNCONVERT_RATE_LIMIT", default_value_t = 1200)]
     rate_limit: u32,
-    /// Tasks one user may run at once (default: --concurrency).
+    /// Tasks one user may run at once (default: half of --concurrency, at least one).
     #[arg(long = "max-user-tasks", env = "RUNCONVERT_MAX_USER_TASKS")]
     max_user_tasks: Option<usize>,
     /// Seconds an import or export may wait on a silent server (connecting, or between two
     /// pieces of data) before it fails with `timeout`.
     #[arg(long = "transfer-timeout", env = "RUNCONVERT_TRANSFER_TIMEOUT", default_value_t = 30)]
     transfer_timeout: u64,
+    /// Slowest an import may go, in bytes a second averaged over each --transfer-timeout
+    /// window (a server that trickles data cannot hold a task slot); 0 for no floor.
+    #[arg(
+        long = "transfer-min-rate",
+        env = "RUNCONVERT_TRANSFER_MIN_RATE",
+        default_value_t = 1024
+    )]
+    transfer_min_rate: u64,
+    /// Most memory, in MiB, each external tool (pdftoppm, Tesseract, FFmpeg, the
+    /// LibreOffice of a cold conversion) may take; 0 for no limit.
+    #[arg(long = "tool-memory", env = "RUNCONVERT_TOOL_MEMORY", default_value_t = 4096)]
+    tool_memory: u64,
+    /// Largest video frame (width × height) FFmpeg is given.
+    #[arg(long = "max-video-pixels", env = "RUNCONVERT_MAX_VIDEO_PIXELS", default_value_t = 7680 * 4320)]
+    max_video_pixels: u64,
+    /// Most MiB a PDF's drawing instructions (content streams and forms, not images) may
+    /// inflate to.
+    #[arg(long = "max-pdf-content", env = "RUNCONVERT_MAX_PDF_CONTENT", default_value_t = 256)]
+    max_pdf_content: u64,
+    /// Longest audio or video input, in seconds.
+    #[arg(long = "max-duration", env = "RUNCONVERT_MAX_DURATION", default_value_t = 4 * 3600)]
+    max_duration: u64,
+    /// Seconds a client has to send a request's headers (and its first request), and the
+    /// longest a connection may stay silent between requests.
+    #[arg(long = "header-timeout", env = "RUNCONVERT_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a kept-alive connection may sit idle after an answer before it is closed.
+    #[arg(long = "idle-timeout", env = "RUNCONVERT_IDLE_TIMEOUT", default_value_t = 60)]
+    idle_timeout: u64,
+    /// Connections one client address may hold open at once (429 past it; 0: no cap).
+    /// Behind a reverse proxy every client has the proxy's address: raise it, or give 0
+    /// and let the proxy cap them.
+    #[arg(
+        long = "max-connections-per-ip",
+        env = "RUNCONVERT_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 256
+    )]
+    max_connections_per_ip: usize,
+    /// Connections open at once before new ones are shed with 503 (default: from the
+    /// descriptor limit, leaving a quarter of it for files and tools).
+    #[arg(long = "max-connections", env = "RUNCONVERT_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Seconds a webhook delivery keeps being retried after its event (default: a day).
     #[arg(
         long = "webhook-retry-horizon",
@@ -291,7 +335,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the runtime: {e}"))
-            .and_then(|rt| rt.block_on(serve(args))),
+            .and_then(|rt| rt.block_on(serve(*args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -419,9 +463,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         "external tools (LibreOffice, Poppler, Tesseract, FFmpeg) run in"
     );
     let work_root = data_dir.join("work");
-    // Work directories left by a crash are of no use now.
+    // Work directories and scratch state left by a crash are of no use now.
     let _ = std::fs::remove_dir_all(&work_root);
-    std::fs::create_dir_all(&work_root).map_err(|e| format!("cannot create {}: {e}", work_root.display()))?;
+    let scratch = data_dir.join("tmp");
+    let _ = std::fs::remove_dir_all(&scratch);
+    for dir in [&work_root, &scratch] {
+        private_dir(dir)?;
+    }
+    runconvert_engines::scratch::set_root(&scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
     let retention = Duration::from_secs(args.retention);
     let worker = Arc::new(Worker {
         files: files.clone(),
@@ -433,11 +482,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 max_bytes: args.max_file_size,
                 connect_timeout: Duration::from_secs(args.transfer_timeout.clamp(1, 10)),
                 read_timeout: Duration::from_secs(args.transfer_timeout.max(1)),
+                min_rate: args.transfer_min_rate,
+                deadline: Duration::from_secs(args.task_timeout.max(1)),
             },
             engine: EngineLimits {
                 max_pixels: args.max_pixels,
                 max_pages: args.max_pages,
                 tool_timeout: Duration::from_secs(args.task_timeout),
+                tool_memory: args.tool_memory << 20,
+                max_video_pixels: args.max_video_pixels,
+                max_duration: Duration::from_secs(args.max_duration),
+                max_pdf_content: args.max_pdf_content << 20,
                 ..EngineLimits::default()
             },
             retention,
@@ -452,12 +507,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let concurrency = args
         .concurrency
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let per_user = args.max_user_tasks.unwrap_or((concurrency / 2).max(1));
+    let max_connections = args.max_connections.unwrap_or_else(conn::connection_budget);
     let executor = executor::Executor::new(
         store.clone(),
         events.clone(),
         worker,
         concurrency,
-        args.max_user_tasks.unwrap_or(concurrency),
+        per_user,
         Duration::from_secs(args.task_timeout),
         args.task_restarts,
     );
@@ -482,7 +539,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 "task_restarts": args.task_restarts,
                 "transfer_timeout_seconds": args.transfer_timeout,
                 "concurrent_tasks": concurrency,
-                "max_concurrent_tasks_per_user": args.max_user_tasks.unwrap_or(concurrency),
+                "transfer_min_rate_bytes_per_second": args.transfer_min_rate,
+                "tool_memory_mib": args.tool_memory,
+                "max_video_pixels": args.max_video_pixels,
+                "max_duration_seconds": args.max_duration,
+                "max_pdf_content_mib": args.max_pdf_content,
+                "max_media_streams": EngineLimits::default().max_streams,
+                "max_upload_form_fields": runconvert_http::local_files::MAX_FORM_FIELDS,
+                "max_upload_form_field_bytes": runconvert_http::local_files::MAX_FORM_FIELD_BYTES,
+                "header_timeout_seconds": args.header_timeout,
+                "idle_timeout_seconds": args.idle_timeout,
+                "max_connections_per_ip": args.max_connections_per_ip,
+                "max_connections": max_connections,
+                "max_concurrent_tasks_per_user": per_user,
             })
             .as_object()
             .cloned()
@@ -496,6 +565,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         urls,
         local: files.clone(),
         max_upload_bytes: args.max_file_size,
+        uploads: Default::default(),
     });
     let app = api_router(api).merge(local_files_router(local));
 
@@ -525,7 +595,22 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     executor.spawn_sweep(Duration::from_secs(10));
     tokio::spawn(sweep_expired(store.clone(), files.clone(), retention));
 
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+    let limits = conn::ConnLimits {
+        per_ip: args.max_connections_per_ip,
+        total: max_connections.max(1),
+        idle: Duration::from_secs(args.idle_timeout.max(1)),
+        busy: Duration::from_secs(args.idle_timeout.max(1)).max(CONNECTION_BUSY_SILENCE),
+        tls,
+    };
+    let header_timeout = Duration::from_secs(args.header_timeout.max(1));
+    let handle = axum_server::Handle::new();
+    let stop = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let std_listener = listener.into_std().map_err(|e| e.to_string())?;
+    let served = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
             .await
             .map_err(|e| format!("cannot use {} and {}: {e}", cert.display(), key.display()))?;
@@ -539,32 +624,51 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 resp
             },
         ));
-        let handle = axum_server::Handle::new();
-        let stop = handle.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            stop.graceful_shutdown(Some(Duration::from_secs(10)));
-        });
-        let std_listener = listener.into_std().map_err(|e| e.to_string())?;
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+            .handshake_timeout(header_timeout)
+            .acceptor(conn::Guarded::new(limits));
+        let mut server = axum_server::from_tcp(std_listener)
+            .map_err(|e| e.to_string())?
+            .acceptor(acceptor)
+            .first_request_timeout(header_timeout)
+            .handle(handle);
+        server.http_builder().http1().header_read_timeout(header_timeout);
         println!(
             "RunConvert listening on https://{addr} (public URL {public_url}, data in {})",
             data_dir.display()
         );
-        return axum_server::from_tcp_rustls(std_listener, config)
+        server.serve(app.into_make_service()).await
+    } else {
+        let mut server = axum_server::from_tcp(std_listener)
             .map_err(|e| e.to_string())?
-            .handle(handle)
-            .serve(app.into_make_service())
-            .await
-            .map_err(|e| format!("server error: {e}"));
-    }
-    println!(
-        "RunConvert listening on http://{addr} (public URL {public_url}, data in {})",
-        data_dir.display()
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server error: {e}"))
+            .acceptor(conn::Guarded::new(limits))
+            .first_request_timeout(header_timeout)
+            .handle(handle);
+        server.http_builder().http1().header_read_timeout(header_timeout);
+        println!(
+            "RunConvert listening on http://{addr} (public URL {public_url}, data in {})",
+            data_dir.display()
+        );
+        server.serve(app.into_make_service()).await
+    };
+    // A clean stop leaves no scratch state behind (LibreOffice's profiles).
+    runconvert_engines::scratch::remove_all();
+    served.map_err(|e| format!("server error: {e}"))
+}
+
+/// How long a connection with a request open may go without a byte either way: longer
+/// than the longest wait an API call holds (`/wait` up to 300 s).
+const CONNECTION_BUSY_SILENCE: Duration = Duration::from_secs(600);
+
+/// Makes `dir` (and its parents) with mode 0700: tasks' files are nobody else's to read.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
 impl files::DiskFileStore {
@@ -591,12 +695,39 @@ async fn sweep_expired(jobs: Arc<store::SqliteStore>, files: Arc<files::DiskFile
             }
             Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
         }
+        sweep_orphans(&jobs, &files).await;
         if let Err(e) = jobs.prune_outbox(cutoff).await {
             tracing::warn!(error = %e, "could not prune the webhook outbox");
         }
         tokio::time::sleep(every).await;
     }
 }
+
+/// Removes files that belong to no job: a job's directory made by an upload or a task
+/// that ended after its job was deleted, and staged uploads that were abandoned.
+async fn sweep_orphans(jobs: &store::SqliteStore, files: &files::DiskFileStore) {
+    use runconvert_core::ports::JobStore;
+    // A directory younger than this may belong to a job being created right now.
+    const SETTLE: Duration = Duration::from_secs(60);
+    let now = std::time::SystemTime::now();
+    for (job_id, modified) in files.job_dirs() {
+        if now.duration_since(modified).unwrap_or_default() < SETTLE {
+            continue;
+        }
+        if let Ok(None) = jobs.get_job(None, &job_id).await {
+            if files.delete_job_files(&job_id).await.is_ok() {
+                tracing::info!(job = %job_id, "removed files of a job that no longer exists");
+            }
+        }
+    }
+    let staged = files.sweep_staging(STAGING_IDLE);
+    if staged > 0 {
+        tracing::info!(files = staged, "removed abandoned uploads");
+    }
+}
+
+/// How long a staged upload may go unwritten before it counts as abandoned.
+const STAGING_IDLE: Duration = Duration::from_secs(600);
 
 async fn shutdown_signal() {
     let ctrl_c = async {
