@@ -206,13 +206,6 @@ impl Server {
             / 1024
     }
 
-    /// How many descriptors the server has open.
-    pub fn open_descriptors(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
     async fn spawn(&mut self) {
         let mut cmd = match self.nofile {
             Some(n) => {

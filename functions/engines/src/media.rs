@@ -235,7 +235,12 @@ impl Ffmpeg {
         if let Some(s) = &start {
             cmd.args(["-ss", s]);
         }
+        decode_limits(&mut cmd, limits);
         cmd.arg("-i").arg(input);
+        if total.is_none() && end.is_none() {
+            // A length the probe could not tell is held to the limit while decoding.
+            cmd.args(["-t", &limits.max_duration.as_secs().to_string()]);
+        }
         match (&start, &end) {
             (Some(s), Some(e)) => {
                 // -ss before -i resets timestamps: give the length instead of an end.
@@ -341,12 +346,11 @@ impl Ffmpeg {
         quality: u8,
         limits: &EngineLimits,
     ) -> Result<(), TaskError> {
+        // Probed whatever the time asked: the limits hold for every input.
+        let total = self.duration(input, name, limits)?.unwrap_or(0.0);
         let t = match at {
             Some(t) => t,
-            None => {
-                let total = self.duration(input, name, limits)?.unwrap_or(0.0);
-                1.0_f64.min(total / 2.0).max(0.0)
-            }
+            None => 1.0_f64.min(total / 2.0).max(0.0),
         };
         let filter = match (fit, size) {
             (_, (None, None)) => None,
@@ -361,6 +365,7 @@ impl Ffmpeg {
             (_, (None, Some(h))) => Some(format!("scale=-1:'min({h},ih)'")),
         };
         let mut cmd = self.base();
+        decode_limits(&mut cmd, limits);
         cmd.args(["-ss", &format!("{t:.3}")])
             .arg("-i")
             .arg(input)
@@ -417,6 +422,12 @@ mod tests {
         o.insert("audio_bitrate".into(), serde_json::json!("128k"));
         assert_eq!(bitrate_option(&o, "audio_bitrate").unwrap().as_deref(), Some("128k"));
     }
+}
+
+/// Input options that hold the decoder itself to the frame limit (a stream may change
+/// its size after the header the probe read).
+fn decode_limits(cmd: &mut Command, limits: &EngineLimits) {
+    cmd.args(["-max_pixels", &limits.max_video_pixels.to_string()]);
 }
 
 /// What ffprobe said of a file (its `flat` output).

@@ -66,50 +66,100 @@ pub fn load(path: &Path, name: &str, limits: &EngineLimits) -> Result<Document, 
     Ok(doc)
 }
 
-/// Refuses a PDF whose drawing instructions (content streams, form XObjects, everything
-/// but images, which the pixel limit covers) inflate past the limit: a few MB of deflated
-/// path operators can hold a renderer at full CPU for an hour. Counted by inflating into
-/// nothing, never more than the limit.
+/// Refuses a PDF whose drawing instructions (the pages' content streams and form
+/// XObjects) inflate past the limit: a few MB of deflated path operators can hold a
+/// renderer at full CPU for an hour. Counted by inflating into nothing, never more than
+/// the limit; what inflated before a corrupt end counts too (renderers ignore checksums).
 fn check_content_volume(doc: &Document, name: &str, limits: &EngineLimits) -> Result<(), TaskError> {
-    use std::io::Read;
     let cap = limits.max_pdf_content;
-    let mut total: u64 = 0;
-    for object in doc.objects.values() {
-        let Object::Stream(stream) = object else { continue };
-        let is = |key: &[u8], value: &[u8]| {
-            stream
-                .dict
-                .get(key)
-                .ok()
-                .and_then(|o| o.as_name().ok())
-                .is_some_and(|n| n == value)
-        };
-        if is(b"Subtype", b"Image") {
-            continue;
+    let too_much = || {
+        TaskError::new(
+            codes::LIMIT_EXCEEDED,
+            format!(
+                "the drawing instructions of {name} inflate to more than this server's limit of {} MiB",
+                cap >> 20
+            ),
+        )
+    };
+    let mut ids: Vec<ObjectId> = doc
+        .get_pages()
+        .values()
+        .flat_map(|&page| doc.get_page_contents(page))
+        .collect();
+    ids.extend(doc.objects.iter().filter_map(|(id, o)| match o {
+        Object::Stream(s) if s.dict.get(b"Subtype").and_then(|t| t.as_name()).ok() == Some(b"Form".as_slice()) => {
+            Some(*id)
         }
-        let flate = match stream.dict.get(b"Filter") {
-            Ok(Object::Name(n)) => n == b"FlateDecode",
-            Ok(Object::Array(a)) => a.first().and_then(|o| o.as_name().ok()) == Some(b"FlateDecode".as_slice()),
-            _ => false,
+        _ => None,
+    }));
+    ids.sort();
+    ids.dedup();
+    let mut total: u64 = 0;
+    for id in ids {
+        let Ok(Object::Stream(stream)) = doc.get_object(id) else {
+            continue;
+        };
+        let filters: Vec<&[u8]> = match stream.dict.get(b"Filter") {
+            Ok(Object::Name(n)) => vec![n.as_slice()],
+            Ok(Object::Array(a)) => a.iter().filter_map(|o| o.as_name().ok()).collect(),
+            _ => Vec::new(),
         };
         let left = cap.saturating_sub(total) + 1;
-        total += if flate {
-            let mut inflated = flate2::read::ZlibDecoder::new(stream.content.as_slice()).take(left);
-            std::io::copy(&mut inflated, &mut std::io::sink()).unwrap_or(0)
-        } else {
-            stream.content.len() as u64
+        total += match filters.as_slice() {
+            [] => stream.content.len() as u64,
+            [f] if *f == b"FlateDecode" => inflated_size(&stream.content, left),
+            // Chains and other expanding filters are not measured: not rendered either.
+            _ => {
+                return Err(TaskError::new(
+                    codes::LIMIT_EXCEEDED,
+                    format!(
+                        "{name} has drawing instructions behind filters this server does not measure ({}); save it again with plain compression",
+                        filters.iter().map(|f| String::from_utf8_lossy(f)).collect::<Vec<_>>().join(", ")
+                    ),
+                ))
+            }
         };
         if total > cap {
-            return Err(TaskError::new(
-                codes::LIMIT_EXCEEDED,
-                format!(
-                    "the drawing instructions of {name} inflate to more than this server's limit of {} MiB",
-                    cap >> 20
-                ),
-            ));
+            return Err(too_much());
         }
     }
     Ok(())
+}
+
+/// How many bytes `deflated` inflates to, counting at most `cap` (and what came out
+/// before an error).
+fn inflated_size(deflated: &[u8], cap: u64) -> u64 {
+    struct Count(u64);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let mut reader = std::io::Read::take(flate2::read::ZlibDecoder::new(deflated), cap);
+    let _ = std::io::copy(&mut reader, &mut count);
+    count.0
+}
+
+#[cfg(test)]
+mod content_tests {
+    use super::*;
+
+    #[test]
+    fn inflated_size_counts_a_stream_with_a_corrupt_end() {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&vec![b'q'; 1 << 20]).unwrap();
+        let mut data = z.finish().unwrap();
+        let n = data.len();
+        data[n - 1] ^= 0xff; // the Adler-32 checksum
+                             // All but the last buffer before the error.
+        assert!(inflated_size(&data, u64::MAX) > (1 << 20) - (64 << 10));
+        assert_eq!(inflated_size(&data, 1000), 1000);
+    }
 }
 
 pub fn page_count(path: &Path, name: &str, limits: &EngineLimits) -> Result<u32, TaskError> {

@@ -64,21 +64,35 @@ pub fn no_network(cmd: &mut Command) {
     apply(cmd, isolation());
 }
 
-/// Starts `cmd` without network and within the task's limits: CPU time (`RLIMIT_CPU`,
-/// from the tool timeout; past it the kernel stops the program) and memory
-/// (`RLIMIT_DATA`, which counts the heap and private mappings but not the address space
-/// a program merely reserves).
+/// Starts `cmd` without network and within the task's limits: CPU time (`RLIMIT_CPU`:
+/// the tool timeout times the CPUs, since CPU time adds up over a tool's threads; past it
+/// the kernel stops the program) and memory (`RLIMIT_DATA`, which counts the heap and
+/// private mappings but not the address space a program merely reserves). Neither is
+/// raised above a hard limit the server was given.
 pub fn confine(cmd: &mut Command, limits: &crate::EngineLimits) {
     no_network(cmd);
-    let cpu = limits.tool_timeout.as_secs().max(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
+    let cpu = limits.tool_timeout.as_secs().max(1).saturating_mul(cpus);
     let memory = limits.tool_memory;
-    // SAFETY: setrlimit(2) between fork and exec affects only the child and allocates nothing.
+    // SAFETY: getrlimit/setrlimit(2) between fork and exec affect only the child and
+    // allocate nothing.
     unsafe {
         cmd.pre_exec(move || {
-            let set = |resource, value: u64| {
+            let lower = |resource, soft: u64, hard: u64| {
+                let mut cur = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(resource, &mut cur) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // rlim_t is u64 on Linux.
+                let max: u64 = cur.rlim_max;
                 let lim = libc::rlimit {
-                    rlim_cur: value as libc::rlim_t,
-                    rlim_max: value as libc::rlim_t,
+                    rlim_cur: soft.min(max),
+                    rlim_max: hard.min(max),
                 };
                 if libc::setrlimit(resource, &lim) == 0 {
                     Ok(())
@@ -87,15 +101,9 @@ pub fn confine(cmd: &mut Command, limits: &crate::EngineLimits) {
                 }
             };
             // SIGXCPU at the soft limit; the hard one a little later is a SIGKILL.
-            let cpu_lim = libc::rlimit {
-                rlim_cur: cpu as libc::rlim_t,
-                rlim_max: (cpu + 5) as libc::rlim_t,
-            };
-            if libc::setrlimit(libc::RLIMIT_CPU, &cpu_lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            lower(libc::RLIMIT_CPU, cpu, cpu.saturating_add(5))?;
             if memory > 0 {
-                set(libc::RLIMIT_DATA, memory)?;
+                lower(libc::RLIMIT_DATA, memory, memory)?;
             }
             Ok(())
         });

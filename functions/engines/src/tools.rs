@@ -215,7 +215,7 @@ fn limit_failure(
         return Some(TaskError::new(
             codes::TIMEOUT,
             format!(
-                "{what} used more than its {} s of CPU time and was stopped",
+                "{what} used more CPU time than its task's timeout of {} s allows and was stopped",
                 limits.tool_timeout.as_secs()
             ),
         ));
@@ -223,22 +223,17 @@ fn limit_failure(
     if limits.tool_memory == 0 {
         return None;
     }
+    // Only what the tool says: a crash on a malformed file is not a memory limit.
     let text = String::from_utf8_lossy(stderr).to_ascii_lowercase();
     let said = [
         "out of memory",
         "bad_alloc",
         "cannot allocate memory",
         "memory allocation failed",
-        "malloc",
     ]
     .iter()
     .any(|m| text.contains(m));
-    let aborted = !status.success()
-        && matches!(
-            status.signal(),
-            Some(libc::SIGABRT) | Some(libc::SIGSEGV) | Some(libc::SIGBUS)
-        );
-    (said || aborted).then(|| {
+    said.then(|| {
         TaskError::new(
             codes::LIMIT_EXCEEDED,
             format!(

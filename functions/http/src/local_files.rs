@@ -232,152 +232,211 @@ async fn upload(
     mut form: Multipart,
 ) -> HttpResult<Response> {
     let bad = |m: String| HttpError(ApiError::bad_request(m));
+    // A refusal reads on (a bounded part of) the body, without keeping it, so that the
+    // client sees the answer rather than a connection cut off mid-send.
+    let mut budget = REFUSAL_DRAIN;
     // The form's URL carries its signature: a forged or stale form is refused before a
-    // byte of the body is read.
+    // byte of the body is taken.
     let mut checked = if query.contains_key("signature") {
-        Some(check_upload(&state, &task_id, &query).await?)
+        match check_upload(&state, &task_id, &query).await {
+            Ok(task) => Some(task),
+            Err(e) => {
+                let _ = tokio::time::timeout(REFUSAL_DRAIN_TIME, drain_form(&mut form, budget)).await;
+                return Err(e);
+            }
+        }
     } else {
         None
     };
     let mut params: HashMap<String, String> = HashMap::new();
     let mut fields = 0usize;
-    while let Some(mut field) = form
-        .next_field()
-        .await
-        .map_err(|e| bad(format!("the multipart body is not valid: {e}")))?
-    {
+    loop {
+        let mut field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => return Err(bad("the form has no `file` field".into())),
+            Err(e) => return Err(bad(format!("the multipart body is not valid: {e}"))),
+        };
         let name = field.name().unwrap_or_default().to_string();
-        if name != "file" {
+        let result = if name != "file" {
             fields += 1;
             if fields > MAX_FORM_FIELDS {
-                return Err(bad(format!("the form has more than {MAX_FORM_FIELDS} fields")));
-            }
-            let text = small_field(&mut field, &name).await?;
-            params.insert(name, text);
-            continue;
-        }
-        // The file comes last: check the form before taking a byte of it. Parameters sent
-        // in the body as well as the URL must be the URL's.
-        let task = match checked.take() {
-            Some(task) => {
-                for k in ["expires", "signature"] {
-                    if params.get(k).is_some_and(|v| Some(v) != query.get(k)) {
-                        return Err(forbidden("the upload form's parameters do not match its URL"));
+                Err(bad(format!("the form has more than {MAX_FORM_FIELDS} fields")))
+            } else {
+                match small_field(&mut field, &name).await {
+                    Ok(text) => {
+                        params.insert(name, text);
+                        continue;
                     }
+                    Err(e) => Err(e),
                 }
-                task
             }
-            None => check_upload(&state, &task_id, &params).await?,
+        } else {
+            take_file(&state, &task_id, &query, &params, checked.take(), &mut field).await
         };
-        let Some(_claim) = state.uploads.claim(&task.id) else {
-            return Err(bad(
-                "another upload to this form is in progress (a form takes one file, once)".into(),
-            ));
-        };
-        // A form used up between the check and the claim.
-        let api = &state.api;
-        let current = |id: String| async move {
-            match api.jobs.get_task(None, &id).await? {
-                Some(t) => still_waiting(&t),
-                None => Err(HttpError(ApiError::not_found("task (its job was deleted)"))),
-            }
-        };
-        current(task.id.clone()).await?;
-        let Operation::ImportUpload(op) = &task.operation else {
-            unreachable!("checked")
-        };
-        let filename = safe_filename(op.filename.as_deref().or(field.file_name()).unwrap_or("file"));
-
-        let staging = state.local.staging_dir();
-        tokio::fs::create_dir_all(&staging)
-            .await
-            .map_err(runconvert_core::ports::PortError::new)?;
-        let staged = Staged(staging.join(format!("{task_id}-{}", runconvert_core::new_id())));
-        let mut out = tokio::fs::File::create(&staged.0)
-            .await
-            .map_err(runconvert_core::ports::PortError::new)?;
-        let mut size: u64 = 0;
-        let mut recheck = tokio::time::interval(UPLOAD_RECHECK);
-        recheck.tick().await;
-        loop {
-            let chunk = tokio::select! {
-                chunk = field.chunk() => chunk.map_err(|e| bad(format!("the upload broke off: {e}")))?,
-                _ = recheck.tick() => {
-                    // A deleted job (or a task that timed out) ends its upload now.
-                    current(task.id.clone()).await?;
-                    continue;
-                }
-            };
-            let Some(chunk) = chunk else { break };
-            size += chunk.len() as u64;
-            if size > state.max_upload_bytes {
-                return Err(HttpError(ApiError::new(
-                    413,
-                    codes::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "the file is larger than this server's limit of {} bytes",
-                        state.max_upload_bytes
-                    ),
-                )));
-            }
-            out.write_all(&chunk)
-                .await
-                .map_err(runconvert_core::ports::PortError::new)?;
+        if result.is_err() {
+            let _ = tokio::time::timeout(REFUSAL_DRAIN_TIME, drain_field(&mut field, &mut budget)).await;
+            drop(field);
+            let _ = tokio::time::timeout(REFUSAL_DRAIN_TIME, drain_form(&mut form, budget)).await;
         }
-        out.flush().await.map_err(runconvert_core::ports::PortError::new)?;
-        drop(out);
-        current(task.id.clone()).await?;
-
-        let size = api.files.put(&task.job_id, &task.id, &filename, &staged.0).await?;
-        let file = FileRef {
-            filename: filename.clone(),
-            size,
-            url: None,
-            task_id: task.id.clone(),
-        };
-        let done = api
-            .jobs
-            .transition_task(&TaskTransition {
-                task_id: task.id.clone(),
-                from: TaskStatus::Waiting,
-                to: TaskStatus::Finished,
-                at: Timestamp::now(),
-                code: None,
-                message: None,
-                result: Some(TaskResult {
-                    files: vec![file],
-                    ..TaskResult::default()
-                }),
-            })
-            .await?;
-        if !done {
-            // Deleted or timed out while the file was being stored: keep nothing of it.
-            let _ = tokio::fs::remove_file(state.local.path_of(&task.job_id, &task.id, &filename)).await;
-            if api.jobs.get_job(None, &task.job_id).await?.is_none() {
-                let _ = api.files.delete_job_files(&task.job_id).await;
-            }
-            return Err(bad(
-                "this task stopped waiting for its file (it timed out or was deleted)".into(),
-            ));
-        }
-        let task = api
-            .jobs
-            .get_task(None, &task.id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("task"))?;
-        if let Err(e) = api
-            .events
-            .publish(Event::task(EventName::TaskFinished, task.clone()))
-            .await
-        {
-            tracing::warn!(error = %e, "could not publish an event");
-        }
-        if let Err(e) = api.dispatcher.dispatch(&task.job_id).await {
-            tracing::error!(job = %task.job_id, error = %e, "could not dispatch after an upload");
-        }
-        return Ok((StatusCode::CREATED, Json(task.to_api_json())).into_response());
+        return result;
     }
-    Err(bad("the form has no `file` field".into()))
+}
+
+/// What a refused upload reads on before it answers, at most, and for how long.
+const REFUSAL_DRAIN: usize = 8 << 20;
+const REFUSAL_DRAIN_TIME: Duration = Duration::from_secs(2);
+
+async fn drain_field(field: &mut axum::extract::multipart::Field<'_>, budget: &mut usize) {
+    while *budget > 0 {
+        match field.chunk().await {
+            Ok(Some(chunk)) => *budget = budget.saturating_sub(chunk.len()),
+            _ => return,
+        }
+    }
+}
+
+/// Reads the rest of a form, field by field (each to its end, so nothing is skipped
+/// unmeasured), until `budget` bytes are gone.
+async fn drain_form(form: &mut Multipart, mut budget: usize) {
+    while budget > 0 {
+        let Ok(Some(mut field)) = form.next_field().await else {
+            return;
+        };
+        drain_field(&mut field, &mut budget).await;
+    }
+}
+
+/// The file of an upload: the form checked, claimed, the file staged while the task is
+/// rechecked, stored, and the task finished.
+async fn take_file(
+    state: &LocalFilesState,
+    task_id: &str,
+    query: &HashMap<String, String>,
+    params: &HashMap<String, String>,
+    checked: Option<runconvert_core::Task>,
+    field: &mut axum::extract::multipart::Field<'_>,
+) -> HttpResult<Response> {
+    let bad = |m: String| HttpError(ApiError::bad_request(m));
+    // The file comes last: check the form before taking a byte of it. Parameters sent in
+    // the body as well as the URL must be the URL's.
+    let task = match checked {
+        Some(task) => {
+            for k in ["expires", "signature"] {
+                if params.get(k).is_some_and(|v| Some(v) != query.get(k)) {
+                    return Err(forbidden("the upload form's parameters do not match its URL"));
+                }
+            }
+            task
+        }
+        None => check_upload(state, task_id, params).await?,
+    };
+    let Some(_claim) = state.uploads.claim(&task.id) else {
+        return Err(bad(
+            "another upload to this form is in progress (a form takes one file, once)".into(),
+        ));
+    };
+    // A form used up between the check and the claim.
+    let api = &state.api;
+    let current = |id: String| async move {
+        match api.jobs.get_task(None, &id).await? {
+            Some(t) => still_waiting(&t),
+            None => Err(HttpError(ApiError::not_found("task (its job was deleted)"))),
+        }
+    };
+    current(task.id.clone()).await?;
+    let Operation::ImportUpload(op) = &task.operation else {
+        unreachable!("checked")
+    };
+    let filename = safe_filename(op.filename.as_deref().or(field.file_name()).unwrap_or("file"));
+
+    let staging = state.local.staging_dir();
+    tokio::fs::create_dir_all(&staging)
+        .await
+        .map_err(runconvert_core::ports::PortError::new)?;
+    let staged = Staged(staging.join(format!("{task_id}-{}", runconvert_core::new_id())));
+    let mut out = tokio::fs::File::create(&staged.0)
+        .await
+        .map_err(runconvert_core::ports::PortError::new)?;
+    let mut size: u64 = 0;
+    let mut recheck = tokio::time::interval(UPLOAD_RECHECK);
+    recheck.tick().await;
+    loop {
+        let chunk = tokio::select! {
+            chunk = field.chunk() => chunk.map_err(|e| bad(format!("the upload broke off: {e}")))?,
+            _ = recheck.tick() => {
+                // A deleted job (or a task that timed out) ends its upload now.
+                current(task.id.clone()).await?;
+                continue;
+            }
+        };
+        let Some(chunk) = chunk else { break };
+        size += chunk.len() as u64;
+        if size > state.max_upload_bytes {
+            return Err(HttpError(ApiError::new(
+                413,
+                codes::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the file is larger than this server's limit of {} bytes",
+                    state.max_upload_bytes
+                ),
+            )));
+        }
+        out.write_all(&chunk)
+            .await
+            .map_err(runconvert_core::ports::PortError::new)?;
+    }
+    out.flush().await.map_err(runconvert_core::ports::PortError::new)?;
+    drop(out);
+    current(task.id.clone()).await?;
+
+    let size = api.files.put(&task.job_id, &task.id, &filename, &staged.0).await?;
+    let file = FileRef {
+        filename: filename.clone(),
+        size,
+        url: None,
+        task_id: task.id.clone(),
+    };
+    let done = api
+        .jobs
+        .transition_task(&TaskTransition {
+            task_id: task.id.clone(),
+            from: TaskStatus::Waiting,
+            to: TaskStatus::Finished,
+            at: Timestamp::now(),
+            code: None,
+            message: None,
+            result: Some(TaskResult {
+                files: vec![file],
+                ..TaskResult::default()
+            }),
+        })
+        .await?;
+    if !done {
+        // Deleted or timed out while the file was being stored: keep nothing of it.
+        let _ = tokio::fs::remove_file(state.local.path_of(&task.job_id, &task.id, &filename)).await;
+        if api.jobs.get_job(None, &task.job_id).await?.is_none() {
+            let _ = api.files.delete_job_files(&task.job_id).await;
+        }
+        return Err(bad(
+            "this task stopped waiting for its file (it timed out or was deleted)".into(),
+        ));
+    }
+    let task = api
+        .jobs
+        .get_task(None, &task.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
+    if let Err(e) = api
+        .events
+        .publish(Event::task(EventName::TaskFinished, task.clone()))
+        .await
+    {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
+    if let Err(e) = api.dispatcher.dispatch(&task.job_id).await {
+        tracing::error!(job = %task.job_id, error = %e, "could not dispatch after an upload");
+    }
+    Ok((StatusCode::CREATED, Json(task.to_api_json())).into_response())
 }
 
 async fn download(
@@ -418,7 +477,12 @@ async fn download(
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        // Weak comparison, as If-None-Match asks (RFC 9110 §13.1.2).
+        .is_some_and(|v| {
+            v.split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == etag || t == "*")
+        })
     {
         let mut resp = Response::new(Body::empty());
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
@@ -523,7 +587,12 @@ fn byte_range(header: &str, len: u64) -> RangeAsk {
         return RangeAsk::Whole;
     };
     let (first, last) = (first.trim(), last.trim());
-    let parse = |s: &str| s.parse::<u64>().ok();
+    let parse = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
     match (first.is_empty(), last.is_empty()) {
         // The last N bytes.
         (true, false) => match parse(last) {
@@ -562,5 +631,6 @@ mod tests {
         assert_eq!(byte_range("bytes=0-1,5-6", 100), RangeAsk::Whole);
         assert_eq!(byte_range("items=0-1", 100), RangeAsk::Whole);
         assert_eq!(byte_range("bytes=9-3", 100), RangeAsk::Whole);
+        assert_eq!(byte_range("bytes=+5-9", 100), RangeAsk::Whole);
     }
 }

@@ -3,9 +3,10 @@
 //! - a cap on the connections open from one client address (`429` past it);
 //! - a cap on all open connections, under the process's descriptor limit, past which new
 //!   ones are shed with `503` and `Retry-After` instead of starving the server;
-//! - an idle timeout: a connection that has had its answer and sends nothing more, or
-//!   that stops moving bytes while a request is open, is closed. (The time to send a
-//!   request's headers is hyper's `header_read_timeout`, set by the server.)
+//! - silence timeouts: a connection whose answer stops moving (a client that does not
+//!   read), or that moves no byte while a request is open for longer than any API call
+//!   waits, is closed. (The time to send a request's headers, and so how long a
+//!   kept-alive connection may sit idle, is hyper's `header_read_timeout`.)
 
 use axum_server::accept::Accept;
 use std::collections::HashMap;
@@ -111,6 +112,7 @@ impl Guarded {
     }
 
     fn admit(&self, ip: Option<IpAddr>) -> Result<Ticket, Refusal> {
+        let ip = ip.map(client_of);
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if c.total >= self.limits.total {
             return Err(Refusal::Overloaded);
@@ -127,6 +129,21 @@ impl Guarded {
             counts: self.counts.clone(),
             ip,
         })
+    }
+}
+
+/// The address a client is counted under: IPv4 as it is (an IPv4-mapped IPv6 address
+/// too), IPv6 by its /64, which one client usually holds whole.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -272,5 +289,19 @@ impl AsyncWrite for Watched {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        assert_eq!(client_of(a), client_of(b));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_of(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 }

@@ -32,7 +32,12 @@ impl DiskFileStore {
         let root = data_dir.join("files");
         let staging = data_dir.join("staging");
         use std::os::unix::fs::DirBuilderExt;
-        let private = |d: &Path| std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d);
+        let private = |d: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d)?;
+            // A directory made before (by an older version) is made private too.
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+        };
         private(&root)?;
         // Nothing is being uploaded before the server starts: what is staged is left over.
         let _ = std::fs::remove_dir_all(&staging);

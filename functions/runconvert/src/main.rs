@@ -258,11 +258,13 @@ struct ServeArgs {
     /// Longest audio or video input, in seconds.
     #[arg(long = "max-duration", env = "RUNCONVERT_MAX_DURATION", default_value_t = 4 * 3600)]
     max_duration: u64,
-    /// Seconds a client has to send a request's headers (and its first request), and the
-    /// longest a connection may stay silent between requests.
+    /// Seconds a client has to send a request's headers, from the moment the connection
+    /// opens or its previous answer went out (so also how long a kept-alive connection
+    /// may sit idle); over HTTPS, the time to finish the TLS handshake.
     #[arg(long = "header-timeout", env = "RUNCONVERT_HEADER_TIMEOUT", default_value_t = 10)]
     header_timeout: u64,
-    /// Seconds a kept-alive connection may sit idle after an answer before it is closed.
+    /// Seconds an answer may go without a byte leaving (a client that stops reading it)
+    /// before the connection is closed.
     #[arg(long = "idle-timeout", env = "RUNCONVERT_IDLE_TIMEOUT", default_value_t = 60)]
     idle_timeout: u64,
     /// Connections one client address may hold open at once (429 past it; 0: no cap).
@@ -548,7 +550,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 "max_upload_form_fields": runconvert_http::local_files::MAX_FORM_FIELDS,
                 "max_upload_form_field_bytes": runconvert_http::local_files::MAX_FORM_FIELD_BYTES,
                 "header_timeout_seconds": args.header_timeout,
-                "idle_timeout_seconds": args.idle_timeout,
+                "stalled_answer_timeout_seconds": args.idle_timeout,
                 "max_connections_per_ip": args.max_connections_per_ip,
                 "max_connections": max_connections,
                 "max_concurrent_tasks_per_user": per_user,
@@ -631,6 +633,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .acceptor(acceptor)
             .first_request_timeout(header_timeout)
+            // HTTP/1 only: the connection guard's timers follow one request at a time.
+            .http1_only()
             .handle(handle);
         server.http_builder().http1().header_read_timeout(header_timeout);
         println!(
@@ -643,6 +647,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .acceptor(conn::Guarded::new(limits))
             .first_request_timeout(header_timeout)
+            // HTTP/1 only: the connection guard's timers follow one request at a time.
+            .http1_only()
             .handle(handle);
         server.http_builder().http1().header_read_timeout(header_timeout);
         println!(
@@ -727,7 +733,8 @@ async fn sweep_orphans(jobs: &store::SqliteStore, files: &files::DiskFileStore) 
 }
 
 /// How long a staged upload may go unwritten before it counts as abandoned.
-const STAGING_IDLE: Duration = Duration::from_secs(600);
+/// Longer than a connection may stay silent with a request open (CONNECTION_BUSY_SILENCE).
+const STAGING_IDLE: Duration = Duration::from_secs(1200);
 
 async fn shutdown_signal() {
     let ctrl_c = async {
