@@ -56,6 +56,8 @@ impl Harness {
             .args(["--front", &env("RUNCONVERT_TEST_AWS_FRONT")])
             .args(["--api", "127.0.0.1:0"])
             .args(["--crash-task", "crash-me"])
+            // The API function answers /wait under its own timeout; short here.
+            .args(["--max-wait", "3"])
             .arg("--definition")
             .arg(root.join("statemachine/job.asl.json"))
             .env(
@@ -204,6 +206,17 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
         )
         .await;
     assert_eq!(status, 201, "{b}");
+    // A /wait longer than the API may hold answers at its limit with the job as it is.
+    let started = std::time::Instant::now();
+    let (status, waiting) = h
+        .get(&format!(
+            "/v2/process/jobs/{}/wait?timeout=60",
+            b["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200, "{waiting}");
+    assert_eq!(task(&waiting, "up")["status"], "waiting", "{waiting}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
     let form = &task(&b, "up")["result"]["form"];
     let mut multipart = reqwest::multipart::Form::new();
     for (k, v) in form["parameters"].as_object().unwrap() {
@@ -238,6 +251,24 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
     assert_eq!(a["status"], "completed", "{a:#}");
     let links = urls(task(&a, "export-1"));
     assert_eq!(links.len(), 1);
+    // The link is the API's (valid for the retention period, whoever signed it), and it
+    // redirects to a direct link presigned for minutes only.
+    assert!(
+        links[0].1.starts_with(&format!("{}/v2/files/", h.api)),
+        "{}",
+        links[0].1
+    );
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let hop = no_follow.get(&links[0].1).send().await.unwrap();
+    assert_eq!(hop.status(), 302);
+    let target = hop.headers()["location"].to_str().unwrap().to_string();
+    assert!(target.contains("X-Amz-Expires=300"), "{target}");
+    assert_eq!(hop.headers()["cache-control"], "no-store");
+    let forged = format!("{}0", links[0].1.trim_end_matches(|c: char| c.is_ascii_hexdigit()));
+    assert_eq!(no_follow.get(&forged).send().await.unwrap().status(), 403);
     let png = h.http.get(&links[0].1).send().await.unwrap();
     assert_eq!(png.status(), 200);
     let png = png.bytes().await.unwrap();

@@ -59,6 +59,24 @@ pub struct Env {
     pub task_timeout: Duration,
     /// 32 bytes, hex: seals task credentials and webhook secrets in DynamoDB.
     pub sealing_key: [u8; 32],
+    /// The API's public base URL (`API_URL`): download links go through it.
+    pub api_url: Option<String>,
+    /// The longest `/wait` (`API_MAX_WAIT_SECONDS`): under the API function's timeout.
+    pub max_wait: Duration,
+}
+
+impl Env {
+    /// Signs and checks download links (`/v2/files/...` on the API): a key of its own,
+    /// derived from the sealing key, so the two never stand in for each other.
+    pub fn link_signer(&self, api_url: &str) -> runconvert_http::local_files::UrlSigner {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.sealing_key).expect("HMAC takes any key length");
+        mac.update(b"runconvert download links v1");
+        runconvert_http::local_files::UrlSigner {
+            signer: runconvert_http::signing::Signer::new(mac.finalize().into_bytes().to_vec()),
+            public_url: api_url.trim_end_matches('/').to_string(),
+        }
+    }
 }
 
 impl Env {
@@ -83,6 +101,8 @@ impl Env {
             upload_timeout: Duration::from_secs(num("UPLOAD_TIMEOUT_SECONDS", 3600)),
             task_timeout: Duration::from_secs(num("TASK_TIMEOUT_SECONDS", 840)),
             sealing_key,
+            api_url: var("API_URL"),
+            max_wait: Duration::from_secs(num("API_MAX_WAIT_SECONDS", 25)),
         })
     }
 }
@@ -147,13 +167,17 @@ impl Aws {
             Sealer::new(env.sealing_key),
             env.retention,
         ));
-        let files = Arc::new(S3FileStore::new(
+        let mut files = S3FileStore::new(
             s3,
             env.bucket.clone(),
             env.endpoint.clone(),
             Signing::from_env(),
             env.max_file_size,
-        ));
+        );
+        if let Some(api_url) = &env.api_url {
+            files = files.with_links(env.link_signer(api_url));
+        }
+        let files = Arc::new(files);
         let events: Arc<dyn EventSink> = match &env.queue_url {
             Some(q) => Arc::new(SqsEvents {
                 client: aws_sdk_sqs::Client::new(&sdk),
@@ -208,11 +232,21 @@ impl Aws {
             registry: self.worker.registry.clone(),
             settings: ApiSettings {
                 upload_timeout: self.env.upload_timeout,
+                max_wait: self.env.max_wait,
                 ..ApiSettings::default()
             },
             // Per Lambda instance: API Gateway's own throttling is the account-wide limit.
             limiter: Default::default(),
         })
+    }
+
+    /// The API function's router: the API, and the download links that redirect to S3.
+    pub fn api_router(&self) -> axum::Router {
+        let links = self.env.link_signer(self.env.api_url.as_deref().unwrap_or_default());
+        runconvert_http::api_router(self.api_state()).merge(runconvert_http::local_files::redirect_files_router(
+            links,
+            self.files.clone(),
+        ))
     }
 
     async fn end_task(

@@ -52,6 +52,9 @@ pub struct S3FileStore {
     endpoint: String,
     signing: Signing,
     max_upload_bytes: u64,
+    /// Download links through the API (which redirects to a fresh presigned GET), when
+    /// the API's URL is known; direct presigned GETs otherwise.
+    links: Option<runconvert_http::local_files::UrlSigner>,
 }
 
 fn err(e: impl std::fmt::Display) -> PortError {
@@ -80,9 +83,61 @@ impl S3FileStore {
             endpoint,
             signing,
             max_upload_bytes,
+            links: None,
         }
     }
 
+    /// Download links become links to the API, signed by `links`, valid as long as asked.
+    pub fn with_links(mut self, links: runconvert_http::local_files::UrlSigner) -> Self {
+        self.links = Some(links);
+        self
+    }
+
+    /// A direct presigned GET of a stored file, valid `secs` seconds.
+    fn presign(&self, job_id: &str, file: &FileRef, inline: bool, secs: u64) -> String {
+        let key = object_key(job_id, &file.task_id, &file.filename);
+        let mut url = url::Url::parse(&format!(
+            "{}/{}/{}",
+            self.endpoint,
+            sigv4::uri_encode(&self.bucket, false),
+            sigv4::uri_encode(&key, true)
+        ))
+        .expect("the endpoint is a URL");
+        // S3 can set no Content-Security-Policy: active content (HTML, SVG...) is only
+        // ever a download there.
+        let active = runconvert_core::formats::is_active_content(&file.filename)
+            || runconvert_core::formats::format_of_filename(&file.filename)
+                .is_some_and(|f| runconvert_core::formats::is_active_mime(runconvert_core::formats::mime_type_of(f)));
+        let inline = inline && !active;
+        let disposition = if inline { "inline" } else { "attachment" };
+        url.query_pairs_mut().append_pair(
+            "response-content-disposition",
+            &format!("{disposition}; filename=\"{}\"", file.filename.replace('"', "")),
+        );
+        sigv4::presign_url(
+            "GET",
+            &url,
+            &self.signing.region,
+            "s3",
+            &self.signing.creds(),
+            secs.max(1),
+            Timestamp::now().millis() / 1000,
+        )
+    }
+}
+
+impl runconvert_http::local_files::Presigner for S3FileStore {
+    fn presigned_get(&self, job_id: &str, file: &FileRef, inline: bool) -> String {
+        self.presign(
+            job_id,
+            file,
+            inline,
+            runconvert_http::local_files::REDIRECT_LINK_SECONDS,
+        )
+    }
+}
+
+impl S3FileStore {
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -181,36 +236,10 @@ impl FileStore for S3FileStore {
     }
 
     fn download_url(&self, job_id: &str, file: &FileRef, expires: Timestamp, inline: bool) -> String {
-        let key = object_key(job_id, &file.task_id, &file.filename);
-        let mut url = url::Url::parse(&format!(
-            "{}/{}/{}",
-            self.endpoint,
-            sigv4::uri_encode(&self.bucket, false),
-            sigv4::uri_encode(&key, true)
-        ))
-        .expect("the endpoint is a URL");
-        // S3 can set no Content-Security-Policy: active content (HTML, SVG...) is only
-        // ever a download there.
-        let active = runconvert_core::formats::is_active_content(&file.filename)
-            || runconvert_core::formats::format_of_filename(&file.filename)
-                .is_some_and(|f| runconvert_core::formats::is_active_mime(runconvert_core::formats::mime_type_of(f)));
-        let inline = inline && !active;
-        let disposition = if inline { "inline" } else { "attachment" };
-        url.query_pairs_mut().append_pair(
-            "response-content-disposition",
-            &format!("{disposition}; filename=\"{}\"", file.filename.replace('"', "")),
-        );
-        let now = Timestamp::now();
-        let secs = (now.until(expires).as_secs()).max(1);
-        sigv4::presign_url(
-            "GET",
-            &url,
-            &self.signing.region,
-            "s3",
-            &self.signing.creds(),
-            secs,
-            now.millis() / 1000,
-        )
+        match &self.links {
+            Some(links) => links.download_url(job_id, file, expires, inline),
+            None => self.presign(job_id, file, inline, Timestamp::now().until(expires).as_secs()),
+        }
     }
 
     fn upload_form(&self, job_id: &str, task_id: &str, expires: Timestamp) -> UploadForm {

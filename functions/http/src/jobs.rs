@@ -185,6 +185,9 @@ async fn show_job(
     Ok(Json(find_job(&state, &user.id, &id).await?.to_api_json()))
 }
 
+/// The `timeout` a `/wait` may ask for.
+pub const WAIT_RANGE_SECONDS: u64 = 300;
+
 async fn wait_job(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -193,14 +196,23 @@ async fn wait_job(
 ) -> HttpResult<Json<Value>> {
     reject_unknown_params(&q, &["timeout"])?;
     let max = state.settings.max_wait.as_secs();
+    // Any timeout of the API's range is taken; past this deployment's longest wait (on
+    // AWS, under the API function's timeout) the job is answered as it stands then, and
+    // the caller waits again.
     let timeout = match q.get("timeout") {
-        None => max.min(60),
+        None => 60,
         Some(v) => v
             .parse::<u64>()
             .ok()
-            .filter(|t| *t <= max)
-            .ok_or_else(|| param_error("timeout", &format!("must be a whole number of seconds from 0 to {max}")))?,
-    };
+            .filter(|t| *t <= WAIT_RANGE_SECONDS)
+            .ok_or_else(|| {
+                param_error(
+                    "timeout",
+                    &format!("must be a whole number of seconds from 0 to {WAIT_RANGE_SECONDS}"),
+                )
+            })?,
+    }
+    .min(max);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let mut pause = Duration::from_millis(50);
     loop {

@@ -78,6 +78,28 @@ impl UrlSigner {
         }
     }
 
+    /// Checks a download link's signature and expiry (its query: `expires`, `inline`,
+    /// `signature`); answers whether it asks for the file inline.
+    pub fn check_download(
+        &self,
+        job_id: &str,
+        task_id: &str,
+        filename: &str,
+        q: &HashMap<String, String>,
+    ) -> HttpResult<bool> {
+        let expires = q.get("expires").map(String::as_str).unwrap_or_default();
+        let inline = q.get("inline").map(String::as_str).unwrap_or("0");
+        let signature = q.get("signature").map(String::as_str).unwrap_or_default();
+        if !self.signer.verify(
+            &Self::download_parts(job_id, task_id, filename, expires, inline),
+            signature,
+        ) {
+            return Err(forbidden("the download link's signature is missing or wrong"));
+        }
+        check_expiry(expires)?;
+        Ok(inline == "1")
+    }
+
     pub fn download_url(&self, job_id: &str, file: &FileRef, expires: Timestamp, inline: bool) -> String {
         let exp = expires.seconds().to_string();
         let inl = if inline { "1" } else { "0" };
@@ -100,6 +122,56 @@ pub struct LocalFilesState {
     pub local: Arc<dyn LocalFiles>,
     pub max_upload_bytes: u64,
     pub uploads: UploadClaims,
+}
+
+/// A store that can hand out a short-lived direct link to a file (S3's presigned GET).
+pub trait Presigner: Send + Sync {
+    fn presigned_get(&self, job_id: &str, file: &FileRef, inline: bool) -> String;
+}
+
+struct RedirectState {
+    urls: UrlSigner,
+    presigner: Arc<dyn Presigner>,
+}
+
+/// How long the direct link a download link redirects to lives: only for the redirect.
+pub const REDIRECT_LINK_SECONDS: u64 = 300;
+
+/// Download links of a store whose files are elsewhere (S3): the link is this API's,
+/// signed and valid for the whole retention period; it answers `302` to a direct link
+/// presigned just then, with the credentials the API holds at that moment (so no link
+/// dies with the temporary credentials of the function that made it).
+pub fn redirect_files_router(urls: UrlSigner, presigner: Arc<dyn Presigner>) -> Router {
+    Router::new()
+        .route("/v2/files/{job_id}/{task_id}/{filename}", get(redirect_download))
+        .with_state(Arc::new(RedirectState { urls, presigner }))
+}
+
+async fn redirect_download(
+    State(state): State<Arc<RedirectState>>,
+    Path((job_id, task_id, filename)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> HttpResult<Response> {
+    let inline = state.urls.check_download(&job_id, &task_id, &filename, &q)?;
+    let file = FileRef {
+        filename,
+        size: 0,
+        url: None,
+        task_id,
+    };
+    let target = state.presigner.presigned_get(&job_id, &file, inline);
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::FOUND;
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&target)
+            .map_err(|_| HttpError(ApiError::internal("a presigned link is not a header value")))?,
+    );
+    // The direct link is a credential for five minutes: not cached, not passed on.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok(resp)
 }
 
 pub fn local_files_router(state: Arc<LocalFilesState>) -> Router {
@@ -445,16 +517,7 @@ async fn download(
     Query(q): Query<HashMap<String, String>>,
     headers: axum::http::HeaderMap,
 ) -> HttpResult<Response> {
-    let expires = q.get("expires").map(String::as_str).unwrap_or_default();
-    let inline = q.get("inline").map(String::as_str).unwrap_or("0");
-    let signature = q.get("signature").map(String::as_str).unwrap_or_default();
-    if !state.urls.signer.verify(
-        &UrlSigner::download_parts(&job_id, &task_id, &filename, expires, inline),
-        signature,
-    ) {
-        return Err(forbidden("the download link's signature is missing or wrong"));
-    }
-    check_expiry(expires)?;
+    let inline = state.urls.check_download(&job_id, &task_id, &filename, &q)?;
     let path = state.local.path_of(&job_id, &task_id, &filename);
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
@@ -516,7 +579,7 @@ async fn download(
         .unwrap_or("application/octet-stream");
     let disposition = format!(
         "{}; filename=\"{}\"; filename*=UTF-8''{}",
-        if inline == "1" { "inline" } else { "attachment" },
+        if inline { "inline" } else { "attachment" },
         filename
             .replace(['"', '\\'], "_")
             .chars()

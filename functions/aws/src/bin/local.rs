@@ -29,6 +29,8 @@ struct Args {
     /// Tasks of this name crash their worker (as a Lambda killed mid-run would), to show
     /// the Catch path.
     crash: Option<String>,
+    /// The longest `/wait`, in seconds (the API function's is under its timeout).
+    max_wait: u64,
 }
 
 fn args() -> Result<Args, String> {
@@ -38,6 +40,7 @@ fn args() -> Result<Args, String> {
         api: "127.0.0.1:0".into(),
         definition: "statemachine/job.asl.json".into(),
         crash: None,
+        max_wait: 25,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +51,7 @@ fn args() -> Result<Args, String> {
             "--api" => a.api = v,
             "--definition" => a.definition = v,
             "--crash-task" => a.crash = Some(v),
+            "--max-wait" => a.max_wait = v.parse().map_err(|_| "--max-wait takes seconds".to_string())?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -145,6 +149,11 @@ async fn main() -> Result<(), String> {
     key.iter_mut()
         .enumerate()
         .for_each(|(i, b)| *b = (i as u8).wrapping_mul(37) ^ 0x5a);
+    // Bound first: its URL is the base of the download links the workers make.
+    let api = tokio::net::TcpListener::bind(&a.api)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", a.api))?;
+    let api_addr = api.local_addr().map_err(|e| e.to_string())?;
     let env = Env {
         table,
         bucket: bucket.clone(),
@@ -158,6 +167,8 @@ async fn main() -> Result<(), String> {
         upload_timeout: Duration::from_secs(600),
         task_timeout: Duration::from_secs(600),
         sealing_key: key,
+        api_url: Some(format!("http://{api_addr}")),
+        max_wait: Duration::from_secs(a.max_wait),
     };
     let aws = Arc::new(Aws::with_env(env).await?);
     let _ = aws_cell.set(aws.clone());
@@ -167,11 +178,7 @@ async fn main() -> Result<(), String> {
         .create_user_with_key("local", &api_key, None, None)
         .await
         .map_err(|e| e.to_string())?;
-    let api = tokio::net::TcpListener::bind(&a.api)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", a.api))?;
-    let api_addr = api.local_addr().map_err(|e| e.to_string())?;
-    let router = runconvert_http::api_router(aws.api_state());
+    let router = aws.api_router();
     tokio::spawn(async move {
         axum::serve(api, router).await.unwrap();
     });
