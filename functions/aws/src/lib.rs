@@ -63,6 +63,11 @@ pub struct Env {
     pub api_url: Option<String>,
     /// The longest `/wait` (`API_MAX_WAIT_SECONDS`): under the API function's timeout.
     pub max_wait: Duration,
+    /// `DEPLOYED_TOOLS`: the tools the deployment's tool functions carry (`pdftoppm`,
+    /// `tesseract`, `ffmpeg`, `soffice`, `chromium`). Set on the functions that accept
+    /// and route work (API, plan), which have none themselves: what they accept is what
+    /// the deployment runs. Unset (the workers): the tools on this function's PATH.
+    pub deployed_tools: Option<Vec<String>>,
 }
 
 impl Env {
@@ -103,6 +108,12 @@ impl Env {
             sealing_key,
             api_url: var("API_URL"),
             max_wait: Duration::from_secs(num("API_MAX_WAIT_SECONDS", 25)),
+            deployed_tools: var("DEPLOYED_TOOLS").map(|v| {
+                v.split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            }),
         })
     }
 }
@@ -189,7 +200,12 @@ impl Aws {
         std::fs::create_dir_all(&work_root).map_err(|e| format!("cannot make {}: {e}", work_root.display()))?;
         let worker = Worker {
             files: files.clone(),
-            registry: Arc::new(runconvert_worker::registry_with(false)),
+            registry: Arc::new(match &env.deployed_tools {
+                Some(tools) => {
+                    runconvert_worker::registry_declared(&tools.iter().map(String::as_str).collect::<Vec<_>>())
+                }
+                None => runconvert_worker::registry_with(false),
+            }),
             settings: WorkerSettings {
                 work_root,
                 allow_private_networks: env.allow_private_networks,

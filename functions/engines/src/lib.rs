@@ -27,7 +27,6 @@ pub mod unlink;
 pub mod watermark;
 
 use runconvert_core::error::codes;
-use runconvert_core::formats::Registry;
 use runconvert_core::TaskError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -120,10 +119,4 @@ impl EngineLimits {
         }
         Ok(())
     }
-}
-
-/// Registers every engine this build has (tool-backed ones only where the tool is found;
-/// their versions only with `probe_versions`).
-pub fn register_all(registry: &mut Registry, probe_versions: bool) {
-    process::register(registry, probe_versions);
 }

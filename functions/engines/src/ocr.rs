@@ -25,6 +25,14 @@ fn tesseract_version(line: &str) -> Option<String> {
 }
 
 impl Tesseract {
+    /// Declared, not found: see [`crate::tools::Tool::declared`].
+    pub fn declared() -> Self {
+        Tesseract {
+            tool: Tool::declared("tesseract"),
+            languages: OnceLock::new(),
+        }
+    }
+
     pub fn find(probe_version: bool) -> Option<Self> {
         Tool::find("tesseract", &["--version"], probe_version, tesseract_version).map(|tool| Tesseract {
             tool,

@@ -6,7 +6,7 @@ use crate::media::{self, Ffmpeg};
 use crate::ocr::{self, Tesseract};
 use crate::office::{self, Office};
 use crate::raster::{self, Fit, ImageOptions};
-use crate::tools::Pdftoppm;
+use crate::tools::{Pdftoppm, Tool};
 use crate::watermark::{PageSelection, Watermark};
 use crate::{archive, pdf, EngineLimits};
 use runconvert_core::error::codes;
@@ -53,6 +53,25 @@ pub fn probe_host(probe_versions: bool) -> &'static Host {
         ffmpeg: Ffmpeg::find(probe_versions),
         office: Office::find(probe_versions),
     })
+}
+
+impl Host {
+    /// The engines a deployment declares it runs (in other functions), by tool name:
+    /// `pdftoppm`, `tesseract`, `ffmpeg`, `soffice`. Nothing is looked for on this host.
+    pub fn declared(tools: &[&str]) -> Host {
+        let has = |t: &str| tools.contains(&t);
+        Host {
+            pdftoppm: has("pdftoppm").then(|| Pdftoppm(Tool::declared("pdftoppm"))),
+            tesseract: has("tesseract").then(Tesseract::declared),
+            ffmpeg: has("ffmpeg").then(|| Ffmpeg {
+                ffmpeg: Tool::declared("ffmpeg"),
+                ffprobe: Tool::declared("ffprobe"),
+            }),
+            office: has("soffice").then(|| Office {
+                tool: Tool::declared("soffice"),
+            }),
+        }
+    }
 }
 
 pub fn host() -> &'static Host {
@@ -113,7 +132,11 @@ fn cap(
 
 /// Declares every processing capability of this build and host.
 pub fn register(r: &mut Registry, probe_versions: bool) {
-    let host = probe_host(probe_versions);
+    register_with_host(r, probe_host(probe_versions));
+}
+
+/// Declares every processing capability of this build with the engines of `host`.
+pub fn register_with_host(r: &mut Registry, host: &Host) {
     for i in raster::FORMATS {
         for o in raster::FORMATS {
             r.add(cap(

@@ -62,6 +62,17 @@ impl Tool {
     }
 }
 
+impl Tool {
+    /// A tool a deployment declares it has elsewhere (the API of a deployment whose
+    /// tools live in another function's image): listed, never run from here.
+    pub fn declared(name: &str) -> Tool {
+        Tool {
+            path: PathBuf::from(name),
+            version: "declared".into(),
+        }
+    }
+}
+
 /// The last whitespace-separated word of a line.
 pub fn last_word(line: &str) -> Option<String> {
     line.split_whitespace().last().map(String::from)

@@ -430,6 +430,20 @@ pub fn registry() -> Registry {
 
 /// The registry, with or without running each tool once for its version.
 pub fn registry_with(probe_versions: bool) -> Registry {
+    let host = runconvert_engines::process::probe_host(probe_versions);
+    let chromium = Chromium::get(probe_versions).map(|c| c.version.clone());
+    registry_of(host, chromium.as_deref())
+}
+
+/// The registry of a deployment whose tools run in other functions (the API and plan
+/// functions on AWS, which have none): what the tools named in `tools` (`pdftoppm`,
+/// `tesseract`, `ffmpeg`, `soffice`, `chromium`) can do, with nothing looked for here.
+pub fn registry_declared(tools: &[&str]) -> Registry {
+    let host = runconvert_engines::process::Host::declared(tools);
+    registry_of(&host, tools.contains(&"chromium").then_some("declared"))
+}
+
+fn registry_of(host: &runconvert_engines::process::Host, chromium: Option<&str>) -> Registry {
     let mut r = Registry::new();
     for op in [
         "import/url",
@@ -447,15 +461,15 @@ pub fn registry_with(probe_versions: bool) -> Registry {
     ] {
         r.add_operation(op);
     }
-    runconvert_engines::register_all(&mut r, probe_versions);
-    if let Some(c) = Chromium::get(probe_versions) {
+    runconvert_engines::process::register_with_host(&mut r, host);
+    if let Some(version) = chromium {
         for i in ["html", "md"] {
             r.add(Capability {
                 operation: "convert",
                 input_format: i,
                 output_format: "pdf",
                 engine: "chromium",
-                engine_version: c.version.clone(),
+                engine_version: version.to_string(),
                 options: capture::options("pdf"),
             });
         }
@@ -465,10 +479,41 @@ pub fn registry_with(probe_versions: bool) -> Registry {
                 input_format: "url",
                 output_format: o,
                 engine: "chromium",
-                engine_version: c.version.clone(),
+                engine_version: version.to_string(),
                 options: capture::options(o),
             });
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The API and plan functions on AWS carry no tool: what they accept and route comes
+    /// from the deployment's declaration, not from their own PATH.
+    #[test]
+    fn a_declared_registry_lists_what_the_deployment_runs() {
+        let all = registry_declared(&["pdftoppm", "tesseract", "ffmpeg", "soffice", "chromium"]);
+        let none = registry_declared(&[]);
+        for (op, i, o) in [
+            ("convert", "docx", "pdf"),
+            ("convert", "pdf", "png"),
+            ("convert", "mp4", "webm"),
+            ("ocr", "png", "txt"),
+            ("capture_website", "url", "png"),
+            ("convert", "html", "pdf"),
+        ] {
+            let found: Vec<_> = all.query(Some(op), Some(i), Some(o)).collect();
+            assert!(!found.is_empty(), "{op} {i} → {o} is not declared");
+            assert!(found.iter().all(|c| c.engine_version == "declared"), "{found:?}");
+            assert!(
+                none.query(Some(op), Some(i), Some(o)).next().is_none(),
+                "{op} {i} → {o} without its tool"
+            );
+        }
+        // What needs no tool is there either way.
+        assert!(none.query(Some("convert"), Some("png"), Some("jpg")).next().is_some());
+    }
 }

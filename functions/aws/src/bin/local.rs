@@ -169,6 +169,8 @@ async fn main() -> Result<(), String> {
         sealing_key: key,
         api_url: Some(format!("http://{api_addr}")),
         max_wait: Duration::from_secs(a.max_wait),
+        // One process plays every function here, workers included: its own tools.
+        deployed_tools: None,
     };
     let aws = Arc::new(Aws::with_env(env).await?);
     let _ = aws_cell.set(aws.clone());
