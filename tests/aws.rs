@@ -56,6 +56,8 @@ impl Harness {
             .args(["--front", &env("RUNCONVERT_TEST_AWS_FRONT")])
             .args(["--api", "127.0.0.1:0"])
             .args(["--crash-task", "crash-me"])
+            .args(["--fail-plan-tag", "plan-fails"])
+            .args(["--fail-start-tag", "start-fails"])
             // The API function answers /wait under its own timeout; short here.
             .args(["--max-wait", "3"])
             .arg("--definition")
@@ -316,6 +318,44 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
     assert_eq!(task(&d, "crash-me")["code"], "processing_failed", "{d:#}");
     assert_eq!(task(&d, "in")["status"], "finished");
 
+    // A Plan step that fails after its retries: the execution's Catch (FailJob) ends the
+    // job failed, every open task with a code, and job.failed comes once; nothing is left
+    // processing.
+    let (status, e) = h
+        .post(
+            "/v2/process/jobs",
+            &json!({"tag": "plan-fails", "tasks": {
+                "in": {"operation": "import/base64", "file": b64(b"hello"), "filename": "a.txt"},
+                "zip": {"operation": "archive", "input": "in", "output_format": "zip"},
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    let e = h.wait(e["id"].as_str().unwrap()).await;
+    assert_eq!(e["status"], "failed", "{e:#}");
+    for name in ["in", "zip"] {
+        let t = task(&e, name);
+        assert_eq!(t["status"], "failed", "{e:#}");
+        assert_eq!(t["code"], "processing_failed", "{t}");
+        assert!(t["message"].as_str().unwrap().contains("could not go on"), "{t}");
+    }
+
+    // StartExecution refused (after the dispatcher's retries): the job ends failed at once,
+    // in the creating answer too, and job.failed comes once.
+    let (status, f) = h
+        .post(
+            "/v2/process/jobs",
+            &json!({"tag": "start-fails", "tasks": {
+                "in": {"operation": "import/base64", "file": b64(b"hello"), "filename": "a.txt"},
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{f}");
+    assert_eq!(f["status"], "failed", "{f:#}");
+    assert_eq!(task(&f, "in")["code"], "processing_failed", "{f:#}");
+    let f = h.wait(f["id"].as_str().unwrap()).await;
+    assert_eq!(f["status"], "failed", "{f:#}");
+
     let c = h.wait(c["id"].as_str().unwrap()).await;
     assert_eq!(c["status"], "failed");
     assert_eq!(task(&c, "bad")["code"], "invalid_file", "{c:#}");
@@ -325,7 +365,7 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
     loop {
         let events: Vec<String> = got.lock().unwrap().iter().map(|(e, _, _)| e.clone()).collect();
         if events.iter().filter(|e| *e == "job.finished").count() >= 2
-            && events.iter().filter(|e| *e == "job.failed").count() >= 2
+            && events.iter().filter(|e| *e == "job.failed").count() >= 4
         {
             break;
         }
@@ -337,14 +377,16 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
         .unwrap()
         .as_secs() as i64;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let crashed_job = d["id"].as_str().unwrap();
-    let for_d = got
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, body, _)| serde_json::from_slice::<Value>(body).unwrap()["job"]["id"] == crashed_job)
-        .count();
-    assert_eq!(for_d, 1, "job.failed of the crashed job, once");
+    for ended in [&d, &e, &f] {
+        let id = ended["id"].as_str().unwrap();
+        let count = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, body, _)| serde_json::from_slice::<Value>(body).unwrap()["job"]["id"] == id)
+            .count();
+        assert_eq!(count, 1, "job.failed of job {id}, once");
+    }
     for (event, body, sig) in got.lock().unwrap().iter() {
         assert!(
             runconvert_core::webhooks::verify(&secret, sig, body, now, Duration::from_secs(300)),

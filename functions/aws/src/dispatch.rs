@@ -14,19 +14,27 @@ pub struct SfnDispatcher {
 #[async_trait]
 impl Dispatcher for SfnDispatcher {
     async fn dispatch(&self, job_id: &str) -> PortResult<()> {
-        let out = self
-            .client
-            .start_execution()
-            .state_machine_arn(&self.state_machine_arn)
-            .name(job_id)
-            .input(json!({ "job_id": job_id }).to_string())
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if format!("{e:?}").contains("ExecutionAlreadyExists") => Ok(()),
-            Err(e) => Err(PortError::new(format!("step functions: {e:?}"))),
+        // A few tries (throttling, a blip): after that the caller ends the job.
+        let mut pause = std::time::Duration::from_millis(200);
+        let mut last = String::new();
+        for _ in 0..3 {
+            let out = self
+                .client
+                .start_execution()
+                .state_machine_arn(&self.state_machine_arn)
+                .name(job_id)
+                .input(json!({ "job_id": job_id }).to_string())
+                .send()
+                .await;
+            match out {
+                Ok(_) => return Ok(()),
+                Err(e) if format!("{e:?}").contains("ExecutionAlreadyExists") => return Ok(()),
+                Err(e) => last = format!("{e:?}"),
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 4;
         }
+        Err(PortError::new(format!("step functions: {last}")))
     }
 
     async fn cancel(&self, job_id: &str) -> PortResult<()> {

@@ -386,9 +386,42 @@ impl Aws {
         Ok(json!({"status": if failed { "failed" } else { "finished" }}))
     }
 
-    /// The Catch of a worker state: the worker crashed or timed out; its task fails with
-    /// `processing_failed` (if it has not ended already).
+    /// The advance function, three callers:
+    /// - the Catch of a worker state: the worker crashed or timed out; its task fails
+    ///   with `processing_failed` (if it has not ended already);
+    /// - `FailJob`, the Catch of Plan and of the task map (`{job_id, error, fail_job}`):
+    ///   the job cannot go on; its open tasks fail and the job fails (the Publish state
+    ///   that follows announces job.failed);
+    /// - the EventBridge rule on executions that fail, time out or are aborted anyway
+    ///   (`{detail: {status, input}}`): the same, and job.failed is published here.
     pub async fn advance(&self, input: Value) -> Result<Value, String> {
+        if let Some(detail) = input.get("detail") {
+            let status = detail["status"].as_str().unwrap_or("ended");
+            let execution: Value = detail["input"]
+                .as_str()
+                .and_then(|i| serde_json::from_str(i).ok())
+                .unwrap_or(Value::Null);
+            let Some(job_id) = execution["job_id"].as_str() else {
+                return Ok(json!({"status": "not a job"}));
+            };
+            let why = TaskError::new(
+                codes::PROCESSING_FAILED,
+                format!(
+                    "the job's execution ended ({}) before the job did",
+                    status.to_ascii_lowercase()
+                ),
+            );
+            return self.fail_job(job_id, why, true).await;
+        }
+        if input["fail_job"].as_bool() == Some(true) {
+            let job_id = input["job_id"].as_str().ok_or("no job_id")?;
+            let what = input["error"]["Error"].as_str().unwrap_or("an error");
+            let why = TaskError::new(
+                codes::PROCESSING_FAILED,
+                format!("the job could not go on: a step of its execution failed ({what})"),
+            );
+            return self.fail_job(job_id, why, false).await;
+        }
         let task_id = input["task_id"].as_str().ok_or("no task_id")?;
         let Some(task) = self.store.get_task(None, task_id).await.map_err(|e| e.to_string())? else {
             return Ok(json!({"status": "gone"}));
@@ -401,6 +434,20 @@ impl Aws {
         for from in [TaskStatus::Processing, TaskStatus::Waiting] {
             if task.status == from {
                 self.end_task(&task, from, Err(e.clone())).await?;
+            }
+        }
+        Ok(json!({"status": "failed"}))
+    }
+
+    /// Ends a job that cannot go on ([`runconvert_core::ports::fail_job`]); publishes the
+    /// tasks' events, and job.failed too unless the state machine's Publish state will.
+    async fn fail_job(&self, job_id: &str, why: TaskError, announce_job: bool) -> Result<Value, String> {
+        let events = runconvert_core::ports::fail_job(&*self.store, job_id, why)
+            .await
+            .map_err(|e| e.to_string())?;
+        for event in events {
+            if announce_job || event.name() != EventName::JobFailed {
+                let _ = self.events.publish(event).await;
             }
         }
         Ok(json!({"status": "failed"}))

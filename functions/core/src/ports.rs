@@ -96,6 +96,34 @@ pub async fn end_task(
     Ok(jobs.get_task(None, task_id).await?.map(|now| Event::task(name, now)))
 }
 
+/// Ends a job that cannot go on (its execution could not start, or died): every task not
+/// yet ended fails with `error`, then the job fails. Returns the events that caused, the
+/// tasks' first and job.failed last (only if this call was the one to end the job), for
+/// the caller to publish. A job already gone or ended gives none.
+pub async fn fail_job(jobs: &dyn JobStore, job_id: &str, error: crate::error::TaskError) -> PortResult<Vec<Event>> {
+    let Some(job) = jobs.get_job(None, job_id).await? else {
+        return Ok(Vec::new());
+    };
+    if job.status.is_final() {
+        return Ok(Vec::new());
+    }
+    let mut events = Vec::new();
+    for t in job.tasks.iter().filter(|t| !t.status.is_final()) {
+        if let Some(e) = end_task(jobs, &t.id, t.status, Err(error.clone())).await? {
+            events.push(e);
+        }
+    }
+    if jobs
+        .set_job_status(job_id, crate::model::JobStatus::Failed, Timestamp::now())
+        .await?
+    {
+        if let Some(job) = jobs.get_job(None, job_id).await? {
+            events.push(Event::job(EventName::JobFailed, job));
+        }
+    }
+    Ok(events)
+}
+
 /// What a [`TaskTransition`] does to a task, for stores that rewrite the whole record.
 pub fn apply_transition(task: &mut Task, t: &TaskTransition) {
     task.status = t.to;

@@ -122,21 +122,32 @@ async fn create_job(
     // Storing and starting the job run on their own task: a client that hangs up mid-way
     // drops this handler, and must not leave a job stored but never started.
     let (st, stored) = (state.clone(), job.clone());
-    tokio::spawn(async move {
+    let ended = tokio::spawn(async move {
         st.jobs.create_job(&stored).await?;
         publish(&st, Event::job(EventName::JobCreated, stored.clone())).await;
         for t in &stored.tasks {
             publish(&st, Event::task(EventName::TaskCreated, t.clone())).await;
         }
         if let Err(e) = st.dispatcher.dispatch(&stored.id).await {
-            // The job is stored; the executor's periodic sweep starts it.
-            tracing::error!(job = %stored.id, error = %e, "could not dispatch a new job");
+            // A dispatcher retries what it can on its own (the embedded one cannot fail);
+            // one that gives up leaves a job nothing would run: it ends now, failed, with
+            // its events, rather than waiting for ever.
+            tracing::error!(job = %stored.id, error = %e, "could not start a new job");
+            let why = runconvert_core::TaskError::new(
+                runconvert_core::error::codes::PROCESSING_FAILED,
+                "the job could not be started; create it again",
+            );
+            for event in runconvert_core::ports::fail_job(&*st.jobs, &stored.id, why).await? {
+                publish(&st, event).await;
+            }
+            return st.jobs.get_job(None, &stored.id).await;
         }
-        Ok::<(), runconvert_core::ports::PortError>(())
+        Ok::<Option<runconvert_core::Job>, runconvert_core::ports::PortError>(None)
     })
     .await
     .map_err(|e| ApiError::internal(format!("the job could not be stored: {e}")))??;
-    let mut shown = job.to_api_json();
+    // As stored, or as ended when it could not be started.
+    let mut shown = ended.unwrap_or_else(|| job.clone()).to_api_json();
     if let Some(secret) = &job.webhook_secret {
         // Shown this once: it signs the deliveries to the job's webhook_url.
         shown["webhook_secret"] = secret.clone().into();

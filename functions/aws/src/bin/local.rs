@@ -29,6 +29,12 @@ struct Args {
     /// Tasks of this name crash their worker (as a Lambda killed mid-run would), to show
     /// the Catch path.
     crash: Option<String>,
+    /// The plan function fails for jobs of this tag (as a crashing Plan would), to show
+    /// the FailJob path.
+    fail_plan_tag: Option<String>,
+    /// Step Functions refuses to start executions of jobs of this tag (as a throttled or
+    /// failing StartExecution would), to show that such a job ends.
+    fail_start_tag: Option<String>,
     /// The longest `/wait`, in seconds (the API function's is under its timeout).
     max_wait: u64,
 }
@@ -40,6 +46,8 @@ fn args() -> Result<Args, String> {
         api: "127.0.0.1:0".into(),
         definition: "statemachine/job.asl.json".into(),
         crash: None,
+        fail_plan_tag: None,
+        fail_start_tag: None,
         max_wait: 25,
     };
     let mut it = std::env::args().skip(1);
@@ -51,6 +59,8 @@ fn args() -> Result<Args, String> {
             "--api" => a.api = v,
             "--definition" => a.definition = v,
             "--crash-task" => a.crash = Some(v),
+            "--fail-plan-tag" => a.fail_plan_tag = Some(v),
+            "--fail-start-tag" => a.fail_start_tag = Some(v),
             "--max-wait" => a.max_wait = v.parse().map_err(|_| "--max-wait takes seconds".to_string())?,
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -98,6 +108,8 @@ async fn main() -> Result<(), String> {
         http: http.clone(),
         aws: aws_cell.clone(),
         crash: a.crash.clone(),
+        fail_plan_tag: a.fail_plan_tag.clone(),
+        fail_start_tag: a.fail_start_tag.clone(),
     };
     tokio::spawn(async move {
         let app = axum::Router::new().fallback(front).with_state(Arc::new(state));
@@ -284,6 +296,8 @@ struct FrontState {
     http: reqwest::Client,
     aws: Arc<tokio::sync::OnceCell<Arc<Aws>>>,
     crash: Option<String>,
+    fail_plan_tag: Option<String>,
+    fail_start_tag: Option<String>,
 }
 
 fn lambda_answer(result: Result<Value, String>) -> Response {
@@ -322,7 +336,18 @@ async fn front(
             };
             let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let result = match name.as_str() {
-                "plan" => aws.plan(input).await,
+                "plan" => {
+                    let job = aws
+                        .store
+                        .get_job(None, input["job_id"].as_str().unwrap_or_default())
+                        .await;
+                    let tag = job.ok().flatten().and_then(|j| j.tag);
+                    if tag.is_some() && tag == st.fail_plan_tag {
+                        Err("Runtime.ExitError: the plan process exited".to_string())
+                    } else {
+                        aws.plan(input).await
+                    }
+                }
                 "advance" => aws.advance(input).await,
                 n if n.starts_with("worker") => {
                     let task = aws
@@ -339,6 +364,27 @@ async fn front(
                 other => Err(format!("no function {other}")),
             };
             return lambda_answer(result);
+        }
+    }
+    if headers.get("x-amz-target").and_then(|v| v.to_str().ok()) == Some("AWSStepFunctions.StartExecution") {
+        if let (Some(tag), Some(aws)) = (&st.fail_start_tag, st.aws.get()) {
+            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let input: Value = req["input"]
+                .as_str()
+                .and_then(|i| serde_json::from_str(i).ok())
+                .unwrap_or(Value::Null);
+            let job = aws
+                .store
+                .get_job(None, input["job_id"].as_str().unwrap_or_default())
+                .await;
+            if job.ok().flatten().and_then(|j| j.tag).as_ref() == Some(tag) {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    [("content-type", "application/x-amz-json-1.0")],
+                    r#"{"__type":"com.amazonaws.swf.service.v2.model#ServiceUnavailable","message":"refused by the test harness"}"#,
+                )
+                    .into_response();
+            }
         }
     }
     // Everything else is moto's.
