@@ -340,6 +340,35 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
         assert!(t["message"].as_str().unwrap().contains("could not go on"), "{t}");
     }
 
+    // A 1.5 MB import/base64 (the API takes it): far past DynamoDB's 400 KB item, so its
+    // payload is kept in S3; the job runs and the file comes back whole.
+    let big: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let encoded = b64(&big);
+    let (status, g) = h
+        .post(
+            "/v2/process/jobs",
+            &json!({"tasks": {
+                "in": {"operation": "import/base64", "file": encoded, "filename": "big.bin"},
+                "out": {"operation": "export/url", "input": "in"},
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{g}");
+    assert_eq!(
+        task(&g, "in")["payload"]["file"],
+        format!("[{} characters of base64]", encoded.len())
+    );
+    let g = h.wait(g["id"].as_str().unwrap()).await;
+    assert_eq!(g["status"], "completed", "{g:#}");
+    let back = h.http.get(&urls(task(&g, "out"))[0].1).send().await.unwrap();
+    assert_eq!(back.status(), 200);
+    assert!(
+        back.bytes().await.unwrap().to_vec() == big,
+        "the 1.5 MB file came back changed"
+    );
+
     // StartExecution refused (after the dispatcher's retries): the job ends failed at once,
     // in the creating answer too, and job.failed comes once.
     let (status, f) = h

@@ -249,6 +249,8 @@ impl Aws {
             settings: ApiSettings {
                 upload_timeout: self.env.upload_timeout,
                 max_wait: self.env.max_wait,
+                // DynamoDB items hold at most 400 KB: long payloads go to S3.
+                inline_payload_bytes: Some(64 << 10),
                 ..ApiSettings::default()
             },
             // Per Lambda instance: API Gateway's own throttling is the account-wide limit.

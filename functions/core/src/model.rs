@@ -147,7 +147,11 @@ impl Task {
             .get_mut("file")
             .filter(|_| self.operation.name() == "import/base64")
         {
-            *data = format!("[{} characters of base64]", data.len());
+            let len = match &self.operation {
+                crate::ops::Operation::ImportBase64(o) => o.stored_elsewhere().unwrap_or(data.len()),
+                _ => data.len(),
+            };
+            *data = format!("[{len} characters of base64]");
         }
         let mut result = serde_json::to_value(&self.result).unwrap_or(Value::Null);
         if let Some(files) = result.get_mut("files").and_then(Value::as_array_mut) {

@@ -196,6 +196,25 @@ pub struct ImportBase64 {
     pub filename: String,
 }
 
+/// What stands in `file` for a payload kept in the file store instead (a deployment whose
+/// task records are small: DynamoDB's items are at most 400 KB), with its length.
+const STORED_PAYLOAD: &str = "runconvert:stored-payload:";
+
+impl ImportBase64 {
+    /// The name the payload is kept under, among the task's files.
+    pub const PAYLOAD_FILE: &'static str = ".base64-payload";
+
+    /// The stand-in for a payload of `len` characters kept in the file store.
+    pub fn stored_marker(len: usize) -> String {
+        format!("{STORED_PAYLOAD}{len}")
+    }
+
+    /// The length of the payload, if it is kept in the file store.
+    pub fn stored_elsewhere(&self) -> Option<usize> {
+        self.file.strip_prefix(STORED_PAYLOAD)?.parse().ok()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportS3 {

@@ -88,6 +88,33 @@ async fn publish(state: &ApiState, event: Event) {
     }
 }
 
+/// Moves import/base64 payloads longer than `limit` into the file store (under the task,
+/// as [`ImportBase64::PAYLOAD_FILE`]), leaving a stand-in in the task.
+async fn store_large_payloads(
+    state: &ApiState,
+    job: &mut runconvert_core::Job,
+    limit: usize,
+) -> Result<(), runconvert_core::ports::PortError> {
+    use runconvert_core::ops::{ImportBase64, Operation};
+    for t in &mut job.tasks {
+        let Operation::ImportBase64(o) = &mut t.operation else {
+            continue;
+        };
+        if o.file.len() <= limit {
+            continue;
+        }
+        let tmp = std::env::temp_dir().join(format!("runconvert-payload-{}", t.id));
+        tokio::fs::write(&tmp, o.file.as_bytes())
+            .await
+            .map_err(runconvert_core::ports::PortError::new)?;
+        let put = state.files.put(&job.id, &t.id, ImportBase64::PAYLOAD_FILE, &tmp).await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        put?;
+        o.file = ImportBase64::stored_marker(o.file.len());
+    }
+    Ok(())
+}
+
 async fn create_job(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -121,8 +148,11 @@ async fn create_job(
     }
     // Storing and starting the job run on their own task: a client that hangs up mid-way
     // drops this handler, and must not leave a job stored but never started.
-    let (st, stored) = (state.clone(), job.clone());
+    let (st, mut stored) = (state.clone(), job.clone());
     let ended = tokio::spawn(async move {
+        if let Some(limit) = st.settings.inline_payload_bytes {
+            store_large_payloads(&st, &mut stored, limit).await?;
+        }
         st.jobs.create_job(&stored).await?;
         publish(&st, Event::job(EventName::JobCreated, stored.clone())).await;
         for t in &stored.tasks {

@@ -32,6 +32,9 @@ pub struct ApiSettings {
     pub max_wait: Duration,
     /// Largest JSON body (a job with an import/base64 file is the largest).
     pub max_body_bytes: usize,
+    /// import/base64 payloads longer than this are kept in the file store, not in the
+    /// task's record (on AWS, whose DynamoDB items hold at most 400 KB); None: inline.
+    pub inline_payload_bytes: Option<usize>,
     /// Requests a minute per user when the key sets none (0: no limit).
     pub rate_limit_per_minute: u32,
     /// What `GET /v2/limits` reports besides the API's own limits (file size, pixels,
@@ -45,6 +48,7 @@ impl Default for ApiSettings {
             limits: Limits::default(),
             upload_timeout: Duration::from_secs(3600),
             max_wait: Duration::from_secs(300),
+            inline_payload_bytes: None,
             max_body_bytes: 4 << 20,
             rate_limit_per_minute: 1200,
             reported_limits: serde_json::Map::new(),

@@ -188,9 +188,36 @@ impl Worker {
     }
 
     async fn import_base64(&self, task: &Task, o: &ImportBase64, work: &Path) -> Result<FileRef, TaskError> {
-        let data = match o.file.split_once(";base64,") {
+        // A payload too long for the task's record was kept in the file store.
+        let kept;
+        let file = match o.stored_elsewhere() {
+            None => o.file.as_str(),
+            Some(_) => {
+                let at = work.join("in").join("payload");
+                if let Some(dir) = at.parent() {
+                    tokio::fs::create_dir_all(dir)
+                        .await
+                        .map_err(|e| internal("cannot write the file", e))?;
+                }
+                let stored = FileRef {
+                    filename: ImportBase64::PAYLOAD_FILE.to_string(),
+                    size: 0,
+                    url: None,
+                    task_id: task.id.clone(),
+                };
+                self.files
+                    .fetch(&task.job_id, &stored, &at)
+                    .await
+                    .map_err(|e| internal("cannot read the task's stored payload", e))?;
+                kept = tokio::fs::read_to_string(&at)
+                    .await
+                    .map_err(|e| internal("cannot read the task's stored payload", e))?;
+                kept.as_str()
+            }
+        };
+        let data = match file.split_once(";base64,") {
             Some((prefix, data)) if prefix.starts_with("data:") => data,
-            _ => o.file.as_str(),
+            _ => file,
         };
         let compact: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         let bytes = base64::engine::general_purpose::STANDARD
