@@ -616,6 +616,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
             .await
             .map_err(|e| format!("cannot use {} and {}: {e}", cert.display(), key.display()))?;
+        // HTTP/1.1 only, offered as such: the connection guard's timers follow one
+        // request at a time (a client offered h2 would take it and find no server).
+        let mut tls_config = (*config.get_inner()).clone();
+        tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.reload_from_config(Arc::new(tls_config));
         // Browsers (and clients that honour it) stay on HTTPS for a year.
         let app = app.layer(axum::middleware::map_response(
             |mut resp: axum::response::Response| async move {
