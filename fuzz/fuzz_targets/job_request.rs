@@ -44,7 +44,7 @@ fn registry() -> &'static Registry {
                 }],
             });
         }
-        runconvert_engines::register_all(&mut r, false);
+        runconvert_engines::process::register(&mut r, false);
         r
     })
 }
