@@ -271,6 +271,18 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
     assert_eq!(hop.headers()["cache-control"], "no-store");
     let forged = format!("{}0", links[0].1.trim_end_matches(|c: char| c.is_ascii_hexdigit()));
     assert_eq!(no_follow.get(&forged).send().await.unwrap().status(), 403);
+    // The signature covers the name, the expiry and the disposition too.
+    let original = &links[0].1;
+    assert!(original.contains("?name="), "{original}");
+    for (from, to) in [("name=", "name=x"), ("inline=0", "inline=1"), ("expires=", "expires=9")] {
+        let tampered = original.replacen(from, to, 1);
+        assert_ne!(&tampered, original);
+        assert_eq!(
+            no_follow.get(&tampered).send().await.unwrap().status(),
+            403,
+            "{tampered}"
+        );
+    }
     let png = h.http.get(&links[0].1).send().await.unwrap();
     assert_eq!(png.status(), 200);
     let png = png.bytes().await.unwrap();
@@ -405,7 +417,8 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Long enough for a late duplicate to arrive.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     for ended in [&d, &e, &f] {
         let id = ended["id"].as_str().unwrap();
         let count = got

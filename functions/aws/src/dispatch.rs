@@ -14,10 +14,31 @@ pub struct SfnDispatcher {
 #[async_trait]
 impl Dispatcher for SfnDispatcher {
     async fn dispatch(&self, job_id: &str) -> PortResult<()> {
-        // A few tries (throttling, a blip): after that the caller ends the job.
+        // A few tries (throttling, a blip), all within 10 s, well under the API function's
+        // timeout: after that the caller ends the job (a function killed mid-way would
+        // leave it stored, never started and never ended).
+        match tokio::time::timeout(std::time::Duration::from_secs(10), self.start(job_id)).await {
+            Ok(r) => r,
+            Err(_) => Err(PortError::new(
+                "step functions: StartExecution did not answer within 10 s",
+            )),
+        }
+    }
+
+    async fn cancel(&self, job_id: &str) -> PortResult<()> {
+        self.stop(job_id).await
+    }
+}
+
+impl SfnDispatcher {
+    async fn start(&self, job_id: &str) -> PortResult<()> {
         let mut pause = std::time::Duration::from_millis(200);
         let mut last = String::new();
-        for _ in 0..3 {
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+            }
             let out = self
                 .client
                 .start_execution()
@@ -31,13 +52,11 @@ impl Dispatcher for SfnDispatcher {
                 Err(e) if format!("{e:?}").contains("ExecutionAlreadyExists") => return Ok(()),
                 Err(e) => last = format!("{e:?}"),
             }
-            tokio::time::sleep(pause).await;
-            pause *= 4;
         }
         Err(PortError::new(format!("step functions: {last}")))
     }
 
-    async fn cancel(&self, job_id: &str) -> PortResult<()> {
+    async fn stop(&self, job_id: &str) -> PortResult<()> {
         let execution = format!(
             "{}:{job_id}",
             self.state_machine_arn.replacen(":stateMachine:", ":execution:", 1)

@@ -80,6 +80,8 @@ impl Env {
         runconvert_http::local_files::UrlSigner {
             signer: runconvert_http::signing::Signer::new(mac.finalize().into_bytes().to_vec()),
             public_url: api_url.trim_end_matches('/').to_string(),
+            // API Gateway hands the function its path decoded.
+            name_in_query: true,
         }
     }
 }
@@ -447,12 +449,14 @@ impl Aws {
         let events = runconvert_core::ports::fail_job(&*self.store, job_id, why)
             .await
             .map_err(|e| e.to_string())?;
+        // Whether this call ended the job: only then is there an end to announce.
+        let ended = events.iter().any(|e| e.name() == EventName::JobFailed);
         for event in events {
             if announce_job || event.name() != EventName::JobFailed {
                 let _ = self.events.publish(event).await;
             }
         }
-        Ok(json!({"status": "failed"}))
+        Ok(json!({"status": "failed", "outcome": if ended { Value::from("failed") } else { Value::Null }}))
     }
 
     /// One webhook queue message: delivers it to every subscription of the job's owner

@@ -176,7 +176,8 @@ pub trait JobStore: Send + Sync {
 pub trait KeyStore: Send + Sync {
     async fn user_for_key_hash(&self, key_hash: &str) -> PortResult<Option<User>>;
     /// Takes `amount` credits from the user, atomically, if the balance covers it.
-    /// `Ok(Err(balance))` when it does not; unlimited users always pass.
+    /// `Ok(Err(balance))` when it does not; unlimited users always pass. A negative
+    /// amount gives credits back (a job that could not run).
     async fn charge_credits(&self, user_id: &str, amount: i64) -> PortResult<Result<Option<i64>, i64>>;
     /// The user's credit balance now; None: unlimited. (A store may leave
     /// `User::credits` of [`KeyStore::user_for_key_hash`] empty to keep that lookup to one

@@ -485,6 +485,12 @@ fn check_operation_fields(field: &str, op: &Operation, limits: &Limits, errs: &m
                     format!("is {decoded} bytes decoded; import/base64 takes at most {} bytes (use import/upload for larger files)", limits.max_base64_bytes),
                 );
             }
+            if o.stored_elsewhere().is_some() || o.file.starts_with("runconvert:") {
+                errs.add(
+                    format!("{field}.file"),
+                    "must be base64 (or a data: URL), not a RunConvert stand-in",
+                );
+            }
             if o.file.starts_with("data:") && !o.file.contains(";base64,") {
                 errs.add(
                     format!("{field}.file"),

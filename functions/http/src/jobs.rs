@@ -150,10 +150,24 @@ async fn create_job(
     // drops this handler, and must not leave a job stored but never started.
     let (st, mut stored) = (state.clone(), job.clone());
     let ended = tokio::spawn(async move {
-        if let Some(limit) = st.settings.inline_payload_bytes {
-            store_large_payloads(&st, &mut stored, limit).await?;
+        // A job that cannot be stored or started gives its credits back.
+        let refund = |st: Arc<ApiState>, user: String| async move {
+            if cost > 0 {
+                if let Err(e) = st.keys.charge_credits(&user, -cost).await {
+                    tracing::error!(user = %user, error = %e, "could not give back the credits of a job that did not run");
+                }
+            }
+        };
+        let kept = async {
+            if let Some(limit) = st.settings.inline_payload_bytes {
+                store_large_payloads(&st, &mut stored, limit).await?;
+            }
+            st.jobs.create_job(&stored).await
+        };
+        if let Err(e) = kept.await {
+            refund(st.clone(), stored.user_id.clone()).await;
+            return Err(e);
         }
-        st.jobs.create_job(&stored).await?;
         publish(&st, Event::job(EventName::JobCreated, stored.clone())).await;
         for t in &stored.tasks {
             publish(&st, Event::task(EventName::TaskCreated, t.clone())).await;
@@ -165,11 +179,12 @@ async fn create_job(
             tracing::error!(job = %stored.id, error = %e, "could not start a new job");
             let why = runconvert_core::TaskError::new(
                 runconvert_core::error::codes::PROCESSING_FAILED,
-                "the job could not be started; create it again",
+                "the job could not be started (its credits were given back); create it again",
             );
             for event in runconvert_core::ports::fail_job(&*st.jobs, &stored.id, why).await? {
                 publish(&st, event).await;
             }
+            refund(st.clone(), stored.user_id.clone()).await;
             return st.jobs.get_job(None, &stored.id).await;
         }
         Ok::<Option<runconvert_core::Job>, runconvert_core::ports::PortError>(None)

@@ -44,6 +44,10 @@ pub struct UrlSigner {
     pub signer: Signer,
     /// The base URL clients reach this server at, without a trailing slash.
     pub public_url: String,
+    /// Download links carry the file name in the query (`?name=`), not the path: behind
+    /// API Gateway the path reaches the function decoded, so a `#` or a `%41` in a
+    /// name would no longer match its signature; the query stays as sent.
+    pub name_in_query: bool,
 }
 
 impl UrlSigner {
@@ -106,6 +110,15 @@ impl UrlSigner {
         let sig = self
             .signer
             .sign(&Self::download_parts(job_id, &file.task_id, &file.filename, &exp, inl));
+        if self.name_in_query {
+            return format!(
+                "{}/v2/files/{}/{}?name={}&expires={exp}&inline={inl}&signature={sig}",
+                self.public_url,
+                encode_segment(job_id),
+                encode_segment(&file.task_id),
+                encode_segment(&file.filename)
+            );
+        }
         format!(
             "{}/v2/files/{}/{}/{}?expires={exp}&inline={inl}&signature={sig}",
             self.public_url,
@@ -144,7 +157,18 @@ pub const REDIRECT_LINK_SECONDS: u64 = 300;
 pub fn redirect_files_router(urls: UrlSigner, presigner: Arc<dyn Presigner>) -> Router {
     Router::new()
         .route("/v2/files/{job_id}/{task_id}/{filename}", get(redirect_download))
+        .route("/v2/files/{job_id}/{task_id}", get(redirect_download_named))
         .with_state(Arc::new(RedirectState { urls, presigner }))
+}
+
+/// A link with the file's name in its query (`UrlSigner::name_in_query`).
+async fn redirect_download_named(
+    state: State<Arc<RedirectState>>,
+    Path((job_id, task_id)): Path<(String, String)>,
+    q: Query<HashMap<String, String>>,
+) -> HttpResult<Response> {
+    let filename = q.get("name").cloned().unwrap_or_default();
+    redirect_download(state, Path((job_id, task_id, filename)), q).await
 }
 
 async fn redirect_download(

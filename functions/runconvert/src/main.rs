@@ -457,6 +457,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let urls = UrlSigner {
         signer: Signer::new(signing_key(&data_dir)?),
         public_url: public_url.clone(),
+        name_in_query: false,
     };
     let files = Arc::new(files::DiskFileStore::new_checked(&data_dir, urls.clone())?);
     let registry = Arc::new(runconvert_worker::registry());
