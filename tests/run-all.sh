@@ -38,6 +38,9 @@ command -v chromium >/dev/null || apt_pkgs+=(chromium)
 command -v gs >/dev/null || apt_pkgs+=(ghostscript)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf ] || apt_pkgs+=(fonts-dejavu-core)
 command -v flock >/dev/null || apt_pkgs+=(util-linux)
+# tests/abuse.rs stops a server with /bin/kill and limits one with prlimit.
+{ [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || apt_pkgs+=(procps)
+command -v prlimit >/dev/null || apt_pkgs+=(util-linux)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   log "installing ${apt_pkgs[*]}"
   sudo_cmd=""
