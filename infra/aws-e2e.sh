@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The AWS path, end to end, on this machine: moto (DynamoDB, S3, SQS, Step Functions
-# executing statemachine/job.asl.json) and runconvert-aws-local (the front that answers
-# moto's Lambda invocations with the real handlers, the API over HTTP, the SQS poller of
-# the webhook handler), driven by tests/aws.rs: the spec's example jobs through the API
-# handler → DynamoDB → Step Functions → worker handlers → S3 → SQS → webhook.
-# Installs what it needs (moto in a venv, via tests/services.sh), starts and stops moto.
-# Exit status 0 only when the suite passes.
+# The AWS deployment, end to end, on this machine: tests/aws.rs starts the local stack
+# (infra/local/stack.py, what `bash infra/local-stack.sh` runs): moto for DynamoDB, S3,
+# SQS and Step Functions (executing the state machine's definition), every function of
+# template.yaml as its own process through the Lambda Runtime API, the API reached as API
+# Gateway payload 2.0 events; then drives the spec's example jobs and the faults (a worker
+# killed mid-task, one past its Timeout, a plan step that dies, a refused StartExecution).
+# Installs what it needs (moto in a venv, via tests/services.sh). Exit status 0 only when
+# the suite passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[aws-e2e] %s\n' "$*" >&2; }
@@ -16,12 +17,7 @@ if [ -z "${RUNCONVERT_CORPUS:-}" ]; then
   bash tests/fixtures/make.sh "$PWD/target/test-fixtures"
   export RUNCONVERT_CORPUS="$PWD/target/test-fixtures"
 fi
-
-log "starting moto"
-trap 'bash tests/services.sh stop moto' EXIT
-bash tests/services.sh start moto >/dev/null
-# shellcheck disable=SC1091
-source target/test-services/env.sh
+bash tests/services.sh install moto >&2
 log "building"
 cargo build --locked -p runconvert -p runconvert-aws --bins
 log "running tests/aws.rs"

@@ -1,9 +1,9 @@
-//! The AWS path end to end, against moto: the API handler writes DynamoDB and starts a
-//! Step Functions execution; moto runs the project's state machine, whose Lambda
-//! invocations `runconvert-aws-local` answers with the real handlers; workers read and
-//! write S3; the final state sends to SQS; the webhook handler delivers to a receiver.
-//! Started by `infra/aws-e2e.sh` (and by tests/run-all.sh), with moto from
-//! tests/services.sh.
+//! The AWS deployment end to end, function by function, on the local stack
+//! (`infra/local-stack.sh`): every function of template.yaml runs as its own process
+//! through the Lambda Runtime API, with the environment the template gives it; the API is
+//! reached as API Gateway payload 2.0 events; moto plays DynamoDB, S3, SQS and Step
+//! Functions (executing the state machine). Started by `infra/aws-e2e.sh` (and by
+//! tests/run-all.sh), which builds the binaries and installs moto.
 
 use runconvert_tests::stores;
 use runconvert_tests::*;
@@ -13,8 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The harness listens on the fixed front port moto calls back: one at a time in this
-/// binary, whatever `--test-threads` says (held until the harness is dropped).
+/// One stack at a time: each runs a process per function instance.
 static ONE_HARNESS: Mutex<()> = Mutex::new(());
 
 struct Harness {
@@ -24,44 +23,50 @@ struct Harness {
     key: String,
     bucket: String,
     table: String,
+    /// The stack's AWS endpoint (moto behind the stack's front).
+    front: String,
     http: reqwest::Client,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM: the stack stops every process it started.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
 }
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: start moto with `bash tests/services.sh start` and source target/test-services/env.sh"
-        )
-    })
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 impl Harness {
     fn start() -> Harness {
         // A test that failed while holding the turn poisons the lock; the next may go on.
         let turn = ONE_HARNESS.lock().unwrap_or_else(|p| p.into_inner());
-        let bin = bin_path().with_file_name("runconvert-aws-local");
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let mut child = Command::new(&bin)
-            .args(["--moto", &env("RUNCONVERT_TEST_S3_ENDPOINT")])
-            .args(["--front", &env("RUNCONVERT_TEST_AWS_FRONT")])
-            .args(["--api", "127.0.0.1:0"])
-            .args(["--crash-task", "crash-me"])
-            .args(["--fail-plan-tag", "plan-fails"])
-            .args(["--fail-start-tag", "start-fails"])
+        let root = root();
+        let python = root.join("target/test-services/venv/bin/python");
+        assert!(
+            python.exists(),
+            "moto's venv is missing: run `bash infra/local-stack.sh` or `bash tests/services.sh install moto`"
+        );
+        let mut child = Command::new(&python)
+            .arg(root.join("infra/local/stack.py"))
+            .arg("--bin-dir")
+            .arg(bin_path().parent().unwrap())
+            .arg("--allow-private-networks")
+            .args(["--upload-timeout", "600"])
             // The API function answers /wait under its own timeout; short here.
-            .args(["--max-wait", "3"])
-            .arg("--definition")
-            .arg(root.join("statemachine/job.asl.json"))
+            .args(["--parameter", "ApiMaxWaitSeconds=3"])
+            // A worker killed mid-task (its import is served slowly), a worker past its
+            // Timeout, a plan step that dies, a StartExecution refused.
+            .args(["--fault", "ImportExportFunction=kill:1@crash-me"])
+            .args(["--fault", "ImportExportFunction=timeout:2@too-slow"])
+            .args(["--fault", "PlanFunction=kill:0@plan-fails"])
+            .args(["--fault", "StartExecution=refuse@start-fails"])
             .env(
                 "RUNCONVERT_LOG",
                 std::env::var("RUNCONVERT_LOG").unwrap_or_else(|_| "warn".into()),
@@ -69,24 +74,26 @@ impl Harness {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("start {}: {e}", python.display()));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut api, mut key, mut bucket, mut table) = Default::default();
+        let (mut api, mut key, mut bucket, mut table, mut front) = Default::default();
         for line in lines.by_ref() {
             let line = line.unwrap();
-            if let Some(v) = line.strip_prefix("API ") {
-                api = v.to_string();
-            } else if let Some(v) = line.strip_prefix("KEY ") {
-                key = v.to_string();
-            } else if let Some(v) = line.strip_prefix("BUCKET ") {
-                bucket = v.to_string();
-            } else if let Some(v) = line.strip_prefix("TABLE ") {
-                table = v.to_string();
-            } else if line == "READY" {
+            let set = |prefix: &str, slot: &mut String| {
+                if let Some(v) = line.strip_prefix(prefix) {
+                    *slot = v.to_string();
+                }
+            };
+            set("API ", &mut api);
+            set("KEY ", &mut key);
+            set("BUCKET ", &mut bucket);
+            set("TABLE ", &mut table);
+            set("FRONT ", &mut front);
+            if line == "READY" {
                 break;
             }
         }
-        assert!(!api.is_empty(), "the harness did not start");
+        assert!(!api.is_empty(), "the local stack did not start");
         std::thread::spawn(move || for _ in lines {});
         Harness {
             child,
@@ -95,6 +102,7 @@ impl Harness {
             key,
             bucket,
             table,
+            front,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -189,7 +197,7 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
                 "export-1": {"operation": "export/url", "input": "convert-1"},
                 "export-2": {"operation": "export/s3", "input": "convert-1", "bucket": h.bucket, "region": "us-east-1",
                              "access_key_id": "testing", "secret_access_key": "testing-secret",
-                             "endpoint": env("RUNCONVERT_TEST_S3_ENDPOINT"), "key": "results/photo.png"},
+                             "endpoint": h.front.clone(), "key": "results/photo.png"},
             }}),
         )
         .await;
@@ -293,7 +301,7 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
         .with_region("us-east-1")
         .with_access_key_id("testing")
         .with_secret_access_key("testing-secret")
-        .with_endpoint(env("RUNCONVERT_TEST_S3_ENDPOINT"))
+        .with_endpoint(h.front.clone())
         .with_allow_http(true)
         .build()
         .unwrap();
@@ -313,22 +321,46 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
         .unwrap();
     assert_eq!(image_size(&thumb).0, 64);
 
-    // A worker that crashes: its task fails with processing_failed (the state machine's
-    // Catch), the job fails, and job.failed is published once.
+    // A worker process killed mid-task (a second into a slow download): its task fails
+    // with processing_failed (the state machine's Catch), the job fails, and job.failed is
+    // published once. A worker past its Timeout is killed, and ends the same way.
     let (status, d) = h
         .post(
             "/v2/process/jobs",
             &json!({"tasks": {
                 "in": {"operation": "import/base64", "file": b64(b"hello"), "filename": "a.txt"},
-                "crash-me": {"operation": "archive", "input": "in", "output_format": "zip"},
+                "crash-me": {"operation": "import/url", "url": fx.url("/slow/4/corpus/images/photo_640x480.jpg")},
+                "zip": {"operation": "archive", "input": ["in", "crash-me"], "output_format": "zip"},
             }}),
         )
         .await;
     assert_eq!(status, 201, "{d}");
+    let (status, slow) = h
+        .post(
+            "/v2/process/jobs",
+            &json!({"tasks": {
+                "too-slow": {"operation": "import/url", "url": fx.url("/slow/6/corpus/images/photo_640x480.jpg")},
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{slow}");
     let d = h.wait(d["id"].as_str().unwrap()).await;
     assert_eq!(d["status"], "failed", "{d:#}");
     assert_eq!(task(&d, "crash-me")["code"], "processing_failed", "{d:#}");
+    assert!(
+        task(&d, "crash-me")["message"]
+            .as_str()
+            .unwrap()
+            .contains("Runtime.ExitError"),
+        "{d:#}"
+    );
     assert_eq!(task(&d, "in")["status"], "finished");
+    assert_eq!(task(&d, "zip")["code"], "input_task_failed", "{d:#}");
+    let slow = h.wait(slow["id"].as_str().unwrap()).await;
+    assert_eq!(slow["status"], "failed", "{slow:#}");
+    let t = task(&slow, "too-slow");
+    assert_eq!(t["code"], "processing_failed", "{t}");
+    assert!(t["message"].as_str().unwrap().contains("Sandbox.Timedout"), "{t}");
 
     // A Plan step that fails after its retries: the execution's Catch (FailJob) ends the
     // job failed, every open task with a code, and job.failed comes once; nothing is left
@@ -459,7 +491,7 @@ fn admin(h: &Harness, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin_path().with_file_name("runconvert-aws"))
         .args(args)
         .env("TABLE_NAME", &h.table)
-        .env("AWS_ENDPOINT_URL", env("RUNCONVERT_TEST_S3_ENDPOINT"))
+        .env("AWS_ENDPOINT_URL", h.front.clone())
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")

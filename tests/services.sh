@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The real storage servers that the connector tests talk to, all on 127.0.0.1:
-#   moto (S3, DynamoDB, SQS, Step Functions)         port $RC_MOTO_PORT    (27001)
-#     started with MOTO_PORT=$RC_AWS_FRONT_PORT (27004): its Step Functions interpreter
-#     sends Lambda invocations there, to the AWS test harness (runconvert-aws-local)
+#   moto (S3 for the connector tests)                port $RC_MOTO_PORT    (27001)
+#     (the AWS deployment's tests start a moto of their own: infra/local/stack.py)
 #   Azurite, blob service only (Azure Blob Storage)  port $RC_AZURITE_PORT (27002)
 #   tests/support/gcs_emulator.py (GCS XML API)      port $RC_GCS_PORT     (27003)
 #   OpenSSH sshd (SFTP)                              port $RC_SSHD_PORT    (27022)
 #
+#   bash tests/services.sh install [service...]   install what is missing, start nothing
 #   bash tests/services.sh start    install what is missing (apt-get, a pip venv, npm), start
 #                                   whatever is not already running and answering, create the
 #                                   buckets rc-in and rc-out in each store, print the env
@@ -22,7 +22,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=$ROOT/target/test-services
 MOTO_PORT=${RC_MOTO_PORT:-27001}
-AWS_FRONT_PORT=${RC_AWS_FRONT_PORT:-27004}
 AZURITE_PORT=${RC_AZURITE_PORT:-27002}
 GCS_PORT=${RC_GCS_PORT:-27003}
 SSHD_PORT=${RC_SSHD_PORT:-27022}
@@ -266,9 +265,7 @@ start_moto() {
   if running moto; then log "moto already runs on $MOTO_PORT"; else
     install_moto
     prepare_start moto "$MOTO_PORT"
-    # MOTO_PORT (moto's own setting) is where its Step Functions interpreter sends Lambda
-    # invocations and SQS calls: the AWS test harness's front listens there.
-    launch moto /usr/bin/env MOTO_PORT="$AWS_FRONT_PORT" "$STATE/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+    launch moto "$STATE/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
     wait_for moto check_moto
     log "moto runs on 127.0.0.1:$MOTO_PORT"
   fi
@@ -407,7 +404,6 @@ print_env() {
     printf "export %s='%s'\n" \
       RUNCONVERT_TEST_S3_ENDPOINT "http://127.0.0.1:$MOTO_PORT" \
       RUNCONVERT_TEST_MOTO_PORT "$MOTO_PORT" \
-      RUNCONVERT_TEST_AWS_FRONT "127.0.0.1:$AWS_FRONT_PORT" \
       RUNCONVERT_TEST_AZURE_ENDPOINT "http://127.0.0.1:$AZURITE_PORT/{account}" \
       RUNCONVERT_TEST_AZURE_ACCOUNT "$AZURE_ACCOUNT" \
       RUNCONVERT_TEST_AZURE_KEY "$AZURE_KEY" \
@@ -439,6 +435,13 @@ case "$cmd" in
     for s in "${SERVICES[@]}"; do "start_$s"; done
     print_env
     ;;
+  install)
+    mkdir -p "$STATE"
+    install_system_packages
+    for s in "${SERVICES[@]}"; do
+      if declare -F "install_$s" >/dev/null; then "install_$s"; fi
+    done
+    ;;
   stop)
     for s in "${SERVICES[@]}"; do stop_service "$s"; done
     ;;
@@ -453,7 +456,7 @@ case "$cmd" in
     exit $rc
     ;;
   *)
-    echo "usage: bash tests/services.sh start|stop|env|status" >&2
+    echo "usage: bash tests/services.sh install|start|stop|env|status [service...]" >&2
     exit 2
     ;;
 esac
