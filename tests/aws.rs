@@ -63,9 +63,9 @@ impl Harness {
             .args(["--parameter", "ApiMaxWaitSeconds=3"])
             // A worker killed mid-task (its import is served slowly), a worker past its
             // Timeout, a plan step that dies, a StartExecution refused.
-            .args(["--fault", "ImportExportFunction=kill:1@crash-me"])
-            .args(["--fault", "ImportExportFunction=timeout:2@too-slow"])
-            .args(["--fault", "PlanFunction=kill:0@plan-fails"])
+            .args(["--fault", "ImportFunction=kill:1@crash-me"])
+            .args(["--fault", "ImportFunction=timeout:2@too-slow"])
+            .args(["--fault", "JobFunction=kill:0@plan-fails+step:start"])
             .args(["--fault", "StartExecution=refuse@start-fails"])
             .env(
                 "RUNCONVERT_LOG",
@@ -362,7 +362,7 @@ async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
     assert_eq!(t["code"], "processing_failed", "{t}");
     assert!(t["message"].as_str().unwrap().contains("Sandbox.Timedout"), "{t}");
 
-    // A Plan step that fails after its retries: the execution's Catch (FailJob) ends the
+    // A Start step that dies, every time: the execution's Catch (FailJob) ends the
     // job failed, every open task with a code, and job.failed comes once; nothing is left
     // processing.
     let (status, e) = h

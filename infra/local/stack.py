@@ -534,7 +534,8 @@ class Stack:
         return self.logs[name]
 
     # -- faults (tests only): FUNCTION=kill:SECONDS@TAG, FUNCTION=timeout:SECONDS@TAG,
-    #    StartExecution=refuse@TAG; TAG is the job's tag or the task's name.
+    #    StartExecution=refuse@TAG; TAG is the job's tag, the task's name or step:<step of
+    #    the job function>, or several joined by '+' (all must hold).
     def fault_for(self, fn, payload):
         if not self.faults:
             return None
@@ -544,13 +545,13 @@ class Stack:
             return None
         names = self.labels(p) if isinstance(p, dict) else set()
         for target, action, arg, tag in self.faults:
-            if target == fn.logical and tag in names:
+            if target == fn.logical and set(tag.split("+")) <= names:
                 return (action, arg)
         return None
 
     def labels(self, p):
         """The job tag and task name an invocation is about."""
-        out = set()
+        out = {f"step:{p['step']}"} if isinstance(p.get("step"), str) else set()
         ddb = self.client("dynamodb")
         job_id, task_id = p.get("job_id"), p.get("task_id")
         try:
@@ -918,7 +919,7 @@ def front_handler(stack):
             if target == "AWSStepFunctions.StartExecution":
                 refused = self.refused_start(body)
                 if refused:
-                    return self.answer(400, refused, [("content-type", "application/x-amz-json-1.0")])
+                    return self.answer(400, json.dumps(refused).encode(), [("content-type", "application/x-amz-json-1.0")])
             status, headers, out = self.forward(body)
             if target == "AWSStepFunctions.StartExecution" and status == 200:
                 req, res = json.loads(body), json.loads(out)

@@ -420,6 +420,56 @@ impl DynamoStore {
     }
 
     /// Records one delivery attempt of a webhook (what `GET /v2/webhooks/{id}/deliveries` shows).
+    /// Keeps the Step Functions task token of a task that waits for its inputs (or its
+    /// upload), in an item of its own beside the job's (`TOKEN#<task>`): task items are
+    /// rewritten whole on every transition. Deleting the job deletes it too.
+    pub async fn put_wait_token(&self, job_id: &str, task_id: &str, token: &str) -> PortResult<()> {
+        // A standard execution lasts a year at most.
+        let expires = Timestamp::now().millis() / 1000 + 400 * 86_400;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(job_pk(job_id)))
+            .item("sk", s(format!("TOKEN#{task_id}")))
+            .item("kind", s("token"))
+            .item("task_id", s(task_id))
+            .item("token", s(token))
+            .item("expires_at", AttributeValue::N(expires.to_string()))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// The tokens of a job's waiting tasks: (task id, token).
+    pub async fn wait_tokens(&self, job_id: &str) -> PortResult<Vec<(String, String)>> {
+        let items = self
+            .query_all(
+                None,
+                "pk = :p AND begins_with(sk, :t)",
+                vec![(":p", s(job_pk(job_id))), (":t", s("TOKEN#"))],
+                true,
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| Some((get_s(i, "task_id")?, get_s(i, "token")?)))
+            .collect())
+    }
+
+    /// Forgets a token once its task was told to go on.
+    pub async fn drop_wait_token(&self, job_id: &str, task_id: &str) -> PortResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(format!("TOKEN#{task_id}")))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     pub async fn record_delivery(&self, webhook_id: &str, d: &Delivery) -> PortResult<()> {
         self.client
             .put_item()

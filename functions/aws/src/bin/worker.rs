@@ -1,4 +1,5 @@
-//! A worker state: runs one task (deployed once per operation family).
+//! An operation's function: runs one task (the same binary for every operation; the
+//! template deploys it once per operation, each with its own memory, timeout and policy).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
