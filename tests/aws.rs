@@ -8,17 +8,12 @@
 use runconvert_tests::stores;
 use runconvert_tests::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// One stack at a time: each runs a process per function instance.
-static ONE_HARNESS: Mutex<()> = Mutex::new(());
-
 struct Harness {
-    child: Child,
-    _turn: std::sync::MutexGuard<'static, ()>,
+    _stack: Server,
     api: String,
     key: String,
     bucket: String,
@@ -28,85 +23,38 @@ struct Harness {
     http: reqwest::Client,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        // SIGTERM: the stack stops every process it started.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 impl Harness {
-    fn start() -> Harness {
-        // A test that failed while holding the turn poisons the lock; the next may go on.
-        let turn = ONE_HARNESS.lock().unwrap_or_else(|p| p.into_inner());
-        let root = root();
-        let python = root.join("target/test-services/venv/bin/python");
-        assert!(
-            python.exists(),
-            "moto's venv is missing: run `bash infra/local-stack.sh` or `bash tests/services.sh install moto`"
-        );
-        let mut child = Command::new(&python)
-            .arg(root.join("infra/local/stack.py"))
-            .arg("--bin-dir")
-            .arg(bin_path().parent().unwrap())
-            .arg("--allow-private-networks")
-            .args(["--upload-timeout", "600"])
+    async fn start() -> Harness {
+        let stack = Server::local_stack(&[
+            "--allow-private-networks",
+            "--upload-timeout",
+            "600",
             // The API function answers /wait under its own timeout; short here.
-            .args(["--parameter", "ApiMaxWaitSeconds=3"])
+            "--parameter",
+            "ApiMaxWaitSeconds=3",
             // A worker killed mid-task (its import is served slowly), a worker past its
-            // Timeout, a plan step that dies, a StartExecution refused.
-            .args(["--fault", "ImportFunction=kill:1@crash-me"])
-            .args(["--fault", "ImportFunction=timeout:2@too-slow"])
-            .args(["--fault", "JobFunction=kill:0@plan-fails+step:start"])
-            .args(["--fault", "StartExecution=refuse@start-fails"])
-            .env(
-                "RUNCONVERT_LOG",
-                std::env::var("RUNCONVERT_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", python.display()));
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut api, mut key, mut bucket, mut table, mut front) = Default::default();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            let set = |prefix: &str, slot: &mut String| {
-                if let Some(v) = line.strip_prefix(prefix) {
-                    *slot = v.to_string();
-                }
-            };
-            set("API ", &mut api);
-            set("KEY ", &mut key);
-            set("BUCKET ", &mut bucket);
-            set("TABLE ", &mut table);
-            set("FRONT ", &mut front);
-            if line == "READY" {
-                break;
-            }
-        }
-        assert!(!api.is_empty(), "the local stack did not start");
-        std::thread::spawn(move || for _ in lines {});
+            // Timeout, a start step that dies, a StartExecution refused.
+            "--fault",
+            "ImportFunction=kill:1@crash-me",
+            "--fault",
+            "ImportFunction=timeout:2@too-slow",
+            "--fault",
+            "JobFunction=kill:0@plan-fails+step:start",
+            "--fault",
+            "StartExecution=refuse@start-fails",
+        ])
+        .await;
         Harness {
-            child,
-            _turn: turn,
-            api,
-            key,
-            bucket,
-            table,
-            front,
+            api: stack.base.clone(),
+            key: stack.key.clone(),
+            bucket: stack.stack_value("BUCKET"),
+            table: stack.stack_value("TABLE"),
+            front: stack.stack_value("FRONT"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
                 .unwrap(),
+            _stack: stack,
         }
     }
 
@@ -175,7 +123,7 @@ async fn receiver() -> (String, Got) {
 
 #[tokio::test]
 async fn jobs_run_through_dynamodb_step_functions_s3_and_sqs() {
-    let h = Harness::start();
+    let h = Harness::start().await;
     let fx = Fixture::start().await;
     let (hook_url, got) = receiver().await;
     let (status, hook) = h
@@ -506,7 +454,7 @@ fn admin(h: &Harness, args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test]
 async fn keys_and_credits_from_the_admin_command_limit_what_a_user_runs() {
-    let h = Harness::start();
+    let h = Harness::start().await;
     let (ok, key, err) = admin(
         &h,
         &[

@@ -56,26 +56,6 @@ fn probe(bytes: &[u8], ext: &str) -> (String, f64, String) {
     )
 }
 
-/// A minimal Word document, written here, whose text is `text`.
-fn docx(text: &str) -> Vec<u8> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    {
-        let mut z = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default();
-        z.start_file("[Content_Types].xml", opts).unwrap();
-        z.write_all(br#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#).unwrap();
-        z.start_file("_rels/.rels", opts).unwrap();
-        z.write_all(br#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>"#).unwrap();
-        z.start_file("word/document.xml", opts).unwrap();
-        write!(z, r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body></w:document>"#).unwrap();
-        z.finish().unwrap();
-    }
-    buf.into_inner()
-}
-
 /// A Word document whose one part unpacks to 600 MB of zeros (a zip bomb).
 fn docx_bomb() -> Vec<u8> {
     let mut buf = std::io::Cursor::new(Vec::new());

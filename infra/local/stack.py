@@ -21,7 +21,8 @@ What `sam deploy` makes, played by local parts, all read from template.yaml:
 - EventBridge rules of the template (EventBridgeRule events): patterns matched, the
   target invoked asynchronously with retries.
 
-Prints `API <url>`, `KEY <api key>`, `BUCKET`, `TABLE`, `FRONT`, then `READY`; stops
+Prints `API <url>`, `KEY <api key>`, `KEY2` (a second user's), `BUCKET`, `TABLE`,
+`FRONT` (the AWS endpoint: moto behind the front), then `READY`; stops
 everything it started on SIGINT or SIGTERM. `GET <front>/_stack/stats` answers what the
 stack counted (invocations, billed milliseconds and memory per function, init times,
 state transitions, DynamoDB/S3/SQS requests), for infra/cost.py.
@@ -306,7 +307,9 @@ class Instance:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         port = self.server.server_address[1]
         env = dict(fn.env)
-        self.tmp = os.path.join(fn.stack.state, "tmp", f"{fn.logical}-{port}")
+        # Short: Chromium puts a Unix socket (at most 108 bytes of path) under TMPDIR, which
+        # is /tmp on Lambda.
+        self.tmp = os.path.join(fn.stack.state, "tmp", str(port))
         os.makedirs(self.tmp, exist_ok=True)
         env.update({
             "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
@@ -503,10 +506,6 @@ class Function:
             return True, result[1], 200
         return False, result[1], 200
 
-    def stop(self):
-        with self.lock:
-            for inst in list(self.instances):
-                inst.kill()
 
 
 # --- the stack ---------------------------------------------------------------------------------
@@ -595,9 +594,11 @@ class Stack:
         self.start_functions()
         self.start_api()
         self.start_pollers()
-        key = self.make_key()
+        key, other = self.make_key("local"), self.make_key("other")
         print(f"API {self.api_url}")
         print(f"KEY {key}")
+        # A second user's key, for tests that one user never sees another's jobs.
+        print(f"KEY2 {other}")
         print(f"BUCKET {self.bucket}")
         print(f"TABLE {self.table}")
         print(f"FRONT {FRONT_URL[0]}")
@@ -837,11 +838,11 @@ class Stack:
                     "stopDate": int(d["stopDate"].timestamp() * 1000) if d.get("stopDate") else None,
                 })
 
-    def make_key(self):
+    def make_key(self, name):
         admin = os.path.join(self.args.bin_dir, "runconvert-aws")
         env = dict(os.environ, AWS_ENDPOINT_URL=FRONT_URL[0], AWS_ACCESS_KEY_ID="testing",
                    AWS_SECRET_ACCESS_KEY="testing", AWS_REGION=REGION, TABLE_NAME=self.table)
-        out = subprocess.run([admin, "keys", "create", "--name", "local"], env=env, capture_output=True,
+        out = subprocess.run([admin, "keys", "create", "--name", name], env=env, capture_output=True,
                              text=True, timeout=60)
         if out.returncode != 0:
             raise SystemExit(f"runconvert-aws keys create: {out.stderr}")
@@ -849,8 +850,10 @@ class Stack:
 
     def stop(self):
         STOPPING.set()
-        for fn in self.functions.values():
-            fn.stop()
+        # No locks here: a signal may come while any thread holds one.
+        for fn in list(self.functions.values()):
+            for inst in list(fn.instances):
+                inst.kill()
         for p in self.children:
             try:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -1011,6 +1014,7 @@ def front_handler(stack):
 def api_handler(fn):
     class H(Quiet):
         def handle_any(self):
+            STATS.count("apigateway.request")
             n = int(self.headers.get("content-length") or 0)
             if n > API_MAX_REQUEST:
                 self.close_connection = True
@@ -1114,8 +1118,16 @@ def main():
         stack.faults.append((m.group(1), m.group(2), m.group(3), m.group(4)))
 
     def bye(*_):
+        # Whatever happens in stop(), the stack is gone within 10 s.
+        threading.Timer(10, lambda: os._exit(1)).start()
         stack.stop()
         os._exit(0)
+    # The stack stops when whoever started it dies (a test killed mid-way).
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
     signal.signal(signal.SIGTERM, bye)
     signal.signal(signal.SIGINT, bye)
     try:

@@ -134,6 +134,9 @@ pub struct Server {
     pub banner: Vec<String>,
     /// The descriptor limit it runs under (through `prlimit`), if one was set.
     nofile: Option<u64>,
+    /// The local AWS stack instead of `runconvert serve`: what it printed (`BUCKET`,
+    /// `TABLE`, `FRONT`...), by name.
+    pub stack: Option<std::collections::HashMap<String, String>>,
 }
 
 impl Server {
@@ -175,9 +178,77 @@ impl Server {
                 .unwrap(),
             banner: Vec::new(),
             nofile,
+            stack: None,
         };
         s.spawn().await;
         s
+    }
+
+    /// Starts the local AWS stack (infra/local/stack.py: every function of template.yaml
+    /// as its own process through the Lambda Runtime API, moto for the AWS services), with
+    /// `args` added; the same helpers then drive it. It needs moto's venv
+    /// (`bash tests/services.sh install moto`).
+    pub async fn local_stack(args: &[&str]) -> Server {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+        let python = root.join("target/test-services/venv/bin/python");
+        assert!(
+            python.exists(),
+            "moto's venv is missing: run `bash tests/services.sh install moto`"
+        );
+        let state = unique_dir("stack");
+        let mut child = Command::new(&python)
+            .arg(root.join("infra/local/stack.py"))
+            .arg("--bin-dir")
+            .arg(bin_path().parent().unwrap())
+            .arg("--state")
+            .arg(&state)
+            .args(args)
+            .env(
+                "RUNCONVERT_LOG",
+                std::env::var("RUNCONVERT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", python.display()));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = std::collections::HashMap::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line == "READY" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(' ') {
+                printed.insert(k.to_string(), v.to_string());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let base = printed.get("API").cloned().expect("the local stack did not start");
+        Server {
+            child: Some(child),
+            data_dir: state,
+            base,
+            key: printed["KEY"].clone(),
+            other_key: printed["KEY2"].clone(),
+            args: Vec::new(),
+            listen: String::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            banner: Vec::new(),
+            nofile: None,
+            stack: Some(printed),
+        }
+    }
+
+    /// What the local stack printed under `name` (`BUCKET`, `TABLE`, `FRONT`).
+    pub fn stack_value(&self, name: &str) -> String {
+        self.stack
+            .as_ref()
+            .and_then(|s| s.get(name))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Starts a server (two users' keys made first) under a descriptor limit of `nofile`.
@@ -274,7 +345,19 @@ impl Server {
     /// Kills the server with SIGKILL (no clean shutdown).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            if self.stack.is_some() {
+                // SIGTERM: the stack stops every process it started (within 10 s).
+                let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+                for _ in 0..150 {
+                    if matches!(c.try_wait(), Ok(Some(_))) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = c.kill();
+            } else {
+                let _ = c.kill();
+            }
             let _ = c.wait();
         }
     }
@@ -689,4 +772,44 @@ pub fn one_page_pdf(w: i64, h: i64, content: &[u8], deflate: bool) -> Vec<u8> {
     let mut out = Vec::new();
     doc.save_to(&mut out).unwrap();
     out
+}
+
+/// A minimal Word document, written here, whose text is `text`.
+pub fn docx(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default();
+        z.start_file("[Content_Types].xml", opts).unwrap();
+        z.write_all(br#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#).unwrap();
+        z.start_file("_rels/.rels", opts).unwrap();
+        z.write_all(br#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>"#).unwrap();
+        z.start_file("word/document.xml", opts).unwrap();
+        write!(z, r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body></w:document>"#).unwrap();
+        z.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+/// A name no other run uses: `tag`, the process and the time.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// `base` with the fields of `extra` added.
+pub fn merged(base: Value, extra: Value) -> Value {
+    let mut m = base.as_object().unwrap().clone();
+    m.extend(extra.as_object().unwrap().clone());
+    Value::Object(m)
 }

@@ -70,6 +70,9 @@ pub struct Env {
     /// and route work (API, job), which have none themselves: what they accept is what
     /// the deployment runs. Unset (the workers): the tools on this function's PATH.
     pub deployed_tools: Option<Vec<String>>,
+    /// Where Azure Blob and Google Cloud Storage requests go (`AZURE_BLOB_ENDPOINT`, with
+    /// `{account}`; `GCS_EMULATOR_URL`): the public services when unset.
+    pub stores: runconvert_connectors::buckets::StoreSettings,
 }
 
 impl Env {
@@ -118,6 +121,10 @@ impl Env {
                     .filter(|t| !t.is_empty())
                     .collect()
             }),
+            stores: runconvert_connectors::buckets::StoreSettings {
+                azure_blob_endpoint: var("AZURE_BLOB_ENDPOINT"),
+                gcs_emulator: var("GCS_EMULATOR_URL"),
+            },
         })
     }
 }
@@ -193,7 +200,7 @@ impl Aws {
                     ..EngineLimits::default()
                 },
                 retention: env.retention,
-                stores: Default::default(),
+                stores: env.stores.clone(),
                 require_sftp_host_key: env.sftp_require_host_key,
             },
         };

@@ -431,8 +431,11 @@ async fn run(
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::piped())
     .kill_on_drop(true);
-    // Chromium's own sandbox needs user namespaces; as root it refuses to start without this.
-    if unsafe { libc::geteuid() } == 0 {
+    // Chromium's own sandbox needs unprivileged user namespaces: as root it refuses to
+    // start with it, and where they cannot be made (AWS Lambda, which does not run as
+    // root either) it cannot start at all. The tools' other walls (the pinning proxy, no
+    // resolver, a private profile) stay.
+    if unsafe { libc::geteuid() } == 0 || !user_namespaces_work() {
         cmd.arg("--no-sandbox");
     }
     cmd.as_std_mut().process_group(0);
@@ -441,18 +444,31 @@ async fn run(
     let stderr = child.stderr.take();
     let browser = Browser { child, pid };
     let mut lines = BufReader::new(stderr.ok_or_else(|| failed("Chromium has no stderr"))?).lines();
-    let ws_url = tokio::time::timeout(Duration::from_secs(20), async {
+    // What Chromium said last, for the message if it never gets going.
+    let mut said: Vec<String> = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(rest) = line.split("DevTools listening on ").nth(1) {
                 return Some(rest.trim().to_string());
             }
+            if said.len() == 3 {
+                said.remove(0);
+            }
+            said.push(line.chars().take(300).collect());
         }
         None
     })
-    .await
-    .ok()
-    .flatten()
-    .ok_or_else(|| failed("Chromium did not start its DevTools endpoint"))?;
+    .await;
+    let ws_url = match found {
+        Ok(Some(url)) => url,
+        Ok(None) => {
+            return Err(failed(format!(
+                "Chromium exited before it started its DevTools endpoint: {}",
+                said.join(" / ")
+            )))
+        }
+        Err(_) => return Err(failed("Chromium did not start its DevTools endpoint within 20 s")),
+    };
     // Keep draining stderr so Chromium never blocks on it.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
@@ -605,6 +621,31 @@ async fn run(
     tokio::fs::write(out, bytes).await.map_err(|e| failed(e.to_string()))?;
     drop(browser);
     Ok(())
+}
+
+/// Whether this process may make a user namespace (what Chromium's sandbox needs), found
+/// once by starting `/bin/true` in one.
+fn user_namespaces_work() -> bool {
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        use std::os::unix::process::CommandExt;
+        let mut probe = std::process::Command::new("/bin/true");
+        probe
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: unshare(2) between fork and exec touches only the child's namespaces.
+        unsafe {
+            probe.pre_exec(|| {
+                if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        probe.status().map(|s| s.success()).unwrap_or(false)
+    })
 }
 
 #[cfg(test)]

@@ -144,15 +144,15 @@ pub fn run_lines(
         buf
     });
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    if let Some(stdout) = child.stdout.take() {
+    let out_reader = child.stdout.take().map(|stdout| {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
                 }
             }
-        });
-    }
+        })
+    });
     let started = Instant::now();
     let status = loop {
         while let Ok(line) = rx.try_recv() {
@@ -183,10 +183,15 @@ pub fn run_lines(
             Err(e) => return Err(TaskError::new(codes::PROCESSING_FAILED, format!("{what}: {e}"))),
         }
     };
-    while let Ok(line) = rx.try_recv() {
+    // The tool has exited, but its last lines may still be in the pipe: with the group
+    // gone (nothing else holds the pipe), read to its end before looking at them.
+    // (Two seconds at most, should something outside the group still hold it.)
+    kill_group(pid);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         on_line(&line);
     }
-    kill_group(pid);
+    drop(out_reader);
     let err = err_reader.join().unwrap_or_default();
     // Some tools (pdftoppm) say they ran out of memory and still exit 0 with a broken file.
     if let Some(e) = limit_failure(what, status, &err, limits) {
