@@ -80,6 +80,12 @@ bash tests/services.sh start >/dev/null
 source target/test-services/env.sh
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+# `sam build` of every zip function as a user runs it (arm64, cargo-lambda with zig), with
+# each package's size; SAM_BUILD=0 skips it (it is a second, release, cross build).
+if [ "${SAM_BUILD:-1}" != 0 ]; then
+  log "infra/sam-build.sh"
+  bash infra/sam-build.sh
+fi
 # The fuzz targets build and each runs briefly on its seeds (which keep the inputs of
 # crashes once found and fixed) plus what it mutates from them; longer sessions:
 # `FUZZ_SECONDS=600 bash fuzz/run.sh`. FUZZ_SECONDS=0 skips this step.

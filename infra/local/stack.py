@@ -165,6 +165,8 @@ class Template:
                 self.names[lid] = self.resolve(props.get("Name")) if props.get("Name") else f"{stack}-{lid}"
             elif t in ("AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SQS::Queue"):
                 self.names[lid] = f"{stack}-{lid}".lower()
+                if props.get("FifoQueue"):
+                    self.names[lid] += ".fifo"
             elif t == "AWS::SSM::Parameter":
                 self.names[lid] = self.resolve(props.get("Name")) if props.get("Name") else f"/{stack}/{lid}"
             else:
@@ -659,6 +661,9 @@ class Stack:
             for k in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds"):
                 if k in p:
                     attrs[k] = str(p[k])
+            for k in ("FifoQueue", "ContentBasedDeduplication"):
+                if p.get(k):
+                    attrs[k] = "true"
             if "RedrivePolicy" in p:
                 attrs["RedrivePolicy"] = json.dumps(p["RedrivePolicy"])
             self.client("sqs").create_queue(QueueName=t.names[lid], Attributes=attrs)
@@ -771,6 +776,7 @@ class Stack:
             msgs = got.get("Messages", [])
             if not msgs:
                 continue
+
             records = [{
                 "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
                 "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],

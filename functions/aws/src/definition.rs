@@ -231,6 +231,7 @@ pub fn definition() -> Value {
                 "Resource": "arn:aws:states:::sqs:sendMessage",
                 "Parameters": {
                     "QueueUrl": "${WebhookQueueUrl}",
+                    "MessageGroupId.$": "$.job_id",
                     "MessageBody": { "job_id.$": "$.job_id", "outcome.$": "$.plan.outcome" }
                 },
                 "ResultPath": null,

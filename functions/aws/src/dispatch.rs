@@ -92,6 +92,8 @@ impl EventSink for SqsEvents {
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(event_message(&event, &user).to_string())
+            // FIFO, one group per job: a job's events reach each receiver in order.
+            .message_group_id(event.job_id())
             .send()
             .await
             .map_err(|e| PortError::new(format!("sqs: {e:?}")))?;

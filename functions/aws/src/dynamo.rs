@@ -470,14 +470,90 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Records an attempt at a delivery (the same item each time: its key comes from its
+    /// first attempt), and beside it where to find it by its event (`EVENT#<event id>`).
     pub async fn record_delivery(&self, webhook_id: &str, d: &Delivery) -> PortResult<()> {
+        let sk = format!("DELIVERY#{:013}#{}", d.created_at.millis(), d.id);
         self.client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(format!("WEBHOOK#{webhook_id}")))
-            .item("sk", s(format!("DELIVERY#{:013}#{}", d.created_at.millis(), d.id)))
+            .item("sk", s(&sk))
             .item("kind", s("delivery"))
             .item("data", s(serde_json::to_string(d).map_err(err)?))
+            .send()
+            .await
+            .map_err(err)?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("WEBHOOK#{webhook_id}")))
+            .item("sk", s(format!("EVENT#{}", d.event_id)))
+            .item("kind", s("delivery-of-event"))
+            .item("delivery_sk", s(sk))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// The delivery of `event_id` to a receiver, if it was tried before.
+    pub async fn find_delivery(&self, webhook_id: &str, event_id: &str) -> PortResult<Option<Delivery>> {
+        let pk = s(format!("WEBHOOK#{webhook_id}"));
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk.clone())
+            .key("sk", s(format!("EVENT#{event_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err)?;
+        let Some(sk) = got.item().and_then(|i| get_s(i, "delivery_sk")) else {
+            return Ok(None);
+        };
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(got
+            .item()
+            .and_then(|i| serde_json::from_str(&get_s(i, "data").unwrap_or_default()).ok()))
+    }
+
+    /// Disables a subscription (its receiver answered 410 Gone): it gets no more events.
+    pub async fn disable_webhook(&self, user_id: &str, webhook_id: &str, reason: &str) -> PortResult<()> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USER#{user_id}")))
+            .key("sk", s(format!("WEBHOOK#{webhook_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err)?;
+        let Some(mut item) = got.item().cloned() else {
+            return Ok(());
+        };
+        let mut data: Value = serde_json::from_str(&get_s(&item, "data").unwrap_or_default()).map_err(err)?;
+        if !data["disabled_at"].is_null() {
+            return Ok(());
+        }
+        data["disabled_at"] = Value::from(Timestamp::now().millis());
+        data["disabled_reason"] = Value::from(reason);
+        item.insert("data".into(), s(data.to_string()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
             .send()
             .await
             .map_err(err)?;

@@ -73,6 +73,9 @@ pub struct Env {
     /// Where Azure Blob and Google Cloud Storage requests go (`AZURE_BLOB_ENDPOINT`, with
     /// `{account}`; `GCS_EMULATOR_URL`): the public services when unset.
     pub stores: runconvert_connectors::buckets::StoreSettings,
+    /// How webhook deliveries are retried (`WEBHOOK_FIRST_BACKOFF_SECONDS`,
+    /// `WEBHOOK_HORIZON_SECONDS`; 5 s doubling to an hour, for a day, by default).
+    pub webhook_retry: webhooks::RetryPolicy,
 }
 
 impl Env {
@@ -124,6 +127,11 @@ impl Env {
             stores: runconvert_connectors::buckets::StoreSettings {
                 azure_blob_endpoint: var("AZURE_BLOB_ENDPOINT"),
                 gcs_emulator: var("GCS_EMULATOR_URL"),
+            },
+            webhook_retry: webhooks::RetryPolicy {
+                first_backoff: Duration::from_secs(num("WEBHOOK_FIRST_BACKOFF_SECONDS", 5)),
+                horizon: Duration::from_secs(num("WEBHOOK_HORIZON_SECONDS", 86_400)),
+                ..webhooks::RetryPolicy::default()
             },
         })
     }
@@ -300,10 +308,15 @@ impl Aws {
         Ok(json!({"status": if failed { "failed" } else { "finished" }}))
     }
 
-    /// One webhook queue message: delivers it to every subscription of the job's owner
-    /// that wants it (and to the job's own webhook_url for its final event). Err asks
-    /// SQS to deliver the message again later (retries, then the dead-letter queue).
-    pub async fn deliver(&self, message: &str, sender: &Sender) -> Result<(), String> {
+    /// One webhook queue message: its event to every subscription of the job's owner that
+    /// wants it, and to the job's own webhook_url for its final event. Each receiver's
+    /// attempts are recorded (`Delivery`, also what `/v2/webhooks/{id}/deliveries` shows):
+    /// a receiver that answered is not sent the event again, one that failed is tried again
+    /// with [`webhooks::RetryPolicy`]'s backoff until its horizon, and a 410 disables the
+    /// subscription. `Ok(Some(wait))`: some receiver is to be tried again after `wait` (the
+    /// message comes back then; the queue is FIFO per job, so later events of the job wait
+    /// behind it and every receiver gets a job's events in order).
+    pub async fn deliver(&self, message: &str, sender: &Sender) -> Result<Option<Duration>, String> {
         let m: Value = serde_json::from_str(message).map_err(|e| format!("bad message: {e}"))?;
         let job_id = m["job_id"].as_str().ok_or("no job_id")?;
         let job = self.store.get_job(None, job_id).await.map_err(|e| e.to_string())?;
@@ -317,65 +330,101 @@ impl Aws {
                 };
                 (Event::job(name, job.clone()).payload(), job.user_id.clone())
             }
-            _ => return Ok(()), // the job was deleted
+            _ => return Ok(None), // the job was deleted, or its end was announced already
         };
         let event = body["event"].as_str().unwrap_or_default().to_string();
         let Some(name) = EventName::ALL.into_iter().find(|n| n.as_str() == event) else {
             return Err(format!("unknown event {event:?}"));
         };
-        let mut targets: Vec<(Option<String>, String, String)> = self
+        // (subscription id or the job's own key, the user's subscription id, url, secret)
+        let mut targets: Vec<(String, Option<String>, String, String)> = self
             .store
             .list_webhooks(&user_id)
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
             .filter(|h| webhooks::wants(h, name))
-            .map(|h| (Some(h.id), h.endpoint_url, h.secret))
+            .map(|h| (h.id.clone(), Some(h.id), h.endpoint_url, h.secret))
             .collect();
         if let Some(job) = &job {
             if let (Some(url), Some(secret), true) =
                 (&job.webhook_url, &job.webhook_secret, webhooks::job_url_wants(name))
             {
-                targets.push((None, url.clone(), secret.clone()));
+                targets.push((format!("JOB-{job_id}"), None, url.clone(), secret.clone()));
             }
         }
         let event_id = format!("{job_id}:{event}:{}", body["task"]["id"].as_str().unwrap_or(""));
         let raw = body.to_string();
-        let mut retry = Vec::new();
-        for (hook, url, secret) in targets {
+        let mut again: Option<Duration> = None;
+        for (key, hook, url, secret) in targets {
             let now = Timestamp::now();
-            let outcome = sender.send(&url, &secret, &event_id, &raw, now.millis() / 1000).await;
-            let (status, code, error) = match &outcome {
-                Outcome::Delivered(c) => (DeliveryStatus::Delivered, Some(*c), None),
-                Outcome::Retry { status, error } => {
-                    retry.push(error.clone());
-                    (DeliveryStatus::Pending, *status, Some(error.clone()))
+            let before = self
+                .store
+                .find_delivery(&key, &event_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(d) = &before {
+                match (d.status, d.next_attempt_at) {
+                    (DeliveryStatus::Delivered | DeliveryStatus::Failed, _) => continue,
+                    (DeliveryStatus::Pending, Some(next)) if next > now => {
+                        let wait = Duration::from_millis((next.millis() - now.millis()).max(0) as u64);
+                        again = Some(again.map_or(wait, |a| a.min(wait)));
+                        continue;
+                    }
+                    _ => {}
                 }
-                Outcome::Gone => (DeliveryStatus::Failed, Some(410), Some("410 Gone".to_string())),
-                Outcome::Rejected { status, error } => (DeliveryStatus::Failed, *status, Some(error.clone())),
-            };
-            if let Some(id) = hook {
-                let d = Delivery {
-                    id: new_id(),
-                    event_id: event_id.clone(),
-                    event: event.clone(),
-                    job_id: job_id.to_string(),
-                    status,
-                    attempts: 1,
-                    last_status_code: code,
-                    last_error: error,
-                    created_at: now,
-                    next_attempt_at: None,
-                    delivered_at: (status == DeliveryStatus::Delivered).then_some(now),
-                };
-                let _ = self.store.record_delivery(&id, &d).await;
             }
+            let attempts = before.as_ref().map_or(0, |d| d.attempts) + 1;
+            let created_at = before.as_ref().map_or(now, |d| d.created_at);
+            let outcome = sender.send(&url, &secret, &event_id, &raw, now.millis() / 1000).await;
+            let jitter = (now.millis() % 1000) as f64 / 1000.0;
+            let (status, code, error, next) = match &outcome {
+                Outcome::Delivered(c) => (DeliveryStatus::Delivered, Some(*c), None, None),
+                Outcome::Retry { status, error } => {
+                    match self.env.webhook_retry.next_attempt(created_at, now, attempts, jitter) {
+                        Some(at) => (DeliveryStatus::Pending, *status, Some(error.clone()), Some(at)),
+                        None => (
+                            DeliveryStatus::Failed,
+                            *status,
+                            Some(format!("{error}; given up after {attempts} attempts")),
+                            None,
+                        ),
+                    }
+                }
+                Outcome::Gone => (
+                    DeliveryStatus::Failed,
+                    Some(410),
+                    Some("the receiver answered 410 Gone; the subscription is disabled".to_string()),
+                    None,
+                ),
+                Outcome::Rejected { status, error } => (DeliveryStatus::Failed, *status, Some(error.clone()), None),
+            };
+            if let (Outcome::Gone, Some(id)) = (&outcome, &hook) {
+                self.store
+                    .disable_webhook(&user_id, id, "the receiver answered 410 Gone")
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(at) = next {
+                let wait = Duration::from_millis((at.millis() - now.millis()).max(0) as u64);
+                again = Some(again.map_or(wait, |a| a.min(wait)));
+            }
+            let d = Delivery {
+                id: before.as_ref().map_or_else(new_id, |d| d.id.clone()),
+                event_id: event_id.clone(),
+                event: event.clone(),
+                job_id: job_id.to_string(),
+                status,
+                attempts,
+                last_status_code: code,
+                last_error: error,
+                created_at,
+                next_attempt_at: next,
+                delivered_at: (status == DeliveryStatus::Delivered).then_some(now),
+            };
+            self.store.record_delivery(&key, &d).await.map_err(|e| e.to_string())?;
         }
-        if retry.is_empty() {
-            Ok(())
-        } else {
-            Err(retry.join("; "))
-        }
+        Ok(again)
     }
 }
 

@@ -1,8 +1,11 @@
-//! The webhook function: consumes the event queue, delivers to subscribers, and reports
-//! the messages to try again (partial batch failures; the dead-letter queue after five).
+//! The webhook function: consumes the event queue (FIFO, one group per job), delivers to
+//! subscribers, and hands back the messages to try again (partial batch failures), each
+//! made visible again when its next attempt is due. A message that comes back holds the
+//! later ones of its job behind it: every receiver gets a job's events in order.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, LambdaEvent};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,22 +13,45 @@ use std::time::Duration;
 async fn main() -> Result<(), lambda_runtime::Error> {
     runconvert_aws::init_tracing();
     let aws = Arc::new(runconvert_aws::Aws::from_env().await?);
+    let sqs = aws_sdk_sqs::Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await);
     let sender = Arc::new(runconvert_connectors::webhook::Sender::new(
         runconvert_connectors::Guard::new(aws.env.allow_private_networks),
         Duration::from_secs(10),
     )?);
     lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| {
-        let (aws, sender) = (aws.clone(), sender.clone());
+        let (aws, sender, sqs) = (aws.clone(), sender.clone(), sqs.clone());
         async move {
             let mut failures = Vec::new();
+            // Groups (jobs) with a message to try again: their later messages wait too.
+            let mut held: HashMap<String, Duration> = HashMap::new();
             for record in e.payload.records {
-                let body = record.body.unwrap_or_default();
-                if let Err(why) = aws.deliver(&body, &sender).await {
-                    tracing::warn!(error = %why, "webhook delivery to retry");
-                    let mut f = BatchItemFailure::default();
-                    f.item_identifier = record.message_id.unwrap_or_default();
-                    failures.push(f);
+                let group = record.attributes.get("MessageGroupId").cloned().unwrap_or_default();
+                let wait = match held.get(&group) {
+                    Some(w) => Some(*w),
+                    None => match aws.deliver(record.body.as_deref().unwrap_or_default(), &sender).await {
+                        Ok(None) => None,
+                        Ok(Some(w)) => Some(w),
+                        Err(why) => {
+                            tracing::warn!(error = %why, "webhook message to retry");
+                            Some(Duration::from_secs(30))
+                        }
+                    },
+                };
+                let Some(wait) = wait else { continue };
+                held.entry(group).or_insert(wait);
+                if let (Some(queue), Some(receipt)) = (&aws.env.queue_url, &record.receipt_handle) {
+                    let secs = wait.as_secs().clamp(1, 43_200) as i32;
+                    let _ = sqs
+                        .change_message_visibility()
+                        .queue_url(queue)
+                        .receipt_handle(receipt)
+                        .visibility_timeout(secs)
+                        .send()
+                        .await;
                 }
+                let mut f = BatchItemFailure::default();
+                f.item_identifier = record.message_id.unwrap_or_default();
+                failures.push(f);
             }
             let mut out = SqsBatchResponse::default();
             out.batch_item_failures = failures;
