@@ -18,6 +18,7 @@ Lambda arm64 core; EventBridge events from AWS services are free.
 """
 
 import argparse
+import base64
 import json
 import math
 import os
@@ -73,7 +74,7 @@ def examples(files):
             "export-1": {"operation": "export/url", "input": "convert-1"}}}),
         ("import/base64 → thumbnail → export/url", {"tasks": {
             "import-1": {"operation": "import/base64", "filename": "photo.jpg",
-                         "file": __import__("base64").b64encode(open(os.path.join(ROOT, "target/test-fixtures/images/photo_640x480.jpg"), "rb").read()).decode()},
+                         "file": base64.b64encode(open(os.path.join(ROOT, "target/test-fixtures/images/photo_640x480.jpg"), "rb").read()).decode()},
             "thumb-1": {"operation": "thumbnail", "input": "import-1", "output_format": "jpg",
                         "options": {"width": 128}},
             "export-1": {"operation": "export/url", "input": "thumb-1"}}}),

@@ -120,6 +120,17 @@ pub fn create_key_with(data_dir: &Path, name: &str, extra: &[&str]) -> String {
     key
 }
 
+/// A server the tests start: its log level from `RUNCONVERT_LOG` (warn by default), its
+/// stdout read by the test, its stderr the test's.
+fn as_test_child(cmd: &mut Command) -> &mut Command {
+    cmd.env(
+        "RUNCONVERT_LOG",
+        std::env::var("RUNCONVERT_LOG").unwrap_or_else(|_| "warn".into()),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+}
+
 /// A running `runconvert serve`, killed when dropped.
 pub struct Server {
     child: Option<Child>,
@@ -196,19 +207,14 @@ impl Server {
             "moto's venv is missing: run `bash tests/services.sh install moto`"
         );
         let state = unique_dir("stack");
-        let mut child = Command::new(&python)
-            .arg(root.join("infra/local/stack.py"))
+        let mut cmd = Command::new(&python);
+        cmd.arg(root.join("infra/local/stack.py"))
             .arg("--bin-dir")
             .arg(bin_path().parent().unwrap())
             .arg("--state")
             .arg(&state)
-            .args(args)
-            .env(
-                "RUNCONVERT_LOG",
-                std::env::var("RUNCONVERT_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .args(args);
+        let mut child = as_test_child(&mut cmd)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", python.display()));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -286,19 +292,11 @@ impl Server {
             }
             None => Command::new(bin_path()),
         };
-        let mut child = cmd
-            .arg("serve")
+        cmd.arg("serve")
             .args(["--listen", &self.listen, "--data-dir"])
             .arg(&self.data_dir)
-            .args(&self.args)
-            .env(
-                "RUNCONVERT_LOG",
-                std::env::var("RUNCONVERT_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start runconvert serve");
+            .args(&self.args);
+        let mut child = as_test_child(&mut cmd).spawn().expect("start runconvert serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -367,8 +367,7 @@ impl Aws {
                 match (d.status, d.next_attempt_at) {
                     (DeliveryStatus::Delivered | DeliveryStatus::Failed, _) => continue,
                     (DeliveryStatus::Pending, Some(next)) if next > now => {
-                        let wait = Duration::from_millis((next.millis() - now.millis()).max(0) as u64);
-                        again = Some(again.map_or(wait, |a| a.min(wait)));
+                        again = Some(sooner(again, next, now));
                         continue;
                     }
                     _ => {}
@@ -406,8 +405,7 @@ impl Aws {
                     .map_err(|e| e.to_string())?;
             }
             if let Some(at) = next {
-                let wait = Duration::from_millis((at.millis() - now.millis()).max(0) as u64);
-                again = Some(again.map_or(wait, |a| a.min(wait)));
+                again = Some(sooner(again, at, now));
             }
             let d = Delivery {
                 id: before.as_ref().map_or_else(new_id, |d| d.id.clone()),
@@ -426,6 +424,12 @@ impl Aws {
         }
         Ok(again)
     }
+}
+
+/// The sooner of `wait` and the time from `now` until `at`.
+fn sooner(wait: Option<Duration>, at: Timestamp, now: Timestamp) -> Duration {
+    let until = Duration::from_millis((at.millis() - now.millis()).max(0) as u64);
+    wait.map_or(until, |w| w.min(until))
 }
 
 /// Logs to stderr (CloudWatch on Lambda), `RUST_LOG`-style filter from `RUNCONVERT_LOG`.
