@@ -37,6 +37,8 @@ PRICES = {
     "lambda_gb_s_arm64": 0.0000133334,
     "lambda_request": 0.20 / 1e6,
     "sfn_standard_transition": 0.025 / 1000,
+    "sfn_express_request": 1.00 / 1e6,
+    "sfn_express_gb_s": 0.00001667,  # the first 1,000 hours a month; 64 MB the smallest step
     "dynamodb_write": 0.625 / 1e6,
     "dynamodb_read": 0.125 / 1e6,
     "s3_put": 0.005 / 1000,
@@ -46,6 +48,7 @@ PRICES = {
 }
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 TARGET = 0.05  # dollars per 1,000 jobs of the first example
+WATCHDOG = 20  # seconds: ExpressWatchdogSeconds of the stack measured
 
 
 def fetch(url, data=None, key=None, method=None):
@@ -114,6 +117,8 @@ def cost(before, after, jobs):
             usage[name.split("-", 1)[1]] = f"{inv / jobs:.1f} × {ms / max(inv, 1):.0f} ms × {fa['memory_mb']} MB"
     req = {k: after["requests"].get(k, 0) - before["requests"].get(k, 0) for k in after["requests"]}
     transitions = after["state_transitions"] - before["state_transitions"]
+    express = after["express"]["executions"] - before["express"]["executions"]
+    express_gbs = (after["express"]["billed_ms"] - before["express"]["billed_ms"]) / 1000 * 64 / 1024
     ddb_w = sum(v for k, v in req.items() if k.startswith("dynamodb.") and k.split(".")[1] in WRITES)
     ddb_r = sum(v for k, v in req.items() if k.startswith("dynamodb.") and k.split(".")[1] not in WRITES)
     s3_put = sum(v for k, v in req.items() if k in ("s3.PUT", "s3.POST", "s3.DELETE"))
@@ -122,6 +127,8 @@ def cost(before, after, jobs):
     api = req.get("apigateway.request", 0)
     per = 1000 / jobs
     out["Step Functions (standard)"] = (f"{transitions / jobs:.1f} transitions", transitions * per * PRICES["sfn_standard_transition"])
+    out["Step Functions (express)"] = (f"{express / jobs:.1f} executions, {express_gbs / jobs:.3f} GB-s",
+                                       per * (express * PRICES["sfn_express_request"] + express_gbs * PRICES["sfn_express_gb_s"]))
     out["Lambda compute (arm64)"] = (f"{lam_gbs / jobs:.2f} GB-s", lam_gbs * per * PRICES["lambda_gb_s_arm64"])
     out["Lambda requests"] = (f"{lam_req / jobs:.1f} invocations", lam_req * per * PRICES["lambda_request"])
     out["DynamoDB"] = (f"{ddb_w / jobs:.0f} writes, {ddb_r / jobs:.0f} reads",
@@ -144,7 +151,10 @@ def main():
     files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=files.serve_forever, daemon=True).start()
     files_url = f"http://127.0.0.1:{files.server_address[1]}"
+    # Express executions' watchdog messages come due sooner than on AWS (330 s), so that
+    # each job's is counted in its window; still later than any job here runs.
     stack = subprocess.Popen([sys.executable, os.path.join(ROOT, "infra/local/stack.py"), "--allow-private-networks",
+                              "--parameter", f"ExpressWatchdogSeconds={WATCHDOG}",
                               "--bin-dir", a.bin_dir, "--state", os.path.join(ROOT, "target", "cost-stack")],
                              stdout=subprocess.PIPE, text=True)
     printed = {}
@@ -159,11 +169,12 @@ def main():
         rows = []
         for name, job in examples(files_url):
             run_job(api, key, job)  # warm: the first instance of each function starts
-            time.sleep(2)
+            time.sleep(WATCHDOG + 2)  # its watchdog message, before the window
             before = fetch(f"{front}/_stack/stats")
             for _ in range(a.jobs):
                 run_job(api, key, job)
-            time.sleep(3)  # the last executions' histories and webhook messages
+            # The last executions' histories, webhook messages and watchdog messages.
+            time.sleep(WATCHDOG + 2)
             after = fetch(f"{front}/_stack/stats")
             rows.append((name, *cost(before, after, a.jobs)))
         print(f"Per 1,000 jobs, us-east-1 list prices, {a.jobs} jobs of each after one warm-up, "

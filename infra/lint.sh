@@ -13,7 +13,8 @@
 #      such as E3004 circular dependencies (cfn-lint skips AWS::Serverless::* resources
 #      there) and E3601 on the definition; plus a check that the ${...} names of the
 #      definition and the template's DefinitionSubstitutions are the same set
-#   5. asl-validator --json-path statemachine/job.asl.json
+#      and that the sealing key reaches only the API, import, export and webhook functions
+#   5. asl-validator --json-path statemachine/*.asl.json
 #      (it accepts the ${...} placeholders as they are, in Resource fields too)
 #
 # Tools are installed once, only when missing, under target/test-services/:
@@ -129,6 +130,21 @@ for name, props in machines.items():
     for unused in sorted(given - used):
         print(f"[lint] {name}: DefinitionSubstitutions.{unused} is not used in {props['DefinitionUri']}", file=sys.stderr)
         ok = False
+# Least privilege: the sealing key (its SSM parameter's name and the right to read it)
+# reaches only the functions that open credentials or webhook secrets or sign links.
+KEYED = {"ApiFunction", "ImportFunction", "ExportFunction", "WebhookFunction"}
+if any(k.startswith("SEALING_KEY") for k in template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})):
+    print("[lint] Globals give every function the sealing key", file=sys.stderr)
+    ok = False
+for name, res in template.get("Resources", {}).items():
+    if res.get("Type") != "AWS::Serverless::Function":
+        continue
+    props = res["Properties"]
+    has_env = "SEALING_KEY_PARAMETER" in props.get("Environment", {}).get("Variables", {})
+    has_policy = any(isinstance(p, dict) and "SSMParameterReadPolicy" in p for p in props.get("Policies", []))
+    if (has_env or has_policy) != (name in KEYED) or has_env != has_policy:
+        print(f"[lint] {name}: sealing key env {has_env}, SSM read policy {has_policy}; only {sorted(KEYED)} get both", file=sys.stderr)
+        ok = False
 if not ok:
     sys.exit(1)
 
@@ -150,7 +166,9 @@ PY
 
 # --- 5. asl-validator ----------------------------------------------------------------------
 asl_version=$(node -p "require('$NODE_PREFIX/node_modules/asl-validator/package.json').version")
-log "5/5 asl-validator $asl_version: asl-validator --json-path statemachine/job.asl.json"
-"$ASL_VALIDATOR" --json-path statemachine/job.asl.json || die "asl-validator failed"
+for definition in statemachine/*.asl.json; do
+  log "5/5 asl-validator $asl_version: asl-validator --json-path $definition"
+  "$ASL_VALIDATOR" --json-path "$definition" || die "asl-validator $definition failed"
+done
 
 log "all passed"

@@ -705,3 +705,178 @@ async fn webhooks_are_retried_per_receiver_and_a_410_disables() {
         .unwrap();
     assert!(!gone_hook["disabled_at"].is_null(), "{gone_hook}");
 }
+
+/// Express executions (jobs with no upload): a task that outgrows the execution's budget
+/// hands the job to a standard execution, which waits for the task still running and
+/// finishes the job; an express execution that dies with its job open (its ready, failed
+/// and fail_job steps all killed) is noticed by the watchdog, which ends the job failed and
+/// publishes job.failed once. Control: the same job with nothing slow stays express. A
+/// job's own webhook_url is signed with its secret, though the job function that rewrites
+/// the job's item has no sealing key.
+#[tokio::test]
+async fn express_jobs_hand_over_when_they_run_long_and_the_watchdog_ends_a_dead_one() {
+    let h = Harness::start_with(
+        "600",
+        &[
+            "--parameter",
+            "ExpressBudgetSeconds=3",
+            "--parameter",
+            "ExpressWatchdogSeconds=12",
+            "--fault",
+            "JobFunction=kill:0@express-dies+step:ready",
+            "--fault",
+            "JobFunction=kill:0@express-dies+step:failed",
+            "--fault",
+            "JobFunction=kill:0@express-dies+step:fail_job",
+        ],
+    )
+    .await;
+    let fx = Fixture::start().await;
+    let (hook_url, got) = receiver().await;
+    let (status, hook) = h
+        .post(
+            "/v2/webhooks",
+            &json!({"endpoint_url": hook_url, "events": ["job.finished", "job.failed"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let executions = |stats: &Value, machine: &str| -> u64 {
+        stats["executions"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| name.ends_with(machine))
+            .map(|(_, n)| n.as_u64().unwrap_or(0))
+            .sum()
+    };
+    let job = |tag: &str, url: String| {
+        json!({"tag": tag, "tasks": {
+            "in": {"operation": "import/url", "url": url, "filename": "photo.jpg"},
+            "png": {"operation": "convert", "input": "in", "output_format": "png"},
+            "out": {"operation": "export/url", "input": "png"},
+        }})
+    };
+    let stats = || async {
+        let r = h.http.get(format!("{}/_stack/stats", h.front)).send().await.unwrap();
+        r.json::<Value>().await.unwrap()
+    };
+
+    // Quick: express only.
+    let before = stats().await;
+    let (status, quick) = h
+        .post(
+            "/v2/process/jobs",
+            &job("quick", fx.url("/corpus/images/photo_640x480.jpg")),
+        )
+        .await;
+    assert_eq!(status, 201, "{quick}");
+    let quick = h.wait(quick["id"].as_str().unwrap()).await;
+    assert_eq!(quick["status"], "completed", "{quick:#}");
+    let after = stats().await;
+    assert_eq!(
+        executions(&after, "-jobs-express") - executions(&before, "-jobs-express"),
+        1
+    );
+    assert_eq!(executions(&after, "-jobs") - executions(&before, "-jobs"), 0, "{after}");
+
+    // A job's own webhook_url: its secret is sealed in the job's item, which the job
+    // function (which has no sealing key) rewrites as the job starts and ends; the
+    // delivery is still signed with it.
+    let (own_url, own_got) = receiver().await;
+    let mut own = job("own-hook", fx.url("/corpus/images/photo_640x480.jpg"));
+    own["webhook_url"] = own_url.into();
+    let (status, own) = h.post("/v2/process/jobs", &own).await;
+    assert_eq!(status, 201, "{own}");
+    let own_secret = own["webhook_secret"]
+        .as_str()
+        .expect("webhook_secret, shown once")
+        .to_string();
+    let own = h.wait(own["id"].as_str().unwrap()).await;
+    assert_eq!(own["status"], "completed", "{own:#}");
+    let start = std::time::Instant::now();
+    while own_got.lock().unwrap().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no delivery to the job's webhook_url"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    {
+        let got = own_got.lock().unwrap();
+        let (event, body, sig) = &got[0];
+        assert_eq!(event, "job.finished");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            runconvert_core::webhooks::verify(&own_secret, sig, body, now, Duration::from_secs(300)),
+            "signed with the job's own secret"
+        );
+    }
+
+    // A download of 5 s, past the 3 s budget: handed over, and finished by the standard
+    // execution once the import (still running when the express one moved on) ends.
+    let (status, long) = h
+        .post(
+            "/v2/process/jobs",
+            &job("long", fx.url("/slow/5/images/photo_640x480.jpg")),
+        )
+        .await;
+    assert_eq!(status, 201, "{long}");
+    let long = h.wait(long["id"].as_str().unwrap()).await;
+    assert_eq!(long["status"], "completed", "{long:#}");
+    let png = h.http.get(&urls(task(&long, "out"))[0].1).send().await.unwrap();
+    assert_eq!(png.status(), 200);
+    assert!(png.bytes().await.unwrap().starts_with(b"\x89PNG\r\n\x1a\n"));
+    let handed = stats().await;
+    assert_eq!(
+        executions(&handed, "-jobs") - executions(&after, "-jobs"),
+        1,
+        "{handed}"
+    );
+
+    // An express execution that dies with its job open.
+    let (status, dead) = h
+        .post(
+            "/v2/process/jobs",
+            &job("express-dies", fx.url("/corpus/images/photo_640x480.jpg")),
+        )
+        .await;
+    assert_eq!(status, 201, "{dead}");
+    let dead = h.wait(dead["id"].as_str().unwrap()).await;
+    assert_eq!(dead["status"], "failed", "{dead:#}");
+    let dead_id = dead["id"].as_str().unwrap().to_string();
+
+    // job.finished of the two, job.failed of the dead one, each once.
+    let count = |id: &str, event: &str| {
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|(e, body, _)| e == event && serde_json::from_slice::<Value>(body).unwrap()["job"]["id"] == id)
+            .count()
+    };
+    let start = std::time::Instant::now();
+    while count(&dead_id, "job.failed") == 0 || count(long["id"].as_str().unwrap(), "job.finished") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "webhooks: {:?}",
+            got.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(count(&dead_id, "job.failed"), 1);
+    assert_eq!(count(long["id"].as_str().unwrap(), "job.finished"), 1);
+    assert_eq!(count(quick["id"].as_str().unwrap(), "job.finished"), 1);
+    let (_, now) = h.get(&format!("/v2/process/jobs/{dead_id}")).await;
+    assert_eq!(now["status"], "failed", "{now:#}");
+    for name in ["in", "png", "out"] {
+        let t = task(&now, name);
+        assert_eq!(t["code"], "processing_failed", "{now:#}");
+        assert!(
+            t["message"].as_str().unwrap().contains("express execution ended"),
+            "the watchdog's reason: {t}"
+        );
+    }
+}

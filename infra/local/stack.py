@@ -33,6 +33,7 @@ import base64
 import datetime
 import http.server
 import json
+import math
 import os
 import pwd
 import re
@@ -258,7 +259,9 @@ class Stats:
         self.lock = threading.Lock()
         self.functions = {}
         self.requests = {}  # "dynamodb.PutItem" -> n
-        self.transitions = 0
+        self.transitions = 0  # of standard executions (billed per transition)
+        self.express = {"executions": 0, "billed_ms": 0}  # billed per 100 ms at 64 MB
+        self.executions = {}  # state machine name -> executions started
 
     def fn(self, name, memory):
         with self.lock:
@@ -273,7 +276,8 @@ class Stats:
     def snapshot(self):
         with self.lock:
             return json.loads(json.dumps({"functions": self.functions, "requests": self.requests,
-                                          "state_transitions": self.transitions}))
+                                          "state_transitions": self.transitions, "express": self.express,
+                                          "executions": self.executions}))
 
 
 STATS = Stats()
@@ -524,6 +528,7 @@ class Stack:
         self.functions = {}
         self.faults = []
         self.executions = {}  # arn -> {"input", "machine", "status"}
+        self.machine_types = {}  # state machine arn -> STANDARD or EXPRESS
         self.exec_lock = threading.Lock()
         self.rules = []  # (pattern, Function)
         self.s3_events = set()  # buckets with EventBridge notifications
@@ -585,8 +590,6 @@ class Stack:
         for p in a.parameter:
             k, _, v = p.partition("=")
             params[k] = v
-        if "SealingKey" not in params:
-            params["SealingKey"] = secrets.token_hex(32)
         if a.upload_timeout:
             params["UploadTimeoutSeconds"] = str(a.upload_timeout)
         self.template = Template(a.template, self.stack, params, self.api_url)
@@ -667,6 +670,11 @@ class Stack:
             if "RedrivePolicy" in p:
                 attrs["RedrivePolicy"] = json.dumps(p["RedrivePolicy"])
             self.client("sqs").create_queue(QueueName=t.names[lid], Attributes=attrs)
+        # What a user does before the first deploy (CloudFormation cannot make a
+        # SecureString): the sealing key, in SSM, where only the functions given its name
+        # read it.
+        key_name = "/" + t.params["SealingKeyParameter"]
+        self.client("ssm").put_parameter(Name=key_name, Value=secrets.token_hex(32), Type="SecureString")
         for lid, r in t.of_type("AWS::SSM::Parameter"):
             p = t.resolve(r["Properties"])
             self.client("ssm").put_parameter(Name=t.names[lid], Value=str(p["Value"]), Type=p.get("Type", "String"))
@@ -676,9 +684,10 @@ class Stack:
                 definition = f.read()
             for k, v in t.resolve(p.get("DefinitionSubstitutions", {})).items():
                 definition = definition.replace("${" + k + "}", str(v))
-            self.client("stepfunctions").create_state_machine(
+            out = self.client("stepfunctions").create_state_machine(
                 name=t.names[lid], definition=definition, type=p.get("Type", "STANDARD"),
                 roleArn=f"arn:aws:iam::{ACCOUNT}:role/{self.stack}-states")
+            self.machine_types[out["stateMachineArn"]] = p.get("Type", "STANDARD")
 
     def start_functions(self):
         t = self.template
@@ -766,7 +775,9 @@ class Stack:
             try:
                 got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=min(batch, 10), WaitTimeSeconds=1,
                                           AttributeNames=["All"], MessageAttributeNames=["All"])
-                STATS.count("sqs.ReceiveMessage")
+                # An empty poll is the idle cost of a mapping (AWS's long-polls, a few a
+                # minute per queue whatever the traffic), not a job's: counted apart.
+                STATS.count("sqs.ReceiveMessage" if got.get("Messages") else "idle.sqs.ReceiveMessage")
             except Exception as e:  # noqa: BLE001
                 if STOPPING.is_set():
                     return
@@ -830,6 +841,13 @@ class Stack:
                 if d["status"] == "RUNNING":
                     continue
                 e["status"] = d["status"]
+                if self.machine_types.get(e["machine"]) == "EXPRESS":
+                    # Billed by duration (per 100 ms); no status events (the watchdog's job).
+                    ms = (d["stopDate"] - d["startDate"]).total_seconds() * 1000 if d.get("stopDate") else 0
+                    with STATS.lock:
+                        STATS.express["executions"] += 1
+                        STATS.express["billed_ms"] += math.ceil(ms / 100) * 100
+                    continue
                 try:
                     hist = sfn.get_execution_history(executionArn=arn, maxResults=1000)
                     n = sum(1 for ev in hist["events"] if ev["type"].endswith("StateEntered"))
@@ -935,6 +953,9 @@ def front_handler(stack):
                 with stack.exec_lock:
                     stack.executions[res["executionArn"]] = {"input": req.get("input", "{}"), "status": "RUNNING",
                                                              "machine": req["stateMachineArn"]}
+                with STATS.lock:
+                    name = req["stateMachineArn"].rsplit(":", 1)[1]
+                    STATS.executions[name] = STATS.executions.get(name, 0) + 1
             if service is None and 200 <= status < 300 and self.command in ("POST", "PUT"):
                 self.object_created(path, body)
             self.answer(status, out, headers)

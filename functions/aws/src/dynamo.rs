@@ -36,7 +36,10 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoStore {
     client: Client,
     table: String,
-    sealer: Arc<Sealer>,
+    /// The sealing key's cipher; `None` in the functions that are not given the key (those
+    /// that parse untrusted files, and the job function): they see secrets redacted and
+    /// leave the sealed attributes as they are ([`DynamoStore::carry`]).
+    sealer: Option<Arc<Sealer>>,
     /// How long ended jobs and tasks are kept: their `expires_at` (the table's TTL).
     retention_secs: i64,
 }
@@ -79,13 +82,24 @@ fn is_condition_failed<E: std::fmt::Debug>(e: &aws_sdk_dynamodb::error::SdkError
 }
 
 impl DynamoStore {
-    pub fn new(client: Client, table: impl Into<String>, sealer: Sealer, retention: std::time::Duration) -> Self {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        sealer: Option<Sealer>,
+        retention: std::time::Duration,
+    ) -> Self {
         DynamoStore {
             client,
             table: table.into(),
-            sealer: Arc::new(sealer),
+            sealer: sealer.map(Arc::new),
             retention_secs: retention.as_secs() as i64,
         }
+    }
+
+    fn sealer(&self) -> PortResult<&Sealer> {
+        self.sealer
+            .as_deref()
+            .ok_or_else(|| err("this function has no sealing key"))
     }
 
     /// The TTL attribute: seconds since the epoch when DynamoDB may delete the item.
@@ -116,10 +130,54 @@ impl DynamoStore {
             item.insert("ended_at".into(), AttributeValue::N(e.millis().to_string()));
             item.insert("expires_at".into(), self.expiry(e));
         }
-        if let Some(secret) = &job.webhook_secret {
-            item.insert("webhook_secret".into(), s(self.sealer.seal(secret.as_bytes())));
+        if let (Some(secret), Some(sealer)) = (&job.webhook_secret, &self.sealer) {
+            item.insert("webhook_secret".into(), s(sealer.seal(secret.as_bytes())));
         }
         item
+    }
+
+    /// A rewrite of an item read before: what this store does not rebuild itself is
+    /// carried over as it was: whether the job's events have anyone to go to (`notify`),
+    /// and, without the sealing key, the sealed attributes (a task's `secrets` only while
+    /// it may still run).
+    fn carry(&self, old: &Item, mut new: Item) -> Item {
+        let mut keep = vec!["notify"];
+        if self.sealer.is_none() {
+            keep.push("webhook_secret");
+            let open = get_s(&new, "status")
+                .and_then(|st| TaskStatus::parse(&st))
+                .is_some_and(|st| !st.is_final());
+            if open {
+                keep.push("secrets");
+            }
+        }
+        for k in keep {
+            if let Some(v) = old.get(k) {
+                new.entry(k.to_string()).or_insert_with(|| v.clone());
+            }
+        }
+        new
+    }
+
+    /// Whether anyone may receive the job's events: it has a webhook_url, or its owner had
+    /// a webhook subscription when it was created (`notify` on the job's item; true when
+    /// unknown). Events nobody would receive are not sent.
+    pub async fn notifies(&self, job_id: &str) -> PortResult<bool> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("#JOB"))
+            .projection_expression("notify")
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(got
+            .item()
+            .and_then(|i| i.get("notify"))
+            .and_then(|v| v.as_bool().ok().copied())
+            .unwrap_or(true))
     }
 
     fn job_from_item(&self, item: &Item) -> PortResult<Job> {
@@ -128,9 +186,9 @@ impl DynamoStore {
             .as_str()
             .and_then(JobStatus::parse)
             .ok_or_else(|| err("bad job status"))?;
-        let webhook_secret = match get_s(item, "webhook_secret") {
-            Some(sealed) => Some(String::from_utf8(self.sealer.open(&sealed).map_err(err)?).map_err(err)?),
-            None => None,
+        let webhook_secret = match (get_s(item, "webhook_secret"), &self.sealer) {
+            (Some(sealed), Some(sealer)) => Some(String::from_utf8(sealer.open(&sealed).map_err(err)?).map_err(err)?),
+            _ => None,
         };
         Ok(Job {
             id: data["id"].as_str().unwrap_or_default().to_string(),
@@ -147,7 +205,7 @@ impl DynamoStore {
     }
 
     fn task_item(&self, t: &Task, user_id: &str, position: usize) -> Item {
-        let (payload, sealed) = stored_task(t, &self.sealer);
+        let (payload, sealed) = stored_task(t, self.sealer.as_deref());
         let data = json!({
             "id": t.id, "job_id": t.job_id, "name": t.name, "position": position,
             "payload": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
@@ -183,8 +241,8 @@ impl DynamoStore {
     fn task_from_item(&self, item: &Item) -> PortResult<(Task, String, usize)> {
         let data: Value = serde_json::from_str(&get_s(item, "data").unwrap_or_default()).map_err(err)?;
         let mut payload = data["payload"].clone();
-        if let Some(sealed) = get_s(item, "secrets") {
-            merge_secrets(&mut payload, &sealed, &self.sealer).map_err(err)?;
+        if let (Some(sealed), Some(sealer)) = (get_s(item, "secrets"), &self.sealer) {
+            merge_secrets(&mut payload, &sealed, sealer).map_err(err)?;
         }
         let (operation, input, ignore_error, timeout) = Task::parse_stored_payload(&payload).map_err(err)?;
         let status = data["status"]
@@ -643,10 +701,18 @@ impl JobStore for DynamoStore {
             })
             .collect::<PortResult<_>>()?;
         self.write_batch(puts).await?;
+        let notify = job.webhook_url.is_some()
+            || self
+                .list_webhooks(&job.user_id)
+                .await?
+                .iter()
+                .any(|w| w.disabled_at.is_none());
+        let mut item = self.job_item(job);
+        item.insert("notify".into(), AttributeValue::Bool(notify));
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(self.job_item(job)))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
@@ -753,7 +819,7 @@ impl JobStore for DynamoStore {
             return Ok(false);
         }
         apply_transition(&mut task, t);
-        self.put_if_status(self.task_item(&task, &owner, pos), t.from.as_str())
+        self.put_if_status(self.carry(&item, self.task_item(&task, &owner, pos)), t.from.as_str())
             .await
     }
 
@@ -766,7 +832,7 @@ impl JobStore for DynamoStore {
             return Ok(());
         }
         task.percent = percent.min(100);
-        self.put_if_status(self.task_item(&task, &owner, pos), "processing")
+        self.put_if_status(self.carry(&item, self.task_item(&task, &owner, pos)), "processing")
             .await
             .map(|_| ())
     }
@@ -795,7 +861,8 @@ impl JobStore for DynamoStore {
         if status.is_final() {
             job.ended_at = Some(at);
         }
-        self.put_if_status(self.job_item(&job), before.as_str()).await
+        self.put_if_status(self.carry(item, self.job_item(&job)), before.as_str())
+            .await
     }
 
     /// On AWS, Step Functions drives every job to its end: there is no in-process
@@ -866,7 +933,7 @@ impl JobStore for DynamoStore {
         }
         task.status = TaskStatus::Waiting;
         task.started_at = None;
-        self.put_if_status(self.task_item(&task, &owner, pos), "processing")
+        self.put_if_status(self.carry(&item, self.task_item(&task, &owner, pos)), "processing")
             .await
     }
 }
@@ -886,7 +953,7 @@ impl WebhookStore for DynamoStore {
             .item("sk", s(format!("WEBHOOK#{}", hook.id)))
             .item("kind", s("webhook"))
             .item("data", s(data.to_string()))
-            .item("secret", s(self.sealer.seal(hook.secret.as_bytes())))
+            .item("secret", s(self.sealer()?.seal(hook.secret.as_bytes())))
             .send()
             .await
             .map_err(err)?;
@@ -906,7 +973,10 @@ impl WebhookStore for DynamoStore {
             .iter()
             .map(|i| {
                 let d: Value = serde_json::from_str(&get_s(i, "data").unwrap_or_default()).map_err(err)?;
-                let secret = self.sealer.open(&get_s(i, "secret").unwrap_or_default()).map_err(err)?;
+                let secret = self
+                    .sealer()?
+                    .open(&get_s(i, "secret").unwrap_or_default())
+                    .map_err(err)?;
                 Ok(Webhook {
                     id: d["id"].as_str().unwrap_or_default().into(),
                     user_id: d["user_id"].as_str().unwrap_or_default().into(),

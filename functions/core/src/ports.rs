@@ -205,6 +205,12 @@ pub trait FileStore: Send + Sync {
 pub trait Dispatcher: Send + Sync {
     /// Something changed for this job (created, a file uploaded): plan and run what is ready.
     async fn dispatch(&self, job_id: &str) -> PortResult<()>;
+    /// A job was just created: start it. A dispatcher that runs jobs of different shapes
+    /// differently (on AWS, an Express execution for a job with no upload to wait for)
+    /// looks at the job here.
+    async fn start_job(&self, job: &Job) -> PortResult<()> {
+        self.dispatch(&job.id).await
+    }
     /// Stop the job's running tasks (it is being deleted).
     async fn cancel(&self, job_id: &str) -> PortResult<()>;
 }

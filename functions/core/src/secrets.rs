@@ -51,8 +51,9 @@ impl Sealer {
     }
 }
 
-/// A task's stored payload (secrets redacted) and its sealed secrets, if it has any.
-pub fn stored_task(t: &Task, sealer: &Sealer) -> (String, Option<String>) {
+/// A task's stored payload (secrets redacted) and its sealed secrets, if it has any and
+/// there is a key (without one, the task was read with its secrets redacted already).
+pub fn stored_task(t: &Task, sealer: Option<&Sealer>) -> (String, Option<String>) {
     let mut payload = t.stored_payload();
     let fields = payload["fields"].as_object_mut().expect("stored payload has fields");
     let mut secrets = serde_json::Map::new();
@@ -64,7 +65,9 @@ pub fn stored_task(t: &Task, sealer: &Sealer) -> (String, Option<String>) {
             }
         }
     }
-    let sealed = (!secrets.is_empty()).then(|| sealer.seal(serde_json::Value::Object(secrets).to_string().as_bytes()));
+    let sealed = sealer
+        .filter(|_| !secrets.is_empty())
+        .map(|sealer| sealer.seal(serde_json::Value::Object(secrets).to_string().as_bytes()));
     (payload.to_string(), sealed)
 }
 

@@ -172,7 +172,7 @@ async fn create_job(
         for t in &stored.tasks {
             publish(&st, Event::task(EventName::TaskCreated, t.clone())).await;
         }
-        if let Err(e) = st.dispatcher.dispatch(&stored.id).await {
+        if let Err(e) = st.dispatcher.start_job(&stored).await {
             // A dispatcher retries what it can on its own (the embedded one cannot fail);
             // one that gives up leaves a job nothing would run: it ends now, failed, with
             // its events, rather than waiting for ever.

@@ -463,7 +463,7 @@ impl JobStore for SqliteStore {
         let stored: Vec<(String, Option<String>)> = job
             .tasks
             .iter()
-            .map(|t| runconvert_core::secrets::stored_task(t, &self.sealer))
+            .map(|t| runconvert_core::secrets::stored_task(t, Some(&self.sealer)))
             .collect();
         let sealed_job_secret = job.webhook_secret.as_ref().map(|s| self.sealer.seal(s.as_bytes()));
         let now = Timestamp::now().millis();

@@ -11,7 +11,6 @@
 //! ```
 
 use runconvert_aws::dynamo::DynamoStore;
-use runconvert_core::secrets::Sealer;
 use std::collections::HashMap;
 use std::process::ExitCode;
 
@@ -71,7 +70,7 @@ async fn run(args: &[String]) -> Result<(), String> {
     let store = DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
         table,
-        Sealer::new([0; 32]),
+        None,
         std::time::Duration::ZERO,
     );
     match words.as_slice() {

@@ -4,5 +4,5 @@
 async fn main() -> Result<(), lambda_http::Error> {
     runconvert_aws::init_tracing();
     let aws = runconvert_aws::Aws::from_env().await?;
-    lambda_http::run(aws.api_router()).await
+    lambda_http::run(aws.api_router()?).await
 }
