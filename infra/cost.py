@@ -145,6 +145,7 @@ def main():
     ap.add_argument("--jobs", type=int, default=10)
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "debug"))
     a = ap.parse_args()
+    a.bin_dir = os.path.abspath(a.bin_dir)
     files_dir = os.path.join(ROOT, "target", "test-fixtures")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=files_dir)
     handler.log_message = lambda *x: None

@@ -595,7 +595,8 @@ async fn an_upload_that_never_comes_and_a_hundred_tasks() {
 }
 
 /// Webhooks on AWS: a receiver that answers 500 for a while gets each event once it answers
-/// 200, once per subscription; a receiver that answered is not sent the event again; the
+/// 200, once per subscription, and holds back no other receiver; a receiver that answered
+/// is not sent the event again; the
 /// attempts show in `/v2/webhooks/{id}/deliveries`; a 410 disables its subscription.
 #[tokio::test]
 async fn webhooks_are_retried_per_receiver_and_a_410_disables() {
@@ -651,6 +652,21 @@ async fn webhooks_are_retried_per_receiver_and_a_410_disables() {
     assert_eq!(job["status"], "completed");
 
     let order = ["job.created", "task.finished", "task.finished", "job.finished"];
+    // The steady receiver is not held back by the flaky one's retries (1 + 2 + 4 + 8 s
+    // before its first success): it has every event while the flaky one has none yet.
+    let start = std::time::Instant::now();
+    while steady.lock().unwrap().len() < order.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "steady got {:?}",
+            steady.lock().unwrap().iter().map(|e| e.0.clone()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        flaky.lock().unwrap().is_empty(),
+        "the steady receiver waited for the flaky one's retries"
+    );
     for (who, got) in [("flaky", &flaky), ("steady", &steady)] {
         let start = std::time::Instant::now();
         loop {

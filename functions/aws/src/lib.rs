@@ -351,14 +351,17 @@ impl Aws {
     }
 
     /// One webhook queue message: its event to every subscription of the job's owner that
-    /// wants it, and to the job's own webhook_url for its final event. Each receiver's
-    /// attempts are recorded (`Delivery`, also what `/v2/webhooks/{id}/deliveries` shows):
-    /// a receiver that answered is not sent the event again, one that failed is tried again
+    /// wants it, and to the job's own webhook_url for its final event. With more than one
+    /// receiver, the event is handed on as one message per receiver
+    /// ([`Deliver::FanOut`], each in a message group of its job and receiver), so a
+    /// receiver that fails holds back only its own later events. Each receiver's attempts
+    /// are recorded (`Delivery`, also what `/v2/webhooks/{id}/deliveries` shows): a
+    /// receiver that answered is not sent the event again, one that failed is tried again
     /// with [`webhooks::RetryPolicy`]'s backoff until its horizon, and a 410 disables the
-    /// subscription. `Ok(Some(wait))`: some receiver is to be tried again after `wait` (the
-    /// message comes back then; the queue is FIFO per job, so later events of the job wait
-    /// behind it and every receiver gets a job's events in order).
-    pub async fn deliver(&self, message: &str, sender: &Sender) -> Result<Option<Duration>, String> {
+    /// subscription. [`Deliver::Retry`]: the receiver is to be tried again after the wait
+    /// (the message comes back then; the queue is FIFO per group, so its later events wait
+    /// behind it and each receiver gets a job's events in order).
+    pub async fn deliver(&self, message: &str, sender: &Sender) -> Result<Deliver, String> {
         let m: Value = serde_json::from_str(message).map_err(|e| format!("bad message: {e}"))?;
         let job_id = m["job_id"].as_str().ok_or("no job_id")?;
         let job = self.store.get_job(None, job_id).await.map_err(|e| e.to_string())?;
@@ -372,7 +375,7 @@ impl Aws {
                 };
                 (Event::job(name, job.clone()).payload(), job.user_id.clone())
             }
-            _ => return Ok(None), // the job was deleted, or its end was announced already
+            _ => return Ok(Deliver::Done), // the job was deleted, or its end was announced already
         };
         let event = body["event"].as_str().unwrap_or_default().to_string();
         let Some(name) = EventName::ALL.into_iter().find(|n| n.as_str() == event) else {
@@ -394,6 +397,21 @@ impl Aws {
             {
                 targets.push((format!("JOB-{job_id}"), None, url.clone(), secret.clone()));
             }
+        }
+        match m["receiver"].as_str() {
+            Some(one) => targets.retain(|t| t.0 == one),
+            None if targets.len() > 1 => {
+                return Ok(Deliver::FanOut(
+                    targets
+                        .iter()
+                        .map(|t| {
+                            let m = json!({ "job_id": job_id, "body": body, "receiver": t.0 });
+                            (format!("{job_id}:{}", t.0), m.to_string())
+                        })
+                        .collect(),
+                ))
+            }
+            None => {}
         }
         let event_id = format!("{job_id}:{event}:{}", body["task"]["id"].as_str().unwrap_or(""));
         let raw = body.to_string();
@@ -464,8 +482,19 @@ impl Aws {
             };
             self.store.record_delivery(&key, &d).await.map_err(|e| e.to_string())?;
         }
-        Ok(again)
+        Ok(again.map_or(Deliver::Done, Deliver::Retry))
     }
+}
+
+/// What became of a webhook queue message ([`Aws::deliver`]).
+#[derive(Debug)]
+pub enum Deliver {
+    /// Every receiver has had it (or has been given up).
+    Done,
+    /// A receiver is to be tried again after this long.
+    Retry(Duration),
+    /// To be sent on as these messages, (message group, body), one per receiver.
+    FanOut(Vec<(String, String)>),
 }
 
 /// The sooner of `wait` and the time from `now` until `at`.

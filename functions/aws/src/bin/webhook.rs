@@ -1,10 +1,13 @@
-//! The webhook function: consumes the event queue (FIFO, one group per job), delivers to
-//! subscribers, and hands back the messages to try again (partial batch failures), each
-//! made visible again when its next attempt is due. A message that comes back holds the
-//! later ones of its job behind it: every receiver gets a job's events in order.
+//! The webhook function: consumes the event queue (FIFO: one group per job, and one per
+//! job and receiver for an event with several receivers, handed on here), delivers, and
+//! hands back the messages to try again (partial batch failures), each made visible again
+//! when its next attempt is due. A message that comes back holds the later ones of its
+//! group behind it: every receiver gets a job's events in order, and one that fails holds
+//! back no other.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, LambdaEvent};
+use runconvert_aws::Deliver;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +32,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 let wait = match held.get(&group) {
                     Some(w) => Some(*w),
                     None => match aws.deliver(record.body.as_deref().unwrap_or_default(), &sender).await {
-                        Ok(None) => None,
-                        Ok(Some(w)) => Some(w),
+                        Ok(Deliver::Done) => None,
+                        Ok(Deliver::Retry(w)) => Some(w),
+                        Ok(Deliver::FanOut(messages)) => fan_out(&sqs, aws.env.queue_url.as_deref(), messages).await,
                         Err(why) => {
                             tracing::warn!(error = %why, "webhook message to retry");
                             Some(Duration::from_secs(30))
@@ -59,4 +63,25 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         }
     }))
     .await
+}
+
+/// An event's messages, one per receiver, back on the queue (each receiver's own group);
+/// `Some(wait)` if one could not be sent: the event is handed on again later (the queue
+/// drops a repeat within five minutes, the delivery records any later one).
+async fn fan_out(sqs: &aws_sdk_sqs::Client, queue: Option<&str>, messages: Vec<(String, String)>) -> Option<Duration> {
+    let queue = queue?;
+    for (group, body) in messages {
+        let sent = sqs
+            .send_message()
+            .queue_url(queue)
+            .message_group_id(group)
+            .message_body(body)
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = ?e, "webhook fan-out to retry");
+            return Some(Duration::from_secs(10));
+        }
+    }
+    None
 }
