@@ -7,7 +7,8 @@ result through its link), and reads the stack's counters before and after: state
 transitions, each function's invocations and billed milliseconds at its configured
 memory, and the DynamoDB, S3, SQS and API requests that crossed the stack. Prices are
 us-east-1 list prices (below, with the date they were read); the result is printed per
-1,000 jobs.
+1,000 jobs. Last, it times the API function's cold start (process start to its first
+request for work from the Runtime API) over several fresh instances on the quiet stack.
 
     bash infra/cost.sh [--jobs N]
 
@@ -48,6 +49,8 @@ PRICES = {
 }
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 TARGET = 0.05  # dollars per 1,000 jobs of the first example
+COLD_STARTS = 9
+INIT_TARGET = 30  # milliseconds, the median
 WATCHDOG = 20  # seconds: ExpressWatchdogSeconds of the stack measured
 
 
@@ -147,8 +150,11 @@ def main():
     a = ap.parse_args()
     a.bin_dir = os.path.abspath(a.bin_dir)
     files_dir = os.path.join(ROOT, "target", "test-fixtures")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=files_dir)
-    handler.log_message = lambda *x: None
+    class Files(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Files, directory=files_dir)
     files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=files.serve_forever, daemon=True).start()
     files_url = f"http://127.0.0.1:{files.server_address[1]}"
@@ -190,11 +196,19 @@ def main():
             for svc, (what, c) in lines.items():
                 print(f"| {svc} | {what} | {c:.4f} |")
             print("\nfunctions per job: " + "; ".join(f"{k} {v}" for k, v in usage.items()) + "\n")
-        stats = fetch(f"{front}/_stack/stats")
-        inits = stats["functions"].get(f"{printed['TABLE'].rsplit('-', 1)[0]}-ApiFunction", {}).get("inits", [])
-        if inits:
-            print(f"API function init (process start → first request for work): "
-                  f"{min(inits):.1f} ms best, {sorted(inits)[len(inits) // 2]:.1f} ms median of {len(inits)}")
+        # Cold starts of the API function on a quiet stack: each request below finds no
+        # idle instance, so a new process starts (the stack's own start-up, when every
+        # function starts at once, is left out).
+        api_fn = f"{printed['TABLE'].rsplit('-', 1)[0]}-ApiFunction"
+        known = len(fetch(f"{front}/_stack/stats")["functions"][api_fn]["inits"])
+        for _ in range(COLD_STARTS):
+            fetch(f"{front}/_stack/cold/{api_fn}", {})
+            time.sleep(0.5)
+            fetch(f"{api}/v2/process/jobs", key=key)
+        inits = sorted(fetch(f"{front}/_stack/stats")["functions"][api_fn]["inits"][known:])
+        print(f"API function init (process start → first request for work), {len(inits)} cold starts: "
+              f"{inits[0]:.1f} ms best, {inits[len(inits) // 2]:.1f} ms median (target ≤ {INIT_TARGET} ms: "
+              f"{'met' if inits[len(inits) // 2] <= INIT_TARGET else 'missed'})")
     finally:
         stack.terminate()
         stack.wait(30)

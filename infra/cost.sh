@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What a job costs on AWS, from what the local stack counted: infra/cost.py runs the
-# README's example jobs on the local stack and prices what they used (us-east-1).
+# example jobs of docs/aws.md on the local stack and prices what they used (us-east-1).
 #   bash infra/cost.sh [--jobs N] [--bin-dir target/release]
 set -euo pipefail
 cd "$(dirname "$0")/.."

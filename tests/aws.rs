@@ -101,31 +101,8 @@ impl Harness {
     }
 }
 
-/// A loopback receiver for webhooks: (event, raw body, signature).
-type Got = Arc<Mutex<Vec<(String, Vec<u8>, String)>>>;
-
 async fn receiver() -> (String, Got) {
-    let got: Got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-        let g = g.clone();
-        async move {
-            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let sig = headers
-                .get("runconvert-signature")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            g.lock()
-                .unwrap()
-                .push((v["event"].as_str().unwrap_or_default().to_string(), body.to_vec(), sig));
-            "ok"
-        }
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (url, got)
+    hook_receiver("runconvert-signature").await
 }
 
 #[tokio::test]
@@ -772,6 +749,13 @@ async fn express_jobs_hand_over_when_they_run_long_and_the_watchdog_ends_a_dead_
             "out": {"operation": "export/url", "input": "png"},
         }})
     };
+    let hr = &h;
+    // A job created (201), as the API answered.
+    let create = |body: Value| async move {
+        let (status, made) = hr.post("/v2/process/jobs", &body).await;
+        assert_eq!(status, 201, "{made}");
+        made
+    };
     let stats = || async {
         let r = h.http.get(format!("{}/_stack/stats", h.front)).send().await.unwrap();
         r.json::<Value>().await.unwrap()
@@ -779,13 +763,7 @@ async fn express_jobs_hand_over_when_they_run_long_and_the_watchdog_ends_a_dead_
 
     // Quick: express only.
     let before = stats().await;
-    let (status, quick) = h
-        .post(
-            "/v2/process/jobs",
-            &job("quick", fx.url("/corpus/images/photo_640x480.jpg")),
-        )
-        .await;
-    assert_eq!(status, 201, "{quick}");
+    let quick = create(job("quick", fx.url("/corpus/images/photo_640x480.jpg"))).await;
     let quick = h.wait(quick["id"].as_str().unwrap()).await;
     assert_eq!(quick["status"], "completed", "{quick:#}");
     let after = stats().await;
@@ -801,8 +779,7 @@ async fn express_jobs_hand_over_when_they_run_long_and_the_watchdog_ends_a_dead_
     let (own_url, own_got) = receiver().await;
     let mut own = job("own-hook", fx.url("/corpus/images/photo_640x480.jpg"));
     own["webhook_url"] = own_url.into();
-    let (status, own) = h.post("/v2/process/jobs", &own).await;
-    assert_eq!(status, 201, "{own}");
+    let own = create(own).await;
     let own_secret = own["webhook_secret"]
         .as_str()
         .expect("webhook_secret, shown once")
@@ -837,20 +814,8 @@ async fn express_jobs_hand_over_when_they_run_long_and_the_watchdog_ends_a_dead_
     // when the express one moved on) ends; and an express execution that dies with its
     // job open.
     let before_long = stats().await;
-    let (status, long) = h
-        .post(
-            "/v2/process/jobs",
-            &job("long", fx.url("/slow/24/images/photo_640x480.jpg")),
-        )
-        .await;
-    assert_eq!(status, 201, "{long}");
-    let (status, dead) = h
-        .post(
-            "/v2/process/jobs",
-            &job("express-dies", fx.url("/corpus/images/photo_640x480.jpg")),
-        )
-        .await;
-    assert_eq!(status, 201, "{dead}");
+    let long = create(job("long", fx.url("/slow/24/images/photo_640x480.jpg"))).await;
+    let dead = create(job("express-dies", fx.url("/corpus/images/photo_640x480.jpg"))).await;
     let long = h.wait(long["id"].as_str().unwrap()).await;
     assert_eq!(long["status"], "completed", "{long:#}");
     let png = h.http.get(&urls(task(&long, "out"))[0].1).send().await.unwrap();

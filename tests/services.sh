@@ -5,6 +5,9 @@
 #   Azurite, blob service only (Azure Blob Storage)  port $RC_AZURITE_PORT (27002)
 #   tests/support/gcs_emulator.py (GCS XML API)      port $RC_GCS_PORT     (27003)
 #   OpenSSH sshd (SFTP)                              port $RC_SSHD_PORT    (27022)
+# It also installs (nothing to start) the Python clients the tests drive into the same
+# venv: Playwright (tests/browser.rs, on Debian's Chromium) and CloudConvert's official
+# SDK (tests/cloudconvert.rs).
 #
 #   bash tests/services.sh install [service...]   install what is missing, start nothing
 #   bash tests/services.sh start    install what is missing (apt-get, a pip venv, npm), start
@@ -232,7 +235,26 @@ install_system_packages() {
   command -v npm >/dev/null || pkgs+=(npm)
   [ -x /usr/sbin/sshd ] || pkgs+=(openssh-server)
   command -v ssh-keygen >/dev/null || pkgs+=(openssh-client)
+  # The dashboard's browser tests drive Debian's Chromium.
+  command -v chromium >/dev/null || pkgs+=(chromium)
   [ ${#pkgs[@]} -eq 0 ] || apt_install "${pkgs[@]}"
+}
+
+# The Python clients the tests drive, pinned: Playwright for Python, the release whose
+# bundled Chromium (156) matches the major version of Debian's `chromium` package, which
+# the tests launch by path (`executable_path`; `playwright install`, which downloads
+# browsers, is never run); and CloudConvert's official SDK (tests/cloudconvert.rs).
+PYTHON_CLIENTS=(playwright==1.64.1 cloudconvert==2.1.0)
+install_python_clients() {
+  [ -x "$STATE/venv/bin/python" ] || python3 -m venv "$STATE/venv"
+  local missing=() p
+  for p in "${PYTHON_CLIENTS[@]}"; do
+    "$STATE/venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('${p%%==*}') != '${p##*==}')" 2>/dev/null ||
+      missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "pip install ${missing[*]} into $STATE/venv"
+  "$STATE/venv/bin/pip" install -q --disable-pip-version-check "${missing[@]}" >&2
 }
 
 install_moto() {
@@ -242,6 +264,19 @@ install_moto() {
   log "pip install moto[server] into $STATE/venv"
   "$STATE/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' >&2
   log "moto installed in $((SECONDS - t0)) s"
+}
+
+# CloudConvert's official Node SDK (tests/cloudconvert.rs), in a tree of its own.
+NODE_CLIENTS=(cloudconvert@3.0.0)
+install_node_clients() {
+  local dir=$STATE/node-clients missing=() p
+  for p in "${NODE_CLIENTS[@]}"; do
+    grep -qs "\"version\": *\"${p##*@}\"" "$dir/node_modules/${p%@*}/package.json" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  mkdir -p "$dir"
+  log "npm install ${missing[*]} into $dir"
+  npm install --prefix "$dir" --no-audit --no-fund --no-update-notifier --loglevel=error "${missing[@]}" >&2
 }
 
 install_azurite() {
@@ -412,7 +447,10 @@ print_env() {
       RUNCONVERT_TEST_SFTP_USER "$SFTP_USER" \
       RUNCONVERT_TEST_SFTP_PASSWORD "$SFTP_PASSWORD" \
       RUNCONVERT_TEST_SFTP_KEY "$SSHD_DIR/client_ed25519" \
-      RUNCONVERT_TEST_SFTP_HOME "${home:-/home/$SFTP_USER}"
+      RUNCONVERT_TEST_SFTP_HOME "${home:-/home/$SFTP_USER}" \
+      RC_TEST_PYTHON "$STATE/venv/bin/python" \
+      RC_TEST_NODE_PATH "$STATE/node-clients/node_modules" \
+      RC_CHROMIUM "$(command -v chromium || echo /usr/bin/chromium)"
   } | tee "$STATE/env.sh"
 }
 
@@ -432,12 +470,16 @@ case "$cmd" in
   start)
     mkdir -p "$STATE"
     install_system_packages
+    install_python_clients
+    install_node_clients
     for s in "${SERVICES[@]}"; do "start_$s"; done
     print_env
     ;;
   install)
     mkdir -p "$STATE"
     install_system_packages
+    install_python_clients
+    install_node_clients
     for s in "${SERVICES[@]}"; do
       if declare -F "install_$s" >/dev/null; then "install_$s"; fi
     done

@@ -4,14 +4,16 @@
 //! spec's example jobs, one job per operation with its output checked (decoded images,
 //! page counts, text, video containers), every import and export against the storage
 //! servers of tests/services.sh (moto, Azurite, the GCS emulator, sshd), a failing task,
-//! and one user's job hidden from another. Only the way a target starts differs.
+//! one user's job hidden from another, API keys and their scopes, the dashboard's pages,
+//! and CloudConvert's API surface. Only the way a target starts differs.
 
 use runconvert_tests::stores::{self, Stores, GCS_PRIVATE_KEY, S3_SECRET};
 use runconvert_tests::*;
 use serde_json::json;
 
 async fn embedded(st: &Stores) -> Server {
-    let args = st.server_args();
+    let mut args = st.server_args();
+    args.push("--allow-signup".into());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start(&refs).await
 }
@@ -19,7 +21,16 @@ async fn embedded(st: &Stores) -> Server {
 async fn aws(st: &Stores) -> Server {
     let azure = format!("AzureBlobEndpoint={}", st.azure_endpoint);
     let gcs = format!("GcsEndpoint={}", st.gcs_emulator);
-    Server::local_stack(&["--allow-private-networks", "--parameter", &azure, "--parameter", &gcs]).await
+    Server::local_stack(&[
+        "--allow-private-networks",
+        "--parameter",
+        &azure,
+        "--parameter",
+        &gcs,
+        "--parameter",
+        "AllowSignup=true",
+    ])
+    .await
 }
 
 #[tokio::test]
@@ -41,6 +52,387 @@ async fn suite(s: &Server, st: &Stores) {
     media_and_documents(s, &fx).await;
     each_store(s, st).await;
     failures_and_isolation(s).await;
+    keys_and_scopes(s).await;
+    dashboard_pages(s).await;
+    cloudconvert_surface(s).await;
+}
+
+/// CloudConvert's paths and shapes over the same jobs: `{"data": ...}`, its statuses, an
+/// option beside `operation`, the blocking sync API, lists with filters and pages,
+/// `links.self`, 422 for invalid data.
+async fn cloudconvert_surface(s: &Server) {
+    let photo = std::fs::read(corpus_file("images/photo_640x480.jpg")).unwrap();
+    let (status, made) = s
+        .post(
+            "/v2/jobs",
+            &json!({"tag": "cc-surface", "tasks": {
+                "in": {"operation": "import/base64", "file": b64(&photo), "filename": "photo.jpg"},
+                "small": {"operation": "convert", "input": "in", "output_format": "png", "width": 80},
+                "out": {"operation": "export/url", "input": "small"},
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let id = made["data"]["id"].as_str().unwrap().to_string();
+    assert!(made["data"]["links"]["self"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/v2/jobs/{id}")));
+    let (status, done) = s.get(&format!("/sync/v2/jobs/{id}")).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["data"]["status"], "finished", "{done}");
+    let out = done["data"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "out")
+        .unwrap();
+    let (status, png) = s.download(out["result"]["files"][0]["url"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(&png[1..4], b"PNG");
+    assert_eq!(image_size(&png), (80, 60));
+    let (_, listed) = s
+        .get("/v2/jobs?filter[tag]=cc-surface&filter[status]=finished&per_page=1")
+        .await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["data"][0]["id"], id.as_str());
+    assert_eq!(listed["meta"]["per_page"], 1);
+    let (_, tasks) = s
+        .get(&format!("/v2/tasks?filter[job_id]={id}&filter[operation]=convert"))
+        .await;
+    assert_eq!(tasks["data"][0]["name"], "small", "{tasks}");
+    let (status, bad) = s
+        .post(
+            "/v2/jobs",
+            &json!({"tasks": {"c": {"operation": "convert", "output_format": "png"}}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{bad}");
+    assert!(bad["errors"]["tasks.c.input"].is_array(), "{bad}");
+    // The synchronous create: the job as it ended, or with `redirect` the file itself.
+    let sync_job = |redirect: bool| {
+        json!({"redirect": redirect, "tasks": {
+            "in": {"operation": "import/base64", "file": b64(&photo), "filename": "photo.jpg"},
+            "out": {"operation": "export/url", "input": "in"},
+        }})
+    };
+    let (status, ended) = s.post("/sync/v2/jobs", &sync_job(false)).await;
+    assert_eq!(status, 201, "{ended}");
+    assert_eq!(ended["data"]["status"], "finished", "{ended}");
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(s.url("/sync/v2/jobs"))
+        .bearer_auth(&s.key)
+        .json(&sync_job(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let (status, file) = s.download(&location).await;
+    assert_eq!((status, file == photo), (200, true));
+    let (status, _) = s.delete_as(&s.key, &format!("/v2/jobs/{id}")).await;
+    assert_eq!(status, 204);
+    let (status, _) = s.get(&format!("/v2/jobs/{id}")).await;
+    assert_eq!(status, 404);
+
+    // A task on its own (POST /v2/{operation}), waited for on the sync API, then deleted;
+    // a waiting upload cancelled, and refused a second time.
+    let (status, one) = s
+        .post(
+            "/v2/import/base64",
+            &json!({"file": b64(&photo), "filename": "one.jpg"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{one}");
+    let one_id = one["data"]["id"].as_str().unwrap().to_string();
+    let (_, one) = s.get(&format!("/sync/v2/tasks/{one_id}")).await;
+    assert_eq!(one["data"]["status"], "finished", "{one}");
+    assert_eq!(one["data"]["result"]["files"][0]["filename"], "one.jpg", "{one}");
+    let (status, up) = s.post("/v2/import/upload", &json!({})).await;
+    assert_eq!(status, 201, "{up}");
+    let cancel = format!("/v2/tasks/{}/cancel", up["data"]["id"].as_str().unwrap());
+    let (status, cancelled) = s.post(&cancel, &json!({})).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(
+        (&cancelled["data"]["status"], &cancelled["data"]["code"]),
+        (&json!("error"), &json!("cancelled")),
+        "{cancelled}"
+    );
+    let (status, again) = s.post(&cancel, &json!({})).await;
+    assert_eq!(status, 422, "{again}");
+    let (status, _) = s.delete_as(&s.key, &format!("/v2/tasks/{one_id}")).await;
+    assert_eq!(status, 204);
+    let (status, _) = s.get(&format!("/v2/tasks/{one_id}")).await;
+    assert_eq!(status, 404);
+
+    // A webhook made with CloudConvert's `url`: the delivery carries CloudConvert-Signature,
+    // the hex HMAC-SHA256 of the raw body under its secret (recomputed here), and the job
+    // in CloudConvert's statuses.
+    let (hook_url, got) = hook_receiver("cloudconvert-signature").await;
+    let (status, hook) = s
+        .post("/v2/webhooks", &json!({"url": hook_url, "events": ["job.finished"]}))
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let secret = hook["data"]["signing_secret"].as_str().unwrap().to_string();
+    let (_, job) = s.post("/sync/v2/jobs", &sync_job(false)).await;
+    assert_eq!(job["data"]["status"], "finished", "{job}");
+    let job_id = job["data"]["id"].as_str().unwrap().to_string();
+    let start = std::time::Instant::now();
+    let (body, signature) = loop {
+        let found = got.lock().unwrap().iter().find_map(|(_, body, sig)| {
+            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+            (v["job"]["id"] == job_id.as_str()).then(|| (body.clone(), sig.clone()))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "no delivery to the CloudConvert webhook"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(signature, hmac_sha256_hex(secret.as_bytes(), &body));
+    assert_ne!(signature, hmac_sha256_hex(b"another secret", &body), "the control");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (&v["event"], &v["job"]["status"]),
+        (&json!("job.finished"), &json!("finished"))
+    );
+    let hook_id = hook["data"]["id"].as_str().unwrap();
+    let (status, _) = s.delete_as(&s.key, &format!("/v2/webhooks/{hook_id}")).await;
+    assert_eq!(status, 204);
+}
+
+/// The dashboard's pages load on the target: sign-in, the jobs list with a job of this
+/// suite, a job's page, the keys page, the Convert page and its steps (the job, the
+/// upload, the result), the tag filter, sign-up; the cookie works on the target's own URLs.
+async fn dashboard_pages(s: &Server) {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser.get(s.url("/dashboard/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains(r#"<label for="key">API key</label>"#));
+    let r = browser
+        .post(s.url("/dashboard/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-origin")
+        .body(format!("key={}", s.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = |path: &str| {
+        let req = browser.get(s.url(path)).header("cookie", &cookie);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, jobs) = page("/dashboard/").await;
+    assert_eq!(status, 200, "{jobs}");
+    let id = jobs
+        .split("href=\"./jobs/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the suite's jobs are listed")
+        .to_string();
+    let (status, job) = page(&format!("/dashboard/jobs/{id}")).await;
+    assert_eq!(status, 200, "{job}");
+    assert!(job.contains("The request"), "{job}");
+    let (status, keys) = page("/dashboard/keys").await;
+    assert_eq!(status, 200, "{keys}");
+    assert!(keys.contains("(this session)"), "{keys}");
+    let (status, css) = page("/dashboard/style.css").await;
+    assert_eq!((status, css.contains("body")), (200, true));
+    let (status, script) = page("/dashboard/dashboard.js").await;
+    assert_eq!((status, script.contains("data-progress")), (200, true));
+    let (status, convert) = page("/dashboard/convert").await;
+    assert_eq!(status, 200, "{convert}");
+    assert!(convert.contains(r#"<option value="png">png</option>"#), "{convert}");
+    // The Convert page's steps as its script takes them: the job made by the dashboard,
+    // the file sent to the upload task's form (on AWS, S3's), the result downloaded.
+    let r = browser
+        .post(s.url("/dashboard/convert"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("filename=photo.jpg&output_format=png&width=160&tag=dashboard")
+        .send()
+        .await
+        .unwrap();
+    let (status, made) = decode(r).await;
+    assert_eq!(status, 201, "{made}");
+    let photo = std::fs::read(corpus_file("images/photo_640x480.jpg")).unwrap();
+    let (status, body) = s
+        .upload(&json!({"result": {"form": made["form"]}}), "photo.jpg", photo)
+        .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    let job = s.wait_job(made["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["tag"], "dashboard");
+    let (_, url) = urls(task(&job, "export")).remove(0);
+    let (status, png) = s.download(&url).await;
+    assert_eq!(status, 200);
+    let img = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap();
+    assert_eq!((img.width(), img.height()), (160, 120));
+    let (status, progress) = page(&format!(
+        "/dashboard/jobs/{}/progress",
+        made["job_id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(status, 200, "{progress}");
+    assert!(progress.contains(r#""final":true"#), "{progress}");
+    // The tag filter, in the API and on the jobs page: only the job tagged so.
+    let (status, tagged) = s.get("/v2/process/jobs?tag=dashboard").await;
+    assert_eq!(status, 200, "{tagged}");
+    assert_eq!(tagged["meta"]["count"], 1, "{tagged}");
+    assert_eq!(tagged["data"][0]["id"], made["job_id"]);
+    let (_, none) = s.get("/v2/process/jobs?tag=no%20such%20tag").await;
+    assert_eq!(none["meta"]["count"], 0, "{none}");
+    let (_, listed) = page("/dashboard/?tag=dashboard").await;
+    assert!(listed.contains(made["job_id"].as_str().unwrap()), "{listed}");
+    assert!(!listed.contains(&id), "a job with another tag is listed: {listed}");
+    // Sign-up (allowed on both targets here): a new user whose first key works and who
+    // sees none of the suite's jobs.
+    let r = browser
+        .post(s.url("/dashboard/sign-up"))
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=dora")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let welcome = r.text().await.unwrap();
+    let key = welcome
+        .split(r#"id="new-key" readonly value=""#)
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .expect("the new key is shown")
+        .to_string();
+    let (status, me) = s.get_as(&key, "/v2/users/me").await;
+    assert_eq!((status, me["data"]["name"].as_str()), (200, Some("dora")), "{me}");
+    let (_, jobs) = s.get_as(&key, "/v2/process/jobs").await;
+    assert_eq!(jobs["meta"]["count"], 0, "{jobs}");
+}
+
+/// Keys made through the API: shown once, listed by their first characters, limited to
+/// their scopes (a read-only key gets 403 on creating a job, and cannot make a key with
+/// more scopes than it has), revoked at once, and never another user's.
+async fn keys_and_scopes(s: &Server) {
+    let (status, made) = s
+        .post(
+            "/v2/users/me/keys",
+            &json!({"name": "<b>reader</b>", "scopes": ["task.read"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let reader = made["data"]["key"].as_str().unwrap().to_string();
+    let id = made["data"]["id"].as_str().unwrap().to_string();
+    assert_eq!(made["data"]["scopes"], json!(["task.read"]));
+    assert_eq!(made["data"]["prefix"], json!(reader[..7]));
+
+    // Listed with its name as given and its first characters, never the key.
+    let (status, list) = s.get("/v2/users/me/keys").await;
+    assert_eq!(status, 200, "{list}");
+    let listed = list["data"].as_array().unwrap();
+    let mine = listed
+        .iter()
+        .find(|k| k["id"] == json!(id))
+        .expect("the new key is listed");
+    assert_eq!(mine["name"], "<b>reader</b>");
+    assert!(!list.to_string().contains(&reader), "a key is shown only once: {list}");
+    assert!(listed.len() >= 2, "the first key is listed too: {list}");
+
+    // What the scope allows, and what it does not.
+    let (status, _) = s.get_as(&reader, "/v2/process/jobs").await;
+    assert_eq!(status, 200);
+    let job = json!({"tasks": {"i": {"operation": "import/base64", "file": "aGk=", "filename": "a.txt"}}});
+    let (status, body) = s.post_as(&reader, "/v2/process/jobs", &job).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "forbidden");
+    assert!(body["message"].as_str().unwrap().contains("task.write"), "{body}");
+    // Control: the same request with the full key is allowed.
+    let (status, body) = s.post("/v2/process/jobs", &job).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = s.get_as(&reader, "/v2/webhooks").await;
+    assert_eq!(status, 403);
+    let (status, body) = s
+        .post_as(
+            &reader,
+            "/v2/users/me/keys",
+            &json!({"name": "more", "scopes": ["task.write"]}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = s
+        .post("/v2/users/me/keys", &json!({"name": "x", "scopes": ["jobs.write"]}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("jobs.write"), "{body}");
+
+    // Another user can neither see nor revoke it.
+    let (_, theirs) = s.get_as(&s.other_key, "/v2/users/me/keys").await;
+    assert!(!theirs.to_string().contains(&id), "{theirs}");
+    let (status, _) = s.delete_as(&s.other_key, &format!("/v2/users/me/keys/{id}")).await;
+    assert_eq!(status, 404);
+    let (status, _) = s.get_as(&reader, "/v2/process/jobs").await;
+    assert_eq!(status, 200);
+
+    // Revoked: its next request fails.
+    let (status, _) = s.delete_as(&s.key, &format!("/v2/users/me/keys/{id}")).await;
+    assert_eq!(status, 204);
+    let (status, body) = s.get_as(&reader, "/v2/process/jobs").await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = s.delete_as(&s.key, &format!("/v2/users/me/keys/{id}")).await;
+    assert_eq!(status, 404);
+
+    // A key may revoke only keys whose scopes it holds: a user-only key cannot revoke the
+    // owner's full key, and can (the control) revoke a key it could have made.
+    let (_, made) = s
+        .post(
+            "/v2/users/me/keys",
+            &json!({"name": "keys only", "scopes": ["user.read", "user.write"]}),
+        )
+        .await;
+    let narrow = made["data"]["key"].as_str().unwrap().to_string();
+    let (_, list) = s.get("/v2/users/me/keys").await;
+    let full = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["scopes"].as_array().is_some_and(|sc| sc.len() == 6))
+        .expect("the full key is listed")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = s.delete_as(&narrow, &format!("/v2/users/me/keys/{full}")).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = s.get("/v2/process/jobs").await;
+    assert_eq!(status, 200, "the full key still works");
+    let (_, made) = s
+        .post_as(
+            &narrow,
+            "/v2/users/me/keys",
+            &json!({"name": "smaller", "scopes": ["user.read"]}),
+        )
+        .await;
+    let smaller = made["data"]["id"].as_str().unwrap().to_string();
+    let (status, _) = s.delete_as(&narrow, &format!("/v2/users/me/keys/{smaller}")).await;
+    assert_eq!(status, 204);
 }
 
 /// What the target keeps of jobs: the embedded server's database files; the stack's

@@ -25,7 +25,9 @@ Prints `API <url>`, `KEY <api key>`, `KEY2` (a second user's), `BUCKET`, `TABLE`
 `FRONT` (the AWS endpoint: moto behind the front), then `READY`; stops
 everything it started on SIGINT or SIGTERM. `GET <front>/_stack/stats` answers what the
 stack counted (invocations, billed milliseconds and memory per function, init times,
-state transitions, DynamoDB/S3/SQS requests), for infra/cost.py.
+state transitions, DynamoDB/S3/SQS requests), for infra/cost.py; `POST
+<front>/_stack/cold/<function>` stops the function's idle instances, so that the next
+invocation starts one cold (cost.py times the API's init that way).
 """
 
 import argparse
@@ -98,6 +100,9 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 class Quiet(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # An answer's headers and body are two writes: with Nagle's algorithm the body waits
+    # for the client's delayed ACK (40 ms), which no AWS endpoint adds to a request.
+    disable_nagle_algorithm = True
 
     def log_message(self, *a):
         pass
@@ -304,7 +309,7 @@ class Instance:
         self.lock = threading.Condition()
         self.pending = None  # the invocation handed to the next /next
         self.current = None
-        self.spawned = time.monotonic()
+        self.spawned = None  # when the process was started: its init is timed from there
         self.ready = threading.Event()  # the process asked for work at least once
         self.busy = False
         self.dead = False
@@ -328,6 +333,7 @@ class Instance:
             os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
             os.chmod(self.tmp, 0o700)
             kw = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+        self.spawned = time.monotonic()
         self.proc = subprocess.Popen(
             [fn.binary], env=env, cwd=self.tmp, stdin=subprocess.DEVNULL, stdout=fn.stack.logfile(fn.logical),
             stderr=subprocess.STDOUT, start_new_session=True, **kw)
@@ -458,6 +464,14 @@ class Function:
                     return inst
                 self.lock.wait(0.5)
 
+    def retire_idle(self):
+        """Stops the instances waiting for work, so the next invocation starts cold."""
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for inst in idle:
+            inst.kill()
+        return len(idle)
+
     def release(self, inst):
         with self.lock:
             if not (inst.dead or inst.killed):
@@ -483,8 +497,12 @@ class Function:
                            "errorMessage": "the function did not start"}, 200
         inv = Invocation(payload, timeout)
         inv.started = time.monotonic()
+        if fault and fault[0] == "kill" and float(fault[1]) <= 0:
+            # Dies as it takes the event: none of the invocation runs, however loaded the
+            # machine (a timer of 0 s could lose the race to a quick step).
+            inst.kill()
         inst.give(inv)
-        if fault and fault[0] == "kill":
+        if fault and fault[0] == "kill" and float(fault[1]) > 0:
             # Killed mid-task, as an out-of-memory kill or a host failure would.
             threading.Timer(float(fault[1]), inst.kill).start()
         deadline = time.monotonic() + timeout
@@ -932,6 +950,12 @@ def front_handler(stack):
             path = urllib.parse.urlsplit(self.path).path
             if path == "/_stack/stats":
                 return self.answer(200, STATS.snapshot())
+            m = re.fullmatch(r"/_stack/cold/([^/]+)", path)
+            if m and self.command == "POST":
+                fn = stack.function_by_name(m.group(1))
+                if fn is None:
+                    return self.answer(404, {"message": f"no function {m.group(1)}"})
+                return self.answer(200, {"retired": fn.retire_idle()})
             m = re.fullmatch(r"/2015-03-31/functions/([^/]+)/invocations", path)
             if m and self.command == "POST":
                 return self.invoke(m.group(1), body)

@@ -75,6 +75,43 @@ fn unique_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A variable `tests/services.sh` exports (in target/test-services/env.sh).
+fn service_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run `bash tests/services.sh start` (it installs the clients the \
+             tests drive) and `source target/test-services/env.sh`"
+        )
+    })
+}
+
+/// Runs one of the suite's scripts (`tests/<script>`) with `program` and `env`; the script
+/// prints `ok - ...` for each check that held and exits 1 at the first that did not.
+/// Fails unless it succeeded and all `checks` ran.
+async fn script_checks(mut cmd: Command, script: &str, env: Vec<(&'static str, String)>, checks: usize) {
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script)).envs(env);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the script"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    let passed = stdout.lines().filter(|l| l.starts_with("ok - ")).count();
+    assert_eq!(passed, checks, "not every check of {script} ran:\n{stdout}\n{stderr}");
+}
+
+/// [`script_checks`] of a Python script, in the tests' venv (`RC_TEST_PYTHON`).
+pub async fn python_checks(script: &str, env: Vec<(&'static str, String)>, checks: usize) {
+    script_checks(Command::new(service_env("RC_TEST_PYTHON")), script, env, checks).await
+}
+
+/// [`script_checks`] of a Node script, with the tests' npm tree (`RC_TEST_NODE_PATH`).
+pub async fn node_checks(script: &str, env: Vec<(&'static str, String)>, checks: usize) {
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", service_env("RC_TEST_NODE_PATH"));
+    script_checks(cmd, script, env, checks).await
+}
+
 /// `runconvert keys create --name NAME --data-dir DIR`: the key it prints.
 pub fn create_key(data_dir: &Path, name: &str) -> String {
     create_key_with(data_dir, name, &[])
@@ -810,4 +847,48 @@ pub fn merged(base: Value, extra: Value) -> Value {
     let mut m = base.as_object().unwrap().clone();
     m.extend(extra.as_object().unwrap().clone());
     Value::Object(m)
+}
+
+/// What a [`hook_receiver`] got: (event, raw body, signature header) per delivery.
+pub type Got = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, String)>>>;
+
+/// A loopback receiver for webhooks, keeping each delivery's event, raw body and the
+/// value of the signature header `signature` (empty when absent); its URL.
+pub async fn hook_receiver(signature: &'static str) -> (String, Got) {
+    let got: Got = Default::default();
+    let g = got.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let g = g.clone();
+        async move {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let sig = headers
+                .get(signature)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            g.lock()
+                .unwrap()
+                .push((v["event"].as_str().unwrap_or_default().to_string(), body.to_vec(), sig));
+            "ok"
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, got)
+}
+
+/// HMAC-SHA256 of `body` under `key`, in lowercase hex: written out here (RFC 2104) so a
+/// test checks the server's signatures against a computation of its own.
+pub fn hmac_sha256_hex(key: &[u8], body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(body).finalize();
+    hex::encode(Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize())
 }

@@ -29,6 +29,10 @@ use serde_json::{json, Map, Value};
 
 /// Errors of the Lambda service itself (not of the function): retried with backoff.
 fn lambda_retry(interval: u64, max_delay: u64) -> Value {
+    lambda_retry_at_most(interval, max_delay, 6)
+}
+
+fn lambda_retry_at_most(interval: u64, max_delay: u64, attempts: u64) -> Value {
     json!({
         "ErrorEquals": [
             "Lambda.TooManyRequestsException",
@@ -37,7 +41,7 @@ fn lambda_retry(interval: u64, max_delay: u64) -> Value {
             "Lambda.SdkClientException"
         ],
         "IntervalSeconds": interval,
-        "MaxAttempts": 6,
+        "MaxAttempts": attempts,
         "BackoffRate": 2,
         "MaxDelaySeconds": max_delay,
         "JitterStrategy": "FULL"
@@ -117,31 +121,12 @@ pub fn definition() -> Value {
             "Next": "Route"
         }),
     );
-    let mut choices = vec![json!({ "Variable": "$.ready.run", "BooleanEquals": false, "Next": "Done" })];
-    for (key, _) in FUNCTIONS {
-        choices.push(json!({ "Variable": "$.ready.function", "StringEquals": key, "Next": state_name(key) }));
-    }
-    iteration.insert(
-        "Route".into(),
-        json!({
-            "Comment": "To the function of the task's operation (convert and thumbnail: the tools image when their engine is a tool).",
-            "Type": "Choice",
-            "Choices": choices,
-            "Default": "UnknownFunction"
-        }),
+    task_states(
+        &mut iteration,
+        "To the function of the task's operation (convert and thumbnail: the tools image when their engine is a tool).",
+        vec![json!({ "Variable": "$.ready.run", "BooleanEquals": false, "Next": "Done" })],
+        json!({ "Retry": [lambda_retry(2, 60)], "Catch": catch("RecordFailure") }),
     );
-    iteration.insert("UnknownFunction".into(), unknown_function());
-    for (key, function) in FUNCTIONS {
-        iteration.insert(
-            state_name(key),
-            function_state(
-                function,
-                json!({ "Retry": [lambda_retry(2, 60)], "Catch": catch("RecordFailure") }),
-            ),
-        );
-    }
-    iteration.insert("RecordFailure".into(), record_failure());
-    iteration.insert("Done".into(), json!({ "Type": "Succeed" }));
 
     let mut states = Map::new();
     states.insert(
@@ -267,21 +252,7 @@ fn ending(finish: Value) -> Map<String, Value> {
 /// `${WatchdogQueueUrl}` for the template's DefinitionSubstitutions.
 pub fn express_definition() -> Value {
     // Lambda's own errors, retried briefly: the whole execution has five minutes.
-    let retry = || {
-        json!({
-            "ErrorEquals": [
-                "Lambda.TooManyRequestsException",
-                "Lambda.ServiceException",
-                "Lambda.AWSLambdaException",
-                "Lambda.SdkClientException"
-            ],
-            "IntervalSeconds": 1,
-            "MaxAttempts": 3,
-            "BackoffRate": 2,
-            "MaxDelaySeconds": 5,
-            "JitterStrategy": "FULL"
-        })
-    };
+    let retry = || lambda_retry_at_most(1, 5, 3);
     let mut iteration = Map::new();
     iteration.insert(
         "Ready".into(),
@@ -300,23 +271,22 @@ pub fn express_definition() -> Value {
             }),
         ),
     );
-    let mut choices = vec![
-        json!({ "Variable": "$.ready.run", "BooleanEquals": false, "Next": "Done" }),
-        json!({ "Variable": "$.ready.budget", "NumericLessThan": 1, "Next": "OutOfTime" }),
-    ];
-    for (key, _) in FUNCTIONS {
-        choices.push(json!({ "Variable": "$.ready.function", "StringEquals": key, "Next": state_name(key) }));
-    }
-    iteration.insert(
-        "Route".into(),
+    task_states(
+        &mut iteration,
+        "To the function of the task's operation, if the execution has time left for it.",
+        vec![
+            json!({ "Variable": "$.ready.run", "BooleanEquals": false, "Next": "Done" }),
+            json!({ "Variable": "$.ready.budget", "NumericLessThan": 1, "Next": "OutOfTime" }),
+        ],
         json!({
-            "Comment": "To the function of the task's operation, if the execution has time left for it.",
-            "Type": "Choice",
-            "Choices": choices,
-            "Default": "UnknownFunction"
+            "TimeoutSecondsPath": "$.ready.budget",
+            "Retry": [retry()],
+            "Catch": [
+                { "ErrorEquals": ["States.Timeout"], "ResultPath": "$.error", "Next": "OutOfTime" },
+                { "ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "RecordFailure" }
+            ]
         }),
     );
-    iteration.insert("UnknownFunction".into(), unknown_function());
     iteration.insert(
         "OutOfTime".into(),
         json!({
@@ -326,24 +296,6 @@ pub fn express_definition() -> Value {
             "Cause": "the task does not fit in what is left of the express execution"
         }),
     );
-    for (key, function) in FUNCTIONS {
-        iteration.insert(
-            state_name(key),
-            function_state(
-                function,
-                json!({
-                    "TimeoutSecondsPath": "$.ready.budget",
-                    "Retry": [retry()],
-                    "Catch": [
-                        { "ErrorEquals": ["States.Timeout"], "ResultPath": "$.error", "Next": "OutOfTime" },
-                        { "ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "RecordFailure" }
-                    ]
-                }),
-            ),
-        );
-    }
-    iteration.insert("RecordFailure".into(), record_failure());
-    iteration.insert("Done".into(), json!({ "Type": "Succeed" }));
 
     let mut states = Map::new();
     states.insert(
@@ -444,6 +396,24 @@ pub fn express_definition() -> Value {
         "TimeoutSeconds": 300,
         "States": Value::Object(states)
     })
+}
+
+/// The states an iteration of either machine shares after its task is ready: `Route`
+/// (`first` choices, then one per function), every function's state (with `fields`:
+/// its retries, catches, timeout), `UnknownFunction`, `RecordFailure` and `Done`.
+fn task_states(iteration: &mut Map<String, Value>, comment: &str, first: Vec<Value>, fields: Value) {
+    let mut choices = first;
+    for (key, function) in FUNCTIONS {
+        choices.push(json!({ "Variable": "$.ready.function", "StringEquals": key, "Next": state_name(key) }));
+        iteration.insert(state_name(key), function_state(function, fields.clone()));
+    }
+    iteration.insert(
+        "Route".into(),
+        json!({ "Comment": comment, "Type": "Choice", "Choices": choices, "Default": "UnknownFunction" }),
+    );
+    iteration.insert("UnknownFunction".into(), unknown_function());
+    iteration.insert("RecordFailure".into(), record_failure());
+    iteration.insert("Done".into(), json!({ "Type": "Succeed" }));
 }
 
 /// A task's operation: its function invoked with `{job_id, task_id}`.

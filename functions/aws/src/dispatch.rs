@@ -16,6 +16,11 @@ pub struct SfnDispatcher {
     pub express_arn: Option<String>,
 }
 
+/// The ARN of a job's execution of `machine` (executions are named after their job).
+pub fn execution_arn(machine: &str, job_id: &str) -> String {
+    format!("{}:{job_id}", machine.replacen(":stateMachine:", ":execution:", 1))
+}
+
 /// Whether a job can start as an Express execution: nothing in it waits for a client
 /// (an upload), which only a standard execution's task token can.
 pub fn fits_express(job: &Job) -> bool {
@@ -81,10 +86,7 @@ impl SfnDispatcher {
     }
 
     async fn stop(&self, job_id: &str) -> PortResult<()> {
-        let execution = format!(
-            "{}:{job_id}",
-            self.state_machine_arn.replacen(":stateMachine:", ":execution:", 1)
-        );
+        let execution = execution_arn(&self.state_machine_arn, job_id);
         match self.client.stop_execution().execution_arn(execution).send().await {
             Ok(_) => Ok(()),
             Err(e) if format!("{e:?}").contains("ExecutionDoesNotExist") => Ok(()),

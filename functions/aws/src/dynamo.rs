@@ -8,6 +8,7 @@
 //! | job | `JOB#<id>` | `#JOB` | `USER#<user>#JOB` / `<created ms>#<id>` | |
 //! | task | `JOB#<job>` | `TASK#<position>` | `USER#<user>#TASK` / `<created ms>#<job>#<position>` | `TASK#<id>` |
 //! | API key | `KEY#<sha256>` | `#KEY` | | |
+//! | API key, as listed | `USER#<user>` | `APIKEY#<key id>` | | |
 //! | user (name, credit balance) | `USER#<user>` | `#USER` | | |
 //! | webhook | `USER#<user>` | `WEBHOOK#<id>` | | |
 //! | delivery | `WEBHOOK#<id>` | `DELIVERY#<ms>#<id>` | | |
@@ -19,12 +20,13 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
+use runconvert_core::keys::{key_id, key_prefix, ApiKey, Scopes};
 use runconvert_core::model::{Job, JobStatus, Task, TaskResult, TaskStatus, User};
 use runconvert_core::ports::{
     apply_transition, JobFilter, JobStore, KeyStore, PortError, PortResult, TaskFilter, TaskTransition, WebhookStore,
 };
 use runconvert_core::secrets::{merge_secrets, stored_task, Sealer};
-use runconvert_core::webhooks::{Delivery, Webhook};
+use runconvert_core::webhooks::{Delivery, Signing, Webhook};
 use runconvert_core::{new_id, Timestamp};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -40,6 +42,8 @@ pub struct DynamoStore {
     /// that parse untrusted files, and the job function): they see secrets redacted and
     /// leave the sealed attributes as they are ([`DynamoStore::carry`]).
     sealer: Option<Arc<Sealer>>,
+    /// Whether each job seen has anyone to receive its events ([`DynamoStore::notifies`]).
+    notify: Arc<std::sync::Mutex<HashMap<String, bool>>>,
     /// How long ended jobs and tasks are kept: their `expires_at` (the table's TTL).
     retention_secs: i64,
 }
@@ -57,6 +61,20 @@ fn get_s(item: &Item, k: &str) -> Option<String> {
 }
 
 /// A number attribute, parsed.
+/// What is shown of a key, from either of its items (see [`DynamoStore::put_key`]); a key
+/// made before scopes has every scope.
+fn key_from_item(i: &Item, user_id: &str, key_hash: &str) -> ApiKey {
+    ApiKey {
+        id: get_s(i, "key_id").unwrap_or_else(|| key_id(key_hash)),
+        user_id: user_id.to_string(),
+        name: get_s(i, "key_name").or_else(|| get_s(i, "name")).unwrap_or_default(),
+        prefix: get_s(i, "prefix"),
+        scopes: Scopes::from_stored(get_s(i, "scopes").as_deref()),
+        created_at: Timestamp(get_n(i, "created_at").unwrap_or(0)),
+        last_used_at: get_n(i, "last_used_at").map(Timestamp),
+    }
+}
+
 fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
     item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
 }
@@ -92,6 +110,7 @@ impl DynamoStore {
             client,
             table: table.into(),
             sealer: sealer.map(Arc::new),
+            notify: Arc::default(),
             retention_secs: retention.as_secs() as i64,
         }
     }
@@ -110,7 +129,7 @@ impl DynamoStore {
     fn job_item(&self, job: &Job) -> Item {
         let data = json!({
             "id": job.id, "user_id": job.user_id, "tag": job.tag, "webhook_url": job.webhook_url,
-            "status": job.status.as_str(), "created_at": job.created_at.millis(),
+            "webhook_signing": job.webhook_signing.as_str(), "status": job.status.as_str(), "created_at": job.created_at.millis(),
             "started_at": ms(job.started_at), "ended_at": ms(job.ended_at),
         });
         let mut item: Item = HashMap::from([
@@ -162,22 +181,44 @@ impl DynamoStore {
     /// Whether anyone may receive the job's events: it has a webhook_url, or its owner had
     /// a webhook subscription when it was created (`notify` on the job's item; true when
     /// unknown). Events nobody would receive are not sent.
+    /// It never changes once the job exists, so each instance reads it once per job.
     pub async fn notifies(&self, job_id: &str) -> PortResult<bool> {
+        if let Some(known) = self.notify.lock().expect("not poisoned").get(job_id) {
+            return Ok(*known);
+        }
         let got = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("#JOB"))
+            .get_job_item(job_id)
             .projection_expression("notify")
             .send()
             .await
             .map_err(err)?;
-        Ok(got
+        let Some(known) = got
             .item()
             .and_then(|i| i.get("notify"))
             .and_then(|v| v.as_bool().ok().copied())
-            .unwrap_or(true))
+        else {
+            return Ok(true); // not there yet (an eventually consistent read), or an older item
+        };
+        self.remember_notify(job_id, known);
+        Ok(known)
+    }
+
+    fn remember_notify(&self, job_id: &str, notify: bool) {
+        let mut known = self.notify.lock().expect("not poisoned");
+        // A Lambda instance runs many jobs: the oldest answers are not worth keeping.
+        if known.len() >= 4096 {
+            known.clear();
+        }
+        known.insert(job_id.to_string(), notify);
+    }
+
+    /// A GetItem of the job's own item.
+    fn get_job_item(&self, job_id: &str) -> aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("#JOB"))
     }
 
     fn job_from_item(&self, item: &Item) -> PortResult<Job> {
@@ -196,6 +237,7 @@ impl DynamoStore {
             tag: data["tag"].as_str().map(String::from),
             webhook_url: data["webhook_url"].as_str().map(String::from),
             webhook_secret,
+            webhook_signing: Signing::parse(data["webhook_signing"].as_str()),
             status,
             created_at: Timestamp(data["created_at"].as_i64().unwrap_or(0)),
             started_at: ts(&data["started_at"]),
@@ -418,32 +460,80 @@ impl DynamoStore {
             rate_limit,
             credits,
         };
-        let mut user_item = self
+        self.put_user(&user).await?;
+        let hash = runconvert_http::hash_key(key);
+        let shown = ApiKey {
+            id: key_id(&hash),
+            user_id: user.id.clone(),
+            name: name.to_string(),
+            prefix: Some(key_prefix(key)),
+            scopes: Scopes::all(),
+            created_at: Timestamp::now(),
+            last_used_at: None,
+        };
+        self.put_key(&user, &hash, &shown).await?;
+        Ok(user)
+    }
+
+    /// The user item (`USER#<id>`, `#USER`): the name and, for a limited user, the credit
+    /// balance.
+    async fn put_user(&self, user: &User) -> PortResult<()> {
+        let mut item = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(format!("USER#{}", user.id)))
             .item("sk", s(USER_SK))
             .item("kind", s("user"))
-            .item("name", s(name));
-        if let Some(c) = credits {
-            user_item = user_item.item("credits", AttributeValue::N(c.to_string()));
+            .item("name", s(&user.name));
+        if let Some(c) = user.credits {
+            item = item.item("credits", AttributeValue::N(c.to_string()));
         }
-        user_item.send().await.map_err(err)?;
-        let mut key_item = self
+        item.send().await.map_err(err)?;
+        Ok(())
+    }
+
+    /// A key's two items: the one a request's key is looked up by (`KEY#<hash>`: the
+    /// user's id, name and rate limit, the key's scopes) and the one its user's list shows
+    /// (`USER#<user>`, `APIKEY#<id>`).
+    async fn put_key(&self, user: &User, key_hash: &str, key: &ApiKey) -> PortResult<()> {
+        let mut shown = vec![
+            ("key_id", s(&key.id)),
+            ("key_name", s(&key.name)),
+            ("scopes", s(key.scopes.to_stored())),
+            ("created_at", AttributeValue::N(key.created_at.millis().to_string())),
+        ];
+        if let Some(p) = &key.prefix {
+            shown.push(("prefix", s(p)));
+        }
+        let mut lookup = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(format!("KEY#{}", runconvert_http::hash_key(key))))
+            .item("pk", s(format!("KEY#{key_hash}")))
             .item("sk", s("#KEY"))
             .item("kind", s("key"))
             .item("user_id", s(&user.id))
-            .item("name", s(name));
-        if let Some(r) = rate_limit {
-            key_item = key_item.item("rate_limit", AttributeValue::N(r.to_string()));
+            .item("name", s(&user.name));
+        if let Some(r) = user.rate_limit {
+            lookup = lookup.item("rate_limit", AttributeValue::N(r.to_string()));
         }
-        key_item.send().await.map_err(err)?;
-        Ok(user)
+        let mut listed = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("USER#{}", user.id)))
+            .item("sk", s(format!("APIKEY#{}", key.id)))
+            .item("kind", s("listed key"))
+            .item("key_hash", s(key_hash));
+        for (k, v) in shown {
+            lookup = lookup.item(k, v.clone());
+            listed = listed.item(k, v);
+        }
+        // Listed first: a key that works is always one its user can see and revoke.
+        listed.send().await.map_err(err)?;
+        lookup.send().await.map_err(err)?;
+        Ok(())
     }
 
     /// Adds credits to a user (a top-up; an unlimited user gets a balance). The new
@@ -626,7 +716,7 @@ impl DynamoStore {
 
 #[async_trait]
 impl KeyStore for DynamoStore {
-    async fn user_for_key_hash(&self, key_hash: &str) -> PortResult<Option<User>> {
+    async fn key_by_hash(&self, key_hash: &str) -> PortResult<Option<(User, ApiKey)>> {
         let got = self
             .client
             .get_item()
@@ -639,14 +729,86 @@ impl KeyStore for DynamoStore {
         let Some(i) = got.item() else {
             return Ok(None);
         };
-        Ok(Some(User {
+        let user = User {
             id: get_s(i, "user_id").unwrap_or_default(),
             name: get_s(i, "name").unwrap_or_default(),
             rate_limit: get_n(i, "rate_limit"),
             // On the user's item: read only where a balance is shown (`credits`), so that
             // authenticating a request stays one read.
             credits: None,
-        }))
+        };
+        let key = key_from_item(i, &user.id, key_hash);
+        Ok(Some((user, key)))
+    }
+
+    async fn list_keys(&self, user_id: &str) -> PortResult<Vec<ApiKey>> {
+        let items = self
+            .query_all(
+                None,
+                "pk = :p AND begins_with(sk, :k)",
+                vec![(":p", s(format!("USER#{user_id}"))), (":k", s("APIKEY#"))],
+                true,
+            )
+            .await?;
+        let mut keys: Vec<ApiKey> = items
+            .iter()
+            .map(|i| key_from_item(i, user_id, &get_s(i, "key_hash").unwrap_or_default()))
+            .collect();
+        keys.sort_by(|a, b| (a.created_at.millis(), &a.id).cmp(&(b.created_at.millis(), &b.id)));
+        Ok(keys)
+    }
+
+    async fn create_user(&self, user: &User) -> PortResult<()> {
+        self.put_user(user).await
+    }
+
+    async fn create_key(&self, user: &User, key_hash: &str, key: &ApiKey) -> PortResult<()> {
+        self.put_key(user, key_hash, key).await
+    }
+
+    async fn revoke_key(&self, user_id: &str, key_id: &str) -> PortResult<bool> {
+        let listed = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USER#{user_id}")))
+            .key("sk", s(format!("APIKEY#{key_id}")))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(err)?;
+        let Some(hash) = listed.attributes().and_then(|a| get_s(a, "key_hash")) else {
+            return Ok(false);
+        };
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("KEY#{hash}")))
+            .key("sk", s("#KEY"))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(true)
+    }
+
+    async fn touch_key(&self, _key_hash: &str, key: &ApiKey, at: Timestamp) -> PortResult<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USER#{}", key.user_id)))
+            .key("sk", s(format!("APIKEY#{}", key.id)))
+            .update_expression("SET last_used_at = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", AttributeValue::N(at.millis().to_string()))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            // A key made before keys were listed: nothing to record it on.
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(err(e)),
+        }
     }
 
     /// A user's credit balance; None: unlimited (or no such user).
@@ -717,6 +879,8 @@ impl JobStore for DynamoStore {
             .send()
             .await
             .map_err(err)?;
+        // The events published right after the job is made need not read it back.
+        self.remember_notify(&job.id, notify);
         Ok(())
     }
 
@@ -737,7 +901,9 @@ impl JobStore for DynamoStore {
         let mut matching = Vec::new();
         for h in &heads {
             let job = self.job_from_item(h)?;
-            if filter.status.is_none_or(|st| job.status == st) {
+            if filter.status.is_none_or(|st| job.status == st)
+                && filter.tag.as_ref().is_none_or(|t| job.tag.as_ref() == Some(t))
+            {
                 matching.push(job.id);
             }
         }
@@ -797,7 +963,10 @@ impl JobStore for DynamoStore {
         let mut tasks = Vec::new();
         for i in items.iter().filter(|i| get_s(i, "kind").as_deref() == Some("task")) {
             let (t, owner, _) = self.task_from_item(i)?;
-            if owner == user_id && filter.status.is_none_or(|st| t.status == st) {
+            if owner == user_id
+                && filter.status.is_none_or(|st| t.status == st)
+                && filter.operation.as_deref().is_none_or(|op| t.operation.name() == op)
+            {
                 tasks.push(t);
             }
         }
@@ -839,11 +1008,7 @@ impl JobStore for DynamoStore {
 
     async fn set_job_status(&self, job_id: &str, status: JobStatus, at: Timestamp) -> PortResult<bool> {
         let got = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("#JOB"))
+            .get_job_item(job_id)
             .consistent_read(true)
             .send()
             .await
@@ -944,7 +1109,7 @@ impl WebhookStore for DynamoStore {
         let data = json!({
             "id": hook.id, "user_id": hook.user_id, "endpoint_url": hook.endpoint_url, "events": hook.events,
             "created_at": hook.created_at.millis(), "disabled_at": ms(hook.disabled_at),
-            "disabled_reason": hook.disabled_reason,
+            "disabled_reason": hook.disabled_reason, "signing": hook.signing.as_str(),
         });
         self.client
             .put_item()
@@ -986,6 +1151,7 @@ impl WebhookStore for DynamoStore {
                     disabled_at: ts(&d["disabled_at"]),
                     disabled_reason: d["disabled_reason"].as_str().map(String::from),
                     secret: String::from_utf8(secret).map_err(err)?,
+                    signing: Signing::parse(d["signing"].as_str()),
                 })
             })
             .collect()

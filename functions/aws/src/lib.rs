@@ -90,20 +90,21 @@ pub struct Env {
     /// How webhook deliveries are retried (`WEBHOOK_FIRST_BACKOFF_SECONDS`,
     /// `WEBHOOK_HORIZON_SECONDS`; 5 s doubling to an hour, for a day, by default).
     pub webhook_retry: webhooks::RetryPolicy,
+    /// The dashboard lets anyone sign up (`ALLOW_SIGNUP`), with `SIGNUP_CREDITS` credits
+    /// (unlimited when unset).
+    pub allow_signup: bool,
+    pub signup_credits: Option<i64>,
 }
 
 impl Env {
     /// Signs and checks download links (`/v2/files/...` on the API): a key of its own,
     /// derived from the sealing key, so the two never stand in for each other.
     pub fn link_signer(&self, api_url: &str) -> Result<runconvert_http::local_files::UrlSigner, String> {
-        use hmac::Mac;
         let key = self
             .sealing_key
             .ok_or("download links need the sealing key: set SEALING_KEY_PARAMETER")?;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
-        mac.update(b"runconvert download links v1");
         Ok(runconvert_http::local_files::UrlSigner {
-            signer: runconvert_http::signing::Signer::new(mac.finalize().into_bytes().to_vec()),
+            signer: runconvert_http::signing::Signer::derived(&key, "runconvert download links v1"),
             public_url: api_url.trim_end_matches('/').to_string(),
             // API Gateway hands the function its path decoded.
             name_in_query: true,
@@ -126,6 +127,8 @@ impl Env {
             endpoint: var("AWS_ENDPOINT_URL"),
             allow_private_networks: var("ALLOW_PRIVATE_NETWORKS").is_some_and(|v| v == "true" || v == "1"),
             sftp_require_host_key: var("SFTP_REQUIRE_HOST_KEY").is_some_and(|v| v == "true" || v == "1"),
+            allow_signup: var("ALLOW_SIGNUP").is_some_and(|v| v == "true" || v == "1"),
+            signup_credits: var("SIGNUP_CREDITS").and_then(|v| v.parse().ok()),
             max_file_size: num("MAX_FILE_SIZE_BYTES", 1 << 30),
             retention: Duration::from_secs(num("RETENTION_DAYS", 1) * 86_400),
             upload_timeout: Duration::from_secs(num("UPLOAD_TIMEOUT_SECONDS", 3600)),
@@ -278,6 +281,16 @@ impl Aws {
                 max_wait: self.env.max_wait,
                 // DynamoDB items hold at most 400 KB: long payloads go to S3.
                 inline_payload_bytes: Some(64 << 10),
+                dashboard: runconvert_http::dashboard::DashboardSettings {
+                    signer: self
+                        .env
+                        .sealing_key
+                        .map(|k| runconvert_http::signing::Signer::derived(&k, "runconvert dashboard sessions v1")),
+                    // API Gateway is reached over HTTPS only.
+                    secure_cookies: true,
+                    allow_signup: self.env.allow_signup,
+                    signup_credits: self.env.signup_credits,
+                },
                 ..ApiSettings::default()
             },
             // Per Lambda instance: API Gateway's own throttling is the account-wide limit.
@@ -381,21 +394,23 @@ impl Aws {
         let Some(name) = EventName::ALL.into_iter().find(|n| n.as_str() == event) else {
             return Err(format!("unknown event {event:?}"));
         };
-        // (subscription id or the job's own key, the user's subscription id, url, secret)
-        let mut targets: Vec<(String, Option<String>, String, String)> = self
+        // (subscription id or the job's own key, the user's subscription id, url, secret,
+        // signing)
+        let mut targets: Vec<(String, Option<String>, String, String, webhooks::Signing)> = self
             .store
             .list_webhooks(&user_id)
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
             .filter(|h| webhooks::wants(h, name))
-            .map(|h| (h.id.clone(), Some(h.id), h.endpoint_url, h.secret))
+            .map(|h| (h.id.clone(), Some(h.id), h.endpoint_url, h.secret, h.signing))
             .collect();
         if let Some(job) = &job {
             if let (Some(url), Some(secret), true) =
                 (&job.webhook_url, &job.webhook_secret, webhooks::job_url_wants(name))
             {
-                targets.push((format!("JOB-{job_id}"), None, url.clone(), secret.clone()));
+                let signing = job.webhook_signing;
+                targets.push((format!("JOB-{job_id}"), None, url.clone(), secret.clone(), signing));
             }
         }
         match m["receiver"].as_str() {
@@ -414,9 +429,8 @@ impl Aws {
             None => {}
         }
         let event_id = format!("{job_id}:{event}:{}", body["task"]["id"].as_str().unwrap_or(""));
-        let raw = body.to_string();
         let mut again: Option<Duration> = None;
-        for (key, hook, url, secret) in targets {
+        for (key, hook, url, secret, signing) in targets {
             let now = Timestamp::now();
             let before = self
                 .store
@@ -435,7 +449,10 @@ impl Aws {
             }
             let attempts = before.as_ref().map_or(0, |d| d.attempts) + 1;
             let created_at = before.as_ref().map_or(now, |d| d.created_at);
-            let outcome = sender.send(&url, &secret, &event_id, &raw, now.millis() / 1000).await;
+            let raw = signing.body(&body).to_string();
+            let outcome = sender
+                .send(&url, signing, &secret, &event_id, &raw, now.millis() / 1000)
+                .await;
             let jitter = (now.millis() % 1000) as f64 / 1000.0;
             let (status, code, error, next) = match &outcome {
                 Outcome::Delivered(c) => (DeliveryStatus::Delivered, Some(*c), None, None),

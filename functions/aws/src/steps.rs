@@ -143,6 +143,8 @@ impl Aws {
                 self.nudge(job).await?;
                 Ok(json!({"status": "waiting"}))
             }
+            // No state calls it any more (an operation's function nudges); executions that
+            // started on the definition before still do, and keep their definition.
             "ended" => {
                 self.nudge(field(&input, "job_id")?).await?;
                 Ok(json!({"status": "ok"}))
@@ -482,7 +484,7 @@ impl Aws {
             .state_machine_arn
             .as_deref()
             .ok_or("STATE_MACHINE_ARN is not set")?;
-        let execution = format!("{}:{job_id}", machine.replacen(":stateMachine:", ":execution:", 1));
+        let execution = crate::dispatch::execution_arn(machine, job_id);
         match self.sfn.describe_execution().execution_arn(execution).send().await {
             // Handed over: the standard execution, and its rule, see to the job.
             Ok(_) => Ok(()),

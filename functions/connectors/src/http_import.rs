@@ -45,15 +45,18 @@ fn failed(msg: impl Into<String>) -> TaskError {
 }
 
 /// Downloads `url` into `dest`, refusing what the guard refuses and stopping at the size
-/// cap, the minimum rate or the deadline.
+/// cap, the minimum rate or the deadline; `progress` follows the bytes against the
+/// answer's Content-Length (when it gives one).
 pub async fn download(
     guard: &Guard,
     url: &str,
     headers: &BTreeMap<String, String>,
     dest: &Path,
     limits: &DownloadLimits,
+    progress: crate::transfer::ByteProgress,
 ) -> Result<Downloaded, TaskError> {
-    match tokio::time::timeout(limits.deadline, download_within(guard, url, headers, dest, limits)).await {
+    let within = download_within(guard, url, headers, dest, limits, progress);
+    match tokio::time::timeout(limits.deadline, within).await {
         Ok(result) => result,
         Err(_) => {
             let _ = tokio::fs::remove_file(dest).await;
@@ -74,6 +77,7 @@ async fn download_within(
     headers: &BTreeMap<String, String>,
     dest: &Path,
     limits: &DownloadLimits,
+    mut progress: crate::transfer::ByteProgress,
 ) -> Result<Downloaded, TaskError> {
     let parsed = url::Url::parse(url.trim()).map_err(|e| failed(format!("{url:?} is not a valid URL: {e}")))?;
     guard
@@ -131,6 +135,7 @@ async fn download_within(
         if len > limits.max_bytes {
             return Err(too_large(limits.max_bytes));
         }
+        progress.set_total(len);
     }
     let suggested_name = resp
         .headers()
@@ -158,6 +163,7 @@ async fn download_within(
         file.write_all(&chunk)
             .await
             .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("cannot write the download: {e}")))?;
+        progress.add(chunk.len() as u64);
     }
     file.flush()
         .await

@@ -3,10 +3,9 @@
 //! to do with the outcome (retry, give up, disable) is the core's `webhooks` module.
 
 use crate::guard::{Guard, Refused};
-use runconvert_core::webhooks::{outcome_of_status, signature, Outcome};
+use runconvert_core::webhooks::{outcome_of_status, Outcome, Signing};
 use std::time::Duration;
 
-pub const SIGNATURE_HEADER: &str = "RunConvert-Signature";
 pub const EVENT_ID_HEADER: &str = "RunConvert-Event-Id";
 
 pub struct Sender {
@@ -28,8 +27,17 @@ impl Sender {
         Ok(Sender { client })
     }
 
-    /// POSTs `body` (the raw JSON of the event) to `url`, signed with `secret`.
-    pub async fn send(&self, url: &str, secret: &str, event_id: &str, body: &str, now_unix: i64) -> Outcome {
+    /// POSTs `body` (the raw JSON of the event) to `url`, signed with `secret` in the
+    /// `signing` style.
+    pub async fn send(
+        &self,
+        url: &str,
+        signing: Signing,
+        secret: &str,
+        event_id: &str,
+        body: &str,
+        now_unix: i64,
+    ) -> Outcome {
         let parsed = match url::Url::parse(url) {
             Ok(u) => u,
             Err(e) => {
@@ -49,7 +57,7 @@ impl Sender {
             .client
             .post(parsed)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, signature(secret, now_unix, body.as_bytes()))
+            .header(signing.header_name(), signing.header(secret, now_unix, body.as_bytes()))
             .header(EVENT_ID_HEADER, event_id)
             .body(body.to_string())
             .send()

@@ -123,6 +123,8 @@ pub mod codes {
     pub const FILE_TOO_LARGE: &str = "file_too_large";
     pub const TIMEOUT: &str = "timeout";
     pub const INTERRUPTED: &str = "interrupted";
+    /// The task was cancelled (CloudConvert's `POST /v2/tasks/{id}/cancel`).
+    pub const CANCELLED: &str = "cancelled";
     pub const NO_INPUT_FILES: &str = "no_input_files";
     /// The object, blob or remote file named by the task does not exist.
     pub const FILE_NOT_FOUND: &str = "file_not_found";

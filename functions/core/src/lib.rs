@@ -7,11 +7,14 @@
 //! - [`formats`]: the format registry behind `/v2/core/*` and the executor alike.
 //! - [`ports`]: the traits the adapters implement (job store, key store, file store, dispatcher, event sink).
 //! - [`error`]: the API error and the task error.
+//! - [`cloudconvert`]: jobs and tasks in CloudConvert's wire form (its surface, its webhooks).
 //!
 //! Nothing here knows HTTP, SQLite or AWS.
 
+pub mod cloudconvert;
 pub mod error;
 pub mod formats;
+pub mod keys;
 pub mod model;
 pub mod names;
 pub mod ops;

@@ -235,6 +235,9 @@ pub struct Job {
     pub webhook_url: Option<String>,
     /// The secret that signs deliveries to `webhook_url`: shown once, when the job is created.
     pub webhook_secret: Option<String>,
+    /// How deliveries to `webhook_url` are signed and shaped: CloudConvert's way for a
+    /// job made through its surface.
+    pub webhook_signing: crate::webhooks::Signing,
     pub status: JobStatus,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
@@ -279,11 +282,11 @@ pub struct User {
 /// The documented price of a job: one credit per processing task (convert, compress,
 /// merge, archive, capture_website, ocr, watermark, thumbnail); imports and exports are free.
 pub fn job_cost(tasks: &[Task]) -> i64 {
-    tasks
-        .iter()
-        .filter(|t| {
-            let n = t.operation.name();
-            !n.starts_with("import/") && !n.starts_with("export/")
-        })
-        .count() as i64
+    tasks.iter().map(task_cost).sum()
+}
+
+/// A task's credits: one for a processing task, none for an import or export.
+pub fn task_cost(task: &Task) -> i64 {
+    let n = task.operation.name();
+    i64::from(!n.starts_with("import/") && !n.starts_with("export/"))
 }

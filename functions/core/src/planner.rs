@@ -195,6 +195,7 @@ mod tests {
         Job {
             webhook_url: None,
             webhook_secret: None,
+            webhook_signing: Default::default(),
             id: "j".into(),
             user_id: "u".into(),
             tag: None,

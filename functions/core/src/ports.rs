@@ -2,6 +2,7 @@
 //! implements them with SQLite, the local disk and tokio; the AWS build with DynamoDB,
 //! S3, Step Functions and SQS.
 
+use crate::keys::ApiKey;
 use crate::model::{FileRef, Job, JobStatus, Task, TaskResult, TaskStatus, UploadForm, User};
 use crate::webhooks::{Delivery, Webhook};
 use crate::Timestamp;
@@ -38,6 +39,8 @@ pub struct Page {
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub status: Option<JobStatus>,
+    /// Only jobs with exactly this tag.
+    pub tag: Option<String>,
     pub page: Page,
 }
 
@@ -45,6 +48,8 @@ pub struct JobFilter {
 pub struct TaskFilter {
     pub job_id: Option<String>,
     pub status: Option<TaskStatus>,
+    /// Only tasks of this operation (`import/url`, `convert`...).
+    pub operation: Option<String>,
     pub page: Page,
 }
 
@@ -174,7 +179,22 @@ pub trait JobStore: Send + Sync {
 /// API keys, stored only as hashes, and their users' credits.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
-    async fn user_for_key_hash(&self, key_hash: &str) -> PortResult<Option<User>>;
+    /// The key with this hash and its user: what authenticates a request (one read).
+    async fn key_by_hash(&self, key_hash: &str) -> PortResult<Option<(User, ApiKey)>>;
+    async fn user_for_key_hash(&self, key_hash: &str) -> PortResult<Option<User>> {
+        Ok(self.key_by_hash(key_hash).await?.map(|(user, _)| user))
+    }
+    /// Stores a new user (with no key yet: [`KeyStore::create_key`] gives it one).
+    async fn create_user(&self, user: &User) -> PortResult<()>;
+    /// A user's keys, oldest first.
+    async fn list_keys(&self, user_id: &str) -> PortResult<Vec<ApiKey>>;
+    /// Stores a new key of `user` (its hash and what is shown of it).
+    async fn create_key(&self, user: &User, key_hash: &str, key: &ApiKey) -> PortResult<()>;
+    /// Deletes one of the user's keys; false when the user has no key of that id. Its
+    /// requests fail from then on.
+    async fn revoke_key(&self, user_id: &str, key_id: &str) -> PortResult<bool>;
+    /// Records that the key was used (at most every [`crate::keys::LAST_USED_EVERY_MS`]).
+    async fn touch_key(&self, key_hash: &str, key: &ApiKey, at: Timestamp) -> PortResult<()>;
     /// Takes `amount` credits from the user, atomically, if the balance covers it.
     /// `Ok(Err(balance))` when it does not; unlimited users always pass. A negative
     /// amount gives credits back (a job that could not run).

@@ -110,6 +110,7 @@ impl JobSpec {
             user_id: user_id.to_string(),
             tag: self.tag,
             webhook_secret: None,
+            webhook_signing: Default::default(),
             webhook_url: self.webhook_url,
             status: JobStatus::Created,
             created_at: now,
@@ -436,6 +437,9 @@ fn parse_task(
         },
     };
 
+    if matches!(kind, Kind::Process | Kind::Create) {
+        lift_options(field, &op_name, &mut fields, registry, errs);
+    }
     let operation = match Operation::parse(&op_name, fields) {
         Ok(Some(op)) => op,
         Ok(None) => unreachable!("kind_of knew the operation"),
@@ -452,6 +456,41 @@ fn parse_task(
         ignore_error,
         timeout,
     })
+}
+
+/// CloudConvert puts a task's options beside `operation` (`"width": 400`); the spec puts
+/// them in `options`. Both are taken: a field named as one of the operation's options is
+/// moved into `options` (a name given both ways is an error).
+fn lift_options(field: &str, op_name: &str, fields: &mut Map<String, Value>, registry: &Registry, errs: &mut Errors) {
+    let names: BTreeSet<&str> = registry
+        .query(Some(op_name), None, None)
+        .flat_map(|c| c.options.iter().map(|o| o.name))
+        .collect();
+    let top: Vec<String> = fields.keys().filter(|k| names.contains(k.as_str())).cloned().collect();
+    if top.is_empty() {
+        return;
+    }
+    let mut options = match fields.remove("options") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        // Not an object: the operation's own parsing says so.
+        Some(other) => {
+            fields.insert("options".into(), other);
+            return;
+        }
+    };
+    for name in top {
+        let value = fields.remove(&name).unwrap_or(Value::Null);
+        if options.contains_key(&name) {
+            errs.add(
+                format!("{field}.{name}"),
+                "is given both beside `operation` and in `options`: give it once",
+            );
+        } else {
+            options.insert(name, value);
+        }
+    }
+    fields.insert("options".into(), Value::Object(options));
 }
 
 fn is_http_url(url: &str) -> bool {
@@ -1080,6 +1119,41 @@ mod tests {
         assert!(m.contains("convert cannot make"), "{m}");
         // Unknown input format until the file arrives: accepted now, checked when it runs.
         assert!(check(json!({"tasks": {"i": {"operation": "import/upload"}, "c": {"operation": "convert", "input": "i", "output_format": "png"}}})).is_ok());
+    }
+
+    #[test]
+    fn options_beside_operation_move_into_options() {
+        let spec = check(json!({"tasks": {
+            "i": {"operation": "import/upload", "filename": "x.jpg"},
+            "c": {"operation": "convert", "input": "i", "output_format": "png", "width": 10}
+        }}))
+        .unwrap();
+        let c = spec.tasks.iter().find(|t| t.name == "c").unwrap();
+        assert_eq!(c.operation.fields()["options"], json!({"width": 10}));
+        // Checked as options are: a bad value is named where it was given.
+        let m = field_error(
+            json!({"tasks": {
+                "i": {"operation": "import/upload", "filename": "x.jpg"},
+                "c": {"operation": "convert", "input": "i", "output_format": "png", "width": 0}
+            }}),
+            "tasks.c.options.width",
+        );
+        assert!(m.contains("between 1"), "{m}");
+        let m = field_error(
+            json!({"tasks": {
+                "i": {"operation": "import/upload", "filename": "x.jpg"},
+                "c": {"operation": "convert", "input": "i", "output_format": "png", "width": 10, "options": {"width": 20}}
+            }}),
+            "tasks.c.width",
+        );
+        assert!(m.contains("give it once"), "{m}");
+        // A name that is no option stays where it was, and is refused as before.
+        let e = check(json!({"tasks": {
+            "i": {"operation": "import/upload", "filename": "x.jpg"},
+            "c": {"operation": "convert", "input": "i", "output_format": "png", "widht": 10}
+        }}))
+        .unwrap_err();
+        assert!(format!("{e:?}").contains("widht"), "{e:?}");
     }
 
     #[test]

@@ -11,6 +11,69 @@ use serde_json::Value;
 use sha2::Sha256;
 use std::time::Duration;
 
+/// How deliveries are signed and shaped: the spec's way, or CloudConvert's for the
+/// subscriptions (and jobs) made through its API surface, so its SDKs' `Webhook.verify`
+/// accepts them and their receivers read the statuses they know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Signing {
+    /// `RunConvert-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`,
+    /// and the body as `/v2/process/*` shows jobs and tasks.
+    #[default]
+    RunConvert,
+    /// `CloudConvert-Signature: <lowercase hex HMAC-SHA256 of the raw body>`, and the
+    /// body in CloudConvert's shapes (statuses `waiting | processing | finished | error`).
+    CloudConvert,
+}
+
+impl Signing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signing::RunConvert => "runconvert",
+            Signing::CloudConvert => "cloudconvert",
+        }
+    }
+
+    /// What a store kept; anything else (older rows) is the spec's way.
+    pub fn parse(s: Option<&str>) -> Signing {
+        match s {
+            Some("cloudconvert") => Signing::CloudConvert,
+            _ => Signing::RunConvert,
+        }
+    }
+
+    /// The signature header's name.
+    pub fn header_name(self) -> &'static str {
+        match self {
+            Signing::RunConvert => "RunConvert-Signature",
+            Signing::CloudConvert => "CloudConvert-Signature",
+        }
+    }
+
+    /// The signature header's value for `body`, signed with `secret` at `unix_seconds`.
+    pub fn header(self, secret: &str, unix_seconds: i64, body: &[u8]) -> String {
+        match self {
+            Signing::RunConvert => signature(secret, unix_seconds, body),
+            Signing::CloudConvert => hex::encode(hmac(secret, &[body])),
+        }
+    }
+
+    /// The body of a delivery, from the event's payload as the spec shows it.
+    pub fn body(self, payload: &Value) -> Value {
+        match self {
+            Signing::RunConvert => payload.clone(),
+            Signing::CloudConvert => crate::cloudconvert::event(payload),
+        }
+    }
+}
+
+fn hmac(secret: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
 /// A user's subscription to some events.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Webhook {
@@ -26,6 +89,9 @@ pub struct Webhook {
     /// The signing secret: shown once, in the response that created it.
     #[serde(skip)]
     pub secret: String,
+    /// Made through CloudConvert's surface, or the spec's.
+    #[serde(skip)]
+    pub signing: Signing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,15 +179,12 @@ pub fn body(event: &Event) -> Value {
 /// "<t>.<raw body>" under the subscription's secret>`. Receivers recompute it and
 /// reject old timestamps, so a captured delivery cannot be replayed later.
 pub fn signature(secret: &str, unix_seconds: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    mac.update(unix_seconds.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("t={unix_seconds},v1={}", hex::encode(mac.finalize().into_bytes()))
+    let mac = hmac(secret, &[unix_seconds.to_string().as_bytes(), b".", body]);
+    format!("t={unix_seconds},v1={}", hex::encode(mac))
 }
 
 /// Checks a signature header against `body`, allowing `tolerance` between the header's
-/// time and `now` (what a receiver does; used by the tests and documented in the README).
+/// time and `now` (what a receiver does; used by the tests and documented in docs/api.md).
 pub fn verify(secret: &str, header: &str, body: &[u8], now_unix: i64, tolerance: Duration) -> bool {
     let mut t = None;
     let mut v1 = None;

@@ -7,7 +7,7 @@
 //! way that works is found once, by starting `/bin/true` with each. Where neither works
 //! (AWS Lambda has neither), the tools run with the host's network, and what they may load
 //! is bounded by the other layers only (the documents' links removed, LibreOffice's own
-//! settings, FFmpeg's protocol list): the README's security section says which.
+//! settings, FFmpeg's protocol list): docs/security.md says which.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};

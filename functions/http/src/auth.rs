@@ -5,6 +5,7 @@ use crate::error::HttpError;
 use crate::ApiState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use runconvert_core::keys::{ApiKey, Scope, LAST_USED_EVERY_MS};
 use runconvert_core::model::User;
 use runconvert_core::ApiError;
 use sha2::{Digest, Sha256};
@@ -33,6 +34,45 @@ pub fn generate_key() -> String {
 
 /// The user whose key authenticated the request.
 pub struct AuthUser(pub User);
+
+/// The key that authenticated the request (its id and scopes).
+pub struct AuthKey(pub ApiKey);
+
+impl FromRequestParts<Arc<ApiState>> for AuthKey {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
+        // Put there by the middleware, which found the key.
+        match parts.extensions.get::<ApiKey>() {
+            Some(key) => Ok(AuthKey(key.clone())),
+            None => {
+                Err(ApiError::unauthorized("missing Authorization header: send `Authorization: Bearer API_KEY`").into())
+            }
+        }
+    }
+}
+
+/// The scope a request needs: reads and writes of jobs and tasks, webhooks, and the
+/// user (its keys too). None: the route needs no scope (formats, downloads by link).
+pub fn required_scope(method: &axum::http::Method, path: &str) -> Option<Scope> {
+    let write = !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD);
+    let (read, written) = if path.starts_with("/v2/process/")
+        || path.starts_with("/sync/v2/")
+        || ["/v2/jobs", "/v2/tasks"]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+        || crate::cloudconvert::task_operation(path).is_some()
+    {
+        (Scope::TaskRead, Scope::TaskWrite)
+    } else if path == "/v2/webhooks" || path.starts_with("/v2/webhooks/") || path == "/v2/users/me/webhooks" {
+        (Scope::WebhookRead, Scope::WebhookWrite)
+    } else if path == "/v2/users/me" || path.starts_with("/v2/users/") || path == "/v2/limits" {
+        (Scope::UserRead, Scope::UserWrite)
+    } else {
+        return None;
+    };
+    Some(if write { written } else { read })
+}
 
 impl FromRequestParts<Arc<ApiState>> for AuthUser {
     type Rejection = HttpError;
@@ -75,6 +115,9 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 #[derive(Default)]
 pub struct RateLimiter {
     buckets: std::sync::Mutex<std::collections::HashMap<String, Bucket>>,
+    /// When this process last recorded each key's use (so that a key's `last_used_at`
+    /// costs a write a minute at most, not one a request).
+    touched: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 struct Bucket {
@@ -94,10 +137,30 @@ pub struct Decision {
 }
 
 impl RateLimiter {
+    /// Whether the key's use is to be recorded now (not within the last minute here).
+    pub fn should_touch(&self, key_id: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        if touched.len() > 4096 {
+            touched.retain(|_, at| now.duration_since(*at).as_millis() < LAST_USED_EVERY_MS as u128);
+        }
+        match touched.get(key_id) {
+            Some(at) if now.duration_since(*at).as_millis() < LAST_USED_EVERY_MS as u128 => false,
+            _ => {
+                touched.insert(key_id.to_string(), now);
+                true
+            }
+        }
+    }
+
     pub fn check(&self, user_id: &str, limit: u32) -> Decision {
         let now = std::time::Instant::now();
         let per_sec = limit as f64 / 60.0;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 4096 {
+            // A bucket idle for a minute is full again: the same as none.
+            buckets.retain(|_, b| now.duration_since(b.last).as_secs() < 60);
+        }
         let b = buckets.entry(user_id.to_string()).or_insert(Bucket {
             tokens: limit as f64,
             last: now,
@@ -146,14 +209,40 @@ pub async fn rate_limit(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let user = match bearer(req.headers()) {
-        Some(key) => match state.keys.user_for_key_hash(&hash_key(key)).await {
-            Ok(u) => u,
+    let found = match bearer(req.headers()).map(hash_key) {
+        Some(hash) => match state.keys.key_by_hash(&hash).await {
+            Ok(found) => found.map(|f| (hash, f)),
             Err(e) => return HttpError::from(e).into_response(),
         },
         None => None,
     };
-    let Some(user) = user else { return next.run(req).await };
+    let Some((hash, (user, key))) = found else {
+        return next.run(req).await;
+    };
+    if let Some(scope) = required_scope(req.method(), req.uri().path()) {
+        if !key.scopes.has(scope) {
+            return HttpError(ApiError::forbidden(format!(
+                "this API key lacks the scope {} (it has: {})",
+                scope.as_str(),
+                match key.scopes.names() {
+                    n if n.is_empty() => "none".to_string(),
+                    n => n.join(", "),
+                }
+            )))
+            .into_response();
+        }
+    }
+    if state.limiter.should_touch(&key.id) {
+        // Best effort: a failed write of when a key was last used fails no request.
+        if let Err(e) = state
+            .keys
+            .touch_key(&hash, &key, runconvert_core::Timestamp::now())
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record a key's use");
+        }
+    }
+    req.extensions_mut().insert(key);
     let limit = user.rate_limit.unwrap_or(state.settings.rate_limit_per_minute);
     if limit == 0 {
         req.extensions_mut().insert(user);

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use runconvert_core::model::{Job, JobStatus, Task, TaskStatus};
+use runconvert_core::model::{Job, JobStatus, Task, TaskStatus, User};
 use runconvert_core::ports::{Event, EventName, JobFilter, Page, TaskFilter};
 use runconvert_core::validate::{validate_job, JobSpec};
 use runconvert_core::{new_id, ApiError, Timestamp};
@@ -82,7 +82,8 @@ fn new_job(state: &ApiState, user_id: &str, spec: JobSpec) -> Job {
     job
 }
 
-async fn publish(state: &ApiState, event: Event) {
+/// Publishes `event`; a sink that fails is logged (the change it reports is stored).
+pub(crate) async fn publish(state: &ApiState, event: Event) {
     if let Err(e) = state.events.publish(event).await {
         tracing::warn!(error = %e, "could not publish an event");
     }
@@ -120,16 +121,39 @@ async fn create_job(
     AuthUser(user): AuthUser,
     body: Bytes,
 ) -> HttpResult<impl IntoResponse> {
-    let value: Value = serde_json::from_slice(&body)
+    let job = submit_job(&state, &user, &body, Default::default()).await?;
+    Ok((StatusCode::CREATED, Json(shown_once(&job, job.to_api_json()))))
+}
+
+/// A new job's answer: `shown` with the secret of its webhook_url, shown this once (it
+/// signs the deliveries to that URL).
+pub(crate) fn shown_once(job: &Job, mut shown: Value) -> Value {
+    if let Some(secret) = &job.webhook_secret {
+        shown["webhook_secret"] = secret.clone().into();
+    }
+    shown
+}
+
+/// A job request (the JSON body of `POST /v2/process/jobs`) checked, charged, stored and
+/// started for `user`; the job as stored (or as ended, when it could not be started).
+/// CloudConvert's `POST /v2/jobs` and the dashboard's Convert page go through here too.
+pub(crate) async fn submit_job(
+    state: &Arc<ApiState>,
+    user: &User,
+    body: &[u8],
+    signing: runconvert_core::webhooks::Signing,
+) -> HttpResult<Job> {
+    let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-    runconvert_core::validate::check_task_names_unique(&body)?;
+    runconvert_core::validate::check_task_names_unique(body)?;
     let spec = validate_job(&value, &state.registry, &state.settings.limits)?;
     if let Some(url) = &spec.webhook_url {
         if let Err(why) = state.guard.check_url(url).await {
             return Err(param_error("webhook_url", &why).into());
         }
     }
-    let job = new_job(&state, &user.id, spec);
+    let mut job = new_job(state, &user.id, spec);
+    job.webhook_signing = signing;
     // Credits are checked, and taken, before anything is stored or started.
     let cost = runconvert_core::model::job_cost(&job.tasks);
     if cost > 0 {
@@ -192,12 +216,7 @@ async fn create_job(
     .await
     .map_err(|e| ApiError::internal(format!("the job could not be stored: {e}")))??;
     // As stored, or as ended when it could not be started.
-    let mut shown = ended.unwrap_or_else(|| job.clone()).to_api_json();
-    if let Some(secret) = &job.webhook_secret {
-        // Shown this once: it signs the deliveries to the job's webhook_url.
-        shown["webhook_secret"] = secret.clone().into();
-    }
-    Ok((StatusCode::CREATED, Json(shown)))
+    Ok(ended.unwrap_or(job))
 }
 
 async fn list_jobs(
@@ -205,7 +224,7 @@ async fn list_jobs(
     AuthUser(user): AuthUser,
     Query(q): Params,
 ) -> HttpResult<Json<Value>> {
-    reject_unknown_params(&q, &["status", "limit", "offset"])?;
+    reject_unknown_params(&q, &["status", "tag", "limit", "offset"])?;
     let status = match q.get("status") {
         None => None,
         Some(s) => Some(
@@ -215,6 +234,7 @@ async fn list_jobs(
     };
     let filter = JobFilter {
         status,
+        tag: q.get("tag").cloned(),
         page: page(&q)?,
     };
     let (jobs, count) = state.jobs.list_jobs(&user.id, &filter).await?;
@@ -225,7 +245,7 @@ async fn list_jobs(
     ))
 }
 
-async fn find_job(state: &ApiState, user_id: &str, id: &str) -> HttpResult<Job> {
+pub(crate) async fn find_job(state: &ApiState, user_id: &str, id: &str) -> HttpResult<Job> {
     Ok(state
         .jobs
         .get_job(Some(user_id), id)
@@ -269,15 +289,43 @@ async fn wait_job(
             })?,
     }
     .min(max);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let job = until_final(Duration::from_secs(timeout), || find_job(&state, &user.id, &id)).await?;
+    Ok(Json(job.to_api_json()))
+}
+
+/// Reads a job or task with `read` until it has ended or `longest` has passed (backing off
+/// from 50 ms to 500 ms between reads); the last reading either way.
+pub(crate) async fn until_final<T: Ended, F, Fut>(longest: Duration, mut read: F) -> HttpResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = HttpResult<T>>,
+{
+    let deadline = tokio::time::Instant::now() + longest;
     let mut pause = Duration::from_millis(50);
     loop {
-        let job = find_job(&state, &user.id, &id).await?;
-        if job.status.is_final() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(job.to_api_json()));
+        let now = read().await?;
+        if now.ended() || tokio::time::Instant::now() >= deadline {
+            return Ok(now);
         }
         tokio::time::sleep_until((tokio::time::Instant::now() + pause).min(deadline)).await;
         pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// What [`until_final`] waits for.
+pub(crate) trait Ended {
+    fn ended(&self) -> bool;
+}
+
+impl Ended for Job {
+    fn ended(&self) -> bool {
+        self.status.is_final()
+    }
+}
+
+impl Ended for Task {
+    fn ended(&self) -> bool {
+        self.status.is_final()
     }
 }
 
@@ -286,11 +334,17 @@ async fn delete_job(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> HttpResult<StatusCode> {
-    let job = find_job(&state, &user.id, &id).await?;
-    state.jobs.delete_job(&user.id, &job.id).await?;
+    remove_job(&state, &user.id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes one of the user's jobs: its records, its running tasks, its files.
+pub(crate) async fn remove_job(state: &ApiState, user_id: &str, id: &str) -> HttpResult<()> {
+    let job = find_job(state, user_id, id).await?;
+    state.jobs.delete_job(user_id, &job.id).await?;
     state.dispatcher.cancel(&job.id).await?;
     state.files.delete_job_files(&job.id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 async fn list_tasks(
@@ -309,6 +363,7 @@ async fn list_tasks(
     let filter = TaskFilter {
         job_id: q.get("job_id").cloned(),
         status,
+        operation: None,
         page: page(&q)?,
     };
     let (tasks, count) = state.jobs.list_tasks(&user.id, &filter).await?;

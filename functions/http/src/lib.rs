@@ -3,9 +3,12 @@
 //! needs from the world comes through the core ports in [`ApiState`].
 
 mod auth;
+pub mod cloudconvert;
 mod core_routes;
+pub mod dashboard;
 mod error;
 mod jobs;
+pub mod keys;
 pub mod local_files;
 pub mod signing;
 mod users;
@@ -40,6 +43,8 @@ pub struct ApiSettings {
     /// What `GET /v2/limits` reports besides the API's own limits (file size, pixels,
     /// pages, timeouts, concurrency: the worker's settings).
     pub reported_limits: serde_json::Map<String, serde_json::Value>,
+    /// How the dashboard signs and sends its session cookies.
+    pub dashboard: dashboard::DashboardSettings,
 }
 
 impl Default for ApiSettings {
@@ -52,6 +57,7 @@ impl Default for ApiSettings {
             max_body_bytes: 4 << 20,
             rate_limit_per_minute: 1200,
             reported_limits: serde_json::Map::new(),
+            dashboard: dashboard::DashboardSettings::default(),
         }
     }
 }
@@ -70,7 +76,20 @@ pub struct ApiState {
     pub limiter: auth::RateLimiter,
 }
 
-/// The whole API: `/healthz`, `/v2/process/*`, `/v2/core/*`.
+/// The whole API: `/healthz`, `/v2/process/*`, `/v2/core/*`, ...; and the dashboard.
+/// This server's address as the client reached it (`scheme://host`), for links in answers:
+/// the proxy's `X-Forwarded-Proto` when there is one (API Gateway), else HTTPS only when
+/// the server serves it.
+pub(crate) fn base_url(headers: &axum::http::HeaderMap, state: &ApiState) -> String {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    let scheme = get("x-forwarded-proto").unwrap_or(if state.settings.dashboard.secure_cookies {
+        "https"
+    } else {
+        "http"
+    });
+    format!("{scheme}://{}", get("host").unwrap_or("localhost"))
+}
+
 pub fn api_router(state: Arc<ApiState>) -> Router {
     let body_limit = state.settings.max_body_bytes;
     Router::new()
@@ -79,9 +98,12 @@ pub fn api_router(state: Arc<ApiState>) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .merge(jobs::routes())
+        .merge(cloudconvert::routes())
         .merge(core_routes::routes())
         .merge(webhooks::routes())
         .merge(users::routes())
+        .merge(keys::routes())
+        .merge(dashboard::routes())
         .fallback(|| async { HttpError(runconvert_core::ApiError::not_found("route")) })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::rate_limit))

@@ -378,6 +378,85 @@ async fn upload(
     }
 }
 
+/// The file name a form part's `Content-Disposition` gives, as clients write it: quoted
+/// (`filename="a b.jpg"`, with `\"` inside), in RFC 5987 form (`filename*=UTF-8''a%20b.jpg`,
+/// preferred when both are there), or bare, as CloudConvert's Node SDK sends it
+/// (`filename=a b (1).jpg`: the rest of the header, spaces and all).
+pub fn part_filename(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(axum::http::header::CONTENT_DISPOSITION)?;
+    let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+    let lower = text.to_ascii_lowercase();
+    // A parameter starts the value or follows a `;` (not inside another one's quotes).
+    let param = |name: &str| {
+        lower
+            .match_indices(name)
+            .map(|(i, _)| i)
+            .find(|&i| lower[..i].trim_end().ends_with(';'))
+    };
+    if let Some(at) = param("filename*=") {
+        let rest = &text[at + "filename*=".len()..];
+        let rest = rest.split(';').next().unwrap_or("").trim().trim_matches('"');
+        if let Some((_, encoded)) = rest.split_once("''") {
+            let bytes: Vec<u8> = percent_decode(encoded);
+            if let Ok(name) = String::from_utf8(bytes) {
+                return Some(name);
+            }
+        }
+    }
+    let at = param("filename=")?;
+    let rest = text[at + "filename=".len()..].trim_start();
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => name.extend(chars.next()),
+                '"' => return Some(name),
+                c => name.push(c),
+            }
+        }
+        return Some(name);
+    }
+    // Bare: up to a `;` that starts another parameter (`; name="file"`) or ends the
+    // header; a `;` inside the name stays.
+    let end = rest
+        .match_indices(';')
+        .map(|(i, _)| i)
+        .find(|&i| {
+            let after = rest[i + 1..].trim_start();
+            after.is_empty()
+                || after.split_once('=').is_some_and(|(k, _)| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "*-_".contains(c))
+                })
+        })
+        .unwrap_or(rest.len());
+    Some(rest[..end].trim_end().to_string()).filter(|n| !n.is_empty())
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// What a refused upload reads on before it answers, at most, and for how long.
 const REFUSAL_DRAIN: usize = 8 << 20;
 const REFUSAL_DRAIN_TIME: Duration = Duration::from_secs(2);
@@ -443,7 +522,8 @@ async fn take_file(
     let Operation::ImportUpload(op) = &task.operation else {
         unreachable!("checked")
     };
-    let filename = safe_filename(op.filename.as_deref().or(field.file_name()).unwrap_or("file"));
+    let sent = part_filename(field.headers());
+    let filename = safe_filename(op.filename.as_deref().or(sent.as_deref()).unwrap_or("file"));
 
     let staging = state.local.staging_dir();
     tokio::fs::create_dir_all(&staging)
@@ -719,5 +799,51 @@ mod tests {
         assert_eq!(byte_range("items=0-1", 100), RangeAsk::Whole);
         assert_eq!(byte_range("bytes=9-3", 100), RangeAsk::Whole);
         assert_eq!(byte_range("bytes=+5-9", 100), RangeAsk::Whole);
+    }
+}
+
+#[cfg(test)]
+mod part_filename_tests {
+    use super::part_filename;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn name(disposition: &str) -> Option<String> {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(disposition).unwrap());
+        part_filename(&h)
+    }
+
+    #[test]
+    fn quoted_bare_and_encoded_names() {
+        assert_eq!(
+            name(r#"form-data; name="file"; filename="a b.jpg""#).as_deref(),
+            Some("a b.jpg")
+        );
+        assert_eq!(
+            name(r#"form-data; name="file"; filename="say \"hi\".jpg""#).as_deref(),
+            Some("say \"hi\".jpg")
+        );
+        assert_eq!(
+            name(r#"form-data;name="file";filename=my photo (1).jpg"#).as_deref(),
+            Some("my photo (1).jpg")
+        );
+        assert_eq!(
+            name(r#"form-data; name="file"; filename="fallback.jpg"; filename*=UTF-8''%C3%A9t%C3%A9.jpg"#).as_deref(),
+            Some("été.jpg")
+        );
+        assert_eq!(
+            name(r#"form-data; filename=a.jpg; name="file""#).as_deref(),
+            Some("a.jpg")
+        );
+        assert_eq!(
+            name(r#"form-data; name="file"; filename=a;b.jpg;"#).as_deref(),
+            Some("a;b.jpg")
+        );
+        assert_eq!(
+            name(r#"form-data; name="x filename=evil.sh"; filename="ok.jpg""#).as_deref(),
+            Some("ok.jpg")
+        );
+        assert_eq!(name(r#"form-data; name="file""#), None);
+        assert_eq!(name(r#"form-data; name="file"; filename="#), None);
     }
 }

@@ -19,6 +19,14 @@ impl Signer {
         Signer { key }
     }
 
+    /// A signer whose key is derived from `master` for one purpose (`label`), so that
+    /// keys of different purposes never stand in for each other.
+    pub fn derived(master: &[u8], label: &str) -> Self {
+        let mut mac = Hmac::<Sha256>::new_from_slice(master).expect("HMAC takes any key length");
+        mac.update(label.as_bytes());
+        Signer::new(mac.finalize().into_bytes().to_vec())
+    }
+
     fn mac(&self, parts: &[&str]) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
         for p in parts {

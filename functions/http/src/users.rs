@@ -28,6 +28,8 @@ async fn me(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> Htt
         "credits": state.keys.credits(&user.id).await?,
         "id": user.id,
         "name": user.name,
+        // CloudConvert's name of the same field.
+        "username": user.name,
         "rate_limit_per_minute": rate(&state, user.rate_limit),
     }})))
 }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use runconvert_core::webhooks::{parse_events, Webhook};
+use runconvert_core::webhooks::{parse_events, Signing, Webhook};
 use runconvert_core::{new_id, ApiError, Timestamp};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -29,7 +29,28 @@ pub fn new_secret() -> String {
     format!("whsec_{}", hex::encode(bytes))
 }
 
-fn invalid(field: &str, msg: impl Into<String>) -> ApiError {
+/// A request body that is to be a JSON object of the `fields` only (what `what` takes).
+pub(crate) fn json_object(
+    body: &[u8],
+    fields: &[&str],
+    what: &str,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = v else {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    };
+    if let Some(k) = obj.keys().find(|k| !fields.contains(&k.as_str())) {
+        let takes: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+        return Err(invalid(
+            k,
+            format!("unknown field ({what} takes {})", takes.join(" and ")),
+        ));
+    }
+    Ok(obj)
+}
+
+pub(crate) fn invalid(field: &str, msg: impl Into<String>) -> ApiError {
     let mut errors = BTreeMap::new();
     errors.insert(field.to_string(), vec![msg.into()]);
     ApiError::invalid_fields(errors)
@@ -44,35 +65,55 @@ fn shown(h: &Webhook) -> Value {
     serde_json::to_value(h).expect("a webhook serialises")
 }
 
+/// `POST /v2/webhooks`: the spec's (`endpoint_url`), or CloudConvert's (`url`), whose
+/// deliveries are then signed and shaped as CloudConvert's.
 async fn create(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
+    headers: axum::http::HeaderMap,
     body: Bytes,
-) -> HttpResult<impl IntoResponse> {
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
-    if let Some(k) = obj.keys().find(|k| !["endpoint_url", "events"].contains(&k.as_str())) {
-        return Err(invalid(k, "unknown field (a webhook takes `endpoint_url` and `events`)").into());
+) -> HttpResult<axum::response::Response> {
+    let cloudconvert =
+        serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.get("url").is_some() && v.get("endpoint_url").is_none());
+    if cloudconvert {
+        return crate::cloudconvert::create_webhook(&state, &user, &headers, &body).await;
     }
+    let obj = json_object(&body, &["endpoint_url", "events"], "a webhook")?;
+    let hook = new_webhook(&state, &user.id, &obj, Signing::RunConvert).await?;
+    let mut data = shown(&hook);
+    // The only time the secret is shown.
+    data["signing_secret"] = hook.secret.clone().into();
+    Ok((StatusCode::CREATED, Json(json!({ "data": data }))).into_response())
+}
+
+/// Checks a subscription's `endpoint_url` (`url` on CloudConvert's surface; and that the
+/// server would connect to it) and `events`, and stores it for the user.
+pub(crate) async fn new_webhook(
+    state: &ApiState,
+    user_id: &str,
+    obj: &serde_json::Map<String, Value>,
+    signing: Signing,
+) -> HttpResult<Webhook> {
     let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut fail = |field: &str, msg: String| errors.entry(field.to_string()).or_default().push(msg);
-    let url = match obj.get("endpoint_url") {
+    let field = match signing {
+        Signing::RunConvert => "endpoint_url",
+        Signing::CloudConvert => "url",
+    };
+    let url = match obj.get(field) {
         Some(Value::String(u)) if u.len() <= 2048 && is_http(u) => Some(u.trim().to_string()),
         Some(_) => {
-            fail("endpoint_url", "must be an http:// or https:// URL".into());
+            fail(field, "must be an http:// or https:// URL".into());
             None
         }
         None => {
-            fail("endpoint_url", "is required".into());
+            fail(field, "is required".into());
             None
         }
     };
     if let Some(u) = &url {
         if let Err(why) = state.guard.check_url(u).await {
-            fail("endpoint_url", why);
+            fail(field, why);
         }
     }
     let events = match parse_events(obj.get("events").unwrap_or(&Value::Null)) {
@@ -87,19 +128,17 @@ async fn create(
     };
     let hook = Webhook {
         id: new_id(),
-        user_id: user.id,
+        user_id: user_id.to_string(),
         endpoint_url: url,
         events,
         created_at: Timestamp::now(),
         disabled_at: None,
         disabled_reason: None,
         secret: new_secret(),
+        signing,
     };
     state.webhooks.create_webhook(&hook).await?;
-    let mut data = shown(&hook);
-    // The only time the secret is shown.
-    data["signing_secret"] = hook.secret.clone().into();
-    Ok((StatusCode::CREATED, Json(json!({ "data": data }))))
+    Ok(hook)
 }
 
 async fn list(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> HttpResult<Json<Value>> {

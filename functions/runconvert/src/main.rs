@@ -280,6 +280,13 @@ struct ServeArgs {
     /// descriptor limit, leaving a quarter of it for files and tools).
     #[arg(long = "max-connections", env = "RUNCONVERT_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Lets anyone sign up in the dashboard: a new user and a first key (off by default:
+    /// keys come from `runconvert keys create`).
+    #[arg(long = "allow-signup", env = "RUNCONVERT_ALLOW_SIGNUP")]
+    allow_signup: bool,
+    /// The credits a signed-up user starts with (default: unlimited).
+    #[arg(long = "signup-credits", env = "RUNCONVERT_SIGNUP_CREDITS")]
+    signup_credits: Option<i64>,
     /// Seconds a webhook delivery keeps being retried after its event (default: a day).
     #[arg(
         long = "webhook-retry-horizon",
@@ -559,6 +566,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             .as_object()
             .cloned()
             .unwrap_or_default(),
+            dashboard: runconvert_http::dashboard::DashboardSettings {
+                signer: Some(Signer::derived(
+                    &signing_key(&data_dir)?,
+                    "runconvert dashboard sessions v1",
+                )),
+                secure_cookies: tls || public_url.starts_with("https://"),
+                allow_signup: args.allow_signup,
+                signup_credits: args.signup_credits,
+            },
             ..ApiSettings::default()
         },
         limiter: Default::default(),
@@ -647,7 +663,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             "RunConvert listening on https://{addr} (public URL {public_url}, data in {})",
             data_dir.display()
         );
-        server.serve(app.into_make_service()).await
+        server
+            .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .await
     } else {
         let mut server = axum_server::from_tcp(std_listener)
             .map_err(|e| e.to_string())?
@@ -661,7 +679,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             "RunConvert listening on http://{addr} (public URL {public_url}, data in {})",
             data_dir.display()
         );
-        server.serve(app.into_make_service()).await
+        server
+            .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .await
     };
     // A clean stop leaves no scratch state behind (LibreOffice's profiles).
     runconvert_engines::scratch::remove_all();

@@ -4,12 +4,13 @@
 //! command can write while a server runs.
 
 use async_trait::async_trait;
+use runconvert_core::keys::{key_id, key_prefix, ApiKey, Scopes};
 use runconvert_core::model::{Job, JobStatus, Task, TaskResult, TaskStatus, User};
 use runconvert_core::ports::{
     Event, EventName, JobFilter, JobStore, KeyStore, PortError, PortResult, TaskFilter, TaskTransition, WebhookStore,
 };
 use runconvert_core::secrets::Sealer;
-use runconvert_core::webhooks::{self, Delivery, DeliveryStatus, Webhook};
+use runconvert_core::webhooks::{self, Delivery, DeliveryStatus, Signing, Webhook};
 use runconvert_core::{new_id, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
@@ -29,8 +30,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
     key_hash TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id),
     name TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    -- space-separated; NULL: every scope (a key made before scopes)
+    scopes TEXT,
+    -- the key's first characters
+    prefix TEXT,
+    last_used_at INTEGER
 );
+CREATE INDEX IF NOT EXISTS api_keys_by_user ON api_keys(user_id, created_at);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL,
@@ -41,7 +48,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     ended_at INTEGER,
     webhook_url TEXT,
     -- sealed
-    webhook_secret TEXT
+    webhook_secret TEXT,
+    -- how deliveries to webhook_url are signed and shaped: runconvert or cloudconvert
+    webhook_signing TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs(user_id, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
@@ -76,7 +85,8 @@ CREATE TABLE IF NOT EXISTS webhooks (
     secret TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     disabled_at INTEGER,
-    disabled_reason TEXT
+    disabled_reason TEXT,
+    signing TEXT
 );
 CREATE INDEX IF NOT EXISTS webhooks_by_user ON webhooks(user_id);
 -- The outbox: every event, written in the same transaction as the change that caused it.
@@ -97,6 +107,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     job_id TEXT NOT NULL,
     url TEXT NOT NULL,
     secret TEXT NOT NULL,
+    signing TEXT,
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER,
@@ -141,11 +152,12 @@ fn record_event(tx: &Connection, event: &Event, job_url: Option<(&str, &str)>, n
         ],
     )?;
     let seq = tx.last_insert_rowid();
-    let mut targets: Vec<(Option<String>, String, String)> = Vec::new();
+    // (subscription, url, sealed secret, signing)
+    let mut targets: Vec<(Option<String>, String, String, Option<String>)> = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, endpoint_url, events, secret FROM webhooks WHERE user_id = ?1 AND disabled_at IS NULL \
-             ORDER BY created_at",
+            "SELECT id, endpoint_url, events, secret, signing FROM webhooks WHERE user_id = ?1 \
+             AND disabled_at IS NULL ORDER BY created_at",
         )?;
         let rows = stmt.query_map([&user_id], |r| {
             Ok((
@@ -153,24 +165,26 @@ fn record_event(tx: &Connection, event: &Event, job_url: Option<(&str, &str)>, n
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
             ))
         })?;
         for row in rows {
-            let (id, url, events, secret) = row?;
+            let (id, url, events, secret, signing) = row?;
             let events: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
             if events.iter().any(|e| e == name.as_str()) {
-                targets.push((Some(id), url, secret));
+                targets.push((Some(id), url, secret, signing));
             }
         }
     }
-    if let Some((url, secret)) = job_url.filter(|_| webhooks::job_url_wants(name)) {
-        targets.push((None, url.to_string(), secret.to_string()));
+    if let (Some((url, secret)), Event::Job(_, job)) = (job_url.filter(|_| webhooks::job_url_wants(name)), event) {
+        let signing = job.webhook_signing.as_str().to_string();
+        targets.push((None, url.to_string(), secret.to_string(), Some(signing)));
     }
-    for (webhook_id, url, secret) in targets {
+    for (webhook_id, url, secret, signing) in targets {
         tx.execute(
-            "INSERT INTO deliveries (id, event_seq, webhook_id, job_id, url, secret, status, attempts, \
-             next_attempt_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7)",
-            params![new_id(), seq, webhook_id, job_id, url, secret, now],
+            "INSERT INTO deliveries (id, event_seq, webhook_id, job_id, url, secret, signing, status, attempts, \
+             next_attempt_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8)",
+            params![new_id(), seq, webhook_id, job_id, url, secret, signing, now],
         )?;
     }
     Ok(())
@@ -244,6 +258,7 @@ fn job_from_row(row: &Row, sealer: &Sealer) -> rusqlite::Result<Job> {
         tag: row.get(2)?,
         webhook_url: row.get(7)?,
         webhook_secret,
+        webhook_signing: Signing::parse(row.get::<_, Option<String>>(9)?.as_deref()),
         status: JobStatus::parse(&status).ok_or_else(|| {
             rusqlite::Error::FromSqlConversionFailure(
                 3,
@@ -258,7 +273,8 @@ fn job_from_row(row: &Row, sealer: &Sealer) -> rusqlite::Result<Job> {
     })
 }
 
-const JOB_COLUMNS: &str = "id, user_id, tag, status, created_at, started_at, ended_at, webhook_url, webhook_secret";
+const JOB_COLUMNS: &str =
+    "id, user_id, tag, status, created_at, started_at, ended_at, webhook_url, webhook_secret, webhook_signing";
 
 fn load_tasks(conn: &Connection, sealer: &Sealer, job: &mut Job) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(&format!(
@@ -288,8 +304,14 @@ impl SqliteStore {
             ("tasks", "secrets", "TEXT"),
             ("jobs", "webhook_url", "TEXT"),
             ("jobs", "webhook_secret", "TEXT"),
+            ("jobs", "webhook_signing", "TEXT"),
+            ("webhooks", "signing", "TEXT"),
+            ("deliveries", "signing", "TEXT"),
             ("users", "rate_limit", "INTEGER"),
             ("users", "credits", "INTEGER"),
+            ("api_keys", "scopes", "TEXT"),
+            ("api_keys", "prefix", "TEXT"),
+            ("api_keys", "last_used_at", "INTEGER"),
         ] {
             let present: bool = conn
                 .query_row(
@@ -343,14 +365,10 @@ impl SqliteStore {
         let now = Timestamp::now().millis();
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction().map_err(err)?;
+        insert_user(&tx, &user, now).map_err(err)?;
         tx.execute(
-            "INSERT INTO users (id, name, created_at, rate_limit, credits) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![user.id, user.name, now, rate_limit, credits],
-        )
-        .map_err(err)?;
-        tx.execute(
-            "INSERT INTO api_keys (key_hash, user_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![runconvert_http::hash_key(&key), user.id, name, now],
+            "INSERT INTO api_keys (key_hash, user_id, name, created_at, prefix) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![runconvert_http::hash_key(&key), user.id, name, now, key_prefix(&key)],
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;
@@ -365,18 +383,97 @@ impl SqliteStore {
     }
 }
 
+fn insert_user(c: &rusqlite::Connection, user: &User, now_ms: i64) -> rusqlite::Result<usize> {
+    c.execute(
+        "INSERT INTO users (id, name, created_at, rate_limit, credits) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![user.id, user.name, now_ms, user.rate_limit, user.credits],
+    )
+}
+
 #[async_trait]
 impl KeyStore for SqliteStore {
-    async fn user_for_key_hash(&self, key_hash: &str) -> PortResult<Option<User>> {
+    async fn create_user(&self, user: &User) -> PortResult<()> {
+        let user = user.clone();
+        self.with(move |c| insert_user(c, &user, Timestamp::now().millis()).map(|_| ()))
+            .await
+    }
+
+    async fn key_by_hash(&self, key_hash: &str) -> PortResult<Option<(User, ApiKey)>> {
         let hash = key_hash.to_string();
         self.with(move |c| {
             c.query_row(
-                "SELECT u.id, u.name, u.rate_limit, u.credits FROM api_keys k JOIN users u ON u.id = k.user_id \
+                "SELECT u.id, u.name, u.rate_limit, u.credits, k.key_hash, k.name, k.prefix, k.scopes, \
+                 k.created_at, k.last_used_at FROM api_keys k JOIN users u ON u.id = k.user_id \
                  WHERE k.key_hash = ?1",
                 [hash],
-                user_from_row,
+                |r| {
+                    let user = user_from_row(r)?;
+                    let key = key_from_row(r, 4, &user.id)?;
+                    Ok((user, key))
+                },
             )
             .optional()
+        })
+        .await
+    }
+
+    async fn list_keys(&self, user_id: &str) -> PortResult<Vec<ApiKey>> {
+        let id = user_id.to_string();
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT key_hash, name, prefix, scopes, created_at, last_used_at FROM api_keys \
+                 WHERE user_id = ?1 ORDER BY created_at, key_hash",
+            )?;
+            let keys: rusqlite::Result<Vec<ApiKey>> = stmt.query_map([&id], |r| key_from_row(r, 0, &id))?.collect();
+            keys
+        })
+        .await
+    }
+
+    async fn create_key(&self, user: &User, key_hash: &str, key: &ApiKey) -> PortResult<()> {
+        let (hash, user_id, key) = (key_hash.to_string(), user.id.clone(), key.clone());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO api_keys (key_hash, user_id, name, created_at, scopes, prefix) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    hash,
+                    user_id,
+                    key.name,
+                    key.created_at.millis(),
+                    key.scopes.to_stored(),
+                    key.prefix
+                ],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, user_id: &str, key_id: &str) -> PortResult<bool> {
+        let (user_id, key_id) = (user_id.to_string(), key_id.to_string());
+        // An id is 16 hex digits: anything else names no key (and no LIKE pattern).
+        if key_id.len() != 16 || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM api_keys WHERE user_id = ?1 AND substr(key_hash, 1, 16) = ?2",
+                params![user_id, key_id.to_ascii_lowercase()],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn touch_key(&self, key_hash: &str, _key: &ApiKey, at: Timestamp) -> PortResult<()> {
+        let hash = key_hash.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE api_keys SET last_used_at = ?2 WHERE key_hash = ?1",
+                params![hash, at.millis()],
+            )
+            .map(|_| ())
         })
         .await
     }
@@ -412,6 +509,21 @@ impl KeyStore for SqliteStore {
         })
         .await
     }
+}
+
+/// An API key from the columns key_hash, name, prefix, scopes, created_at, last_used_at
+/// starting at `at`.
+fn key_from_row(r: &Row, at: usize, user_id: &str) -> rusqlite::Result<ApiKey> {
+    let hash: String = r.get(at)?;
+    Ok(ApiKey {
+        id: key_id(&hash),
+        user_id: user_id.to_string(),
+        name: r.get(at + 1)?,
+        prefix: r.get(at + 2)?,
+        scopes: Scopes::from_stored(r.get::<_, Option<String>>(at + 3)?.as_deref()),
+        created_at: Timestamp(r.get(at + 4)?),
+        last_used_at: r.get::<_, Option<i64>>(at + 5)?.map(Timestamp),
+    })
 }
 
 fn user_from_row(r: &Row) -> rusqlite::Result<User> {
@@ -470,7 +582,7 @@ impl JobStore for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction()?;
             tx.execute(
-                &format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                &format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                 params![
                     job.id,
                     job.user_id,
@@ -481,6 +593,7 @@ impl JobStore for SqliteStore {
                     job.ended_at.map(|t| t.millis()),
                     job.webhook_url,
                     sealed_job_secret,
+                    job.webhook_signing.as_str(),
                 ],
             )?;
             for (pos, t) in job.tasks.iter().enumerate() {
@@ -545,20 +658,22 @@ impl JobStore for SqliteStore {
     async fn list_jobs(&self, user_id: &str, filter: &JobFilter) -> PortResult<(Vec<Job>, u64)> {
         let user = user_id.to_string();
         let status = filter.status.map(|s| s.as_str());
+        let tag = filter.tag.clone();
         let (limit, offset) = (filter.page.limit as i64, filter.page.offset as i64);
         let sealer = self.sealer.clone();
         self.with(move |c| {
             let count: i64 = c.query_row(
-                "SELECT COUNT(*) FROM jobs WHERE user_id = ?1 AND (?2 IS NULL OR status = ?2)",
-                params![user, status],
+                "SELECT COUNT(*) FROM jobs WHERE user_id = ?1 AND (?2 IS NULL OR status = ?2) \
+                 AND (?3 IS NULL OR tag = ?3)",
+                params![user, status, tag],
                 |r| r.get(0),
             )?;
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = ?1 AND (?2 IS NULL OR status = ?2) \
-                 ORDER BY created_at DESC, rowid DESC LIMIT ?3 OFFSET ?4"
+                 AND (?5 IS NULL OR tag = ?5) ORDER BY created_at DESC, rowid DESC LIMIT ?3 OFFSET ?4"
             ))?;
             let mut jobs: Vec<Job> = stmt
-                .query_map(params![user, status, limit, offset], |r| job_from_row(r, &sealer))?
+                .query_map(params![user, status, limit, offset, tag], |r| job_from_row(r, &sealer))?
                 .collect::<rusqlite::Result<_>>()?;
             drop(stmt);
             for job in &mut jobs {
@@ -609,17 +724,22 @@ impl JobStore for SqliteStore {
         let user = user_id.to_string();
         let job = filter.job_id.clone();
         let status = filter.status.map(|s| s.as_str());
+        let operation = filter.operation.clone();
         let (limit, offset) = (filter.page.limit as i64, filter.page.offset as i64);
         let sealer = self.sealer.clone();
         self.with(move |c| {
-            let cond = "user_id = ?1 AND (?2 IS NULL OR job_id = ?2) AND (?3 IS NULL OR status = ?3)";
-            let count: i64 =
-                c.query_row(&format!("SELECT COUNT(*) FROM tasks WHERE {cond}"), params![user, job, status], |r| r.get(0))?;
+            let cond = "user_id = ?1 AND (?2 IS NULL OR job_id = ?2) AND (?3 IS NULL OR status = ?3) \
+                        AND (?4 IS NULL OR json_extract(payload, '$.operation') = ?4)";
+            let count: i64 = c.query_row(
+                &format!("SELECT COUNT(*) FROM tasks WHERE {cond}"),
+                params![user, job, status, operation],
+                |r| r.get(0),
+            )?;
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE {cond} ORDER BY created_at DESC, job_id, position LIMIT ?4 OFFSET ?5"
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE {cond} ORDER BY created_at DESC, job_id, position LIMIT ?5 OFFSET ?6"
             ))?;
             let tasks = stmt
-                .query_map(params![user, job, status, limit, offset], |r| task_from_row(r, &sealer))?
+                .query_map(params![user, job, status, operation, limit, offset], |r| task_from_row(r, &sealer))?
                 .collect::<rusqlite::Result<_>>()?;
             Ok((tasks, count as u64))
         })
@@ -764,10 +884,12 @@ fn webhook_from_row(row: &Row, sealer: &Sealer) -> rusqlite::Result<Webhook> {
         created_at: Timestamp(row.get(5)?),
         disabled_at: ts(row.get(6)?),
         disabled_reason: row.get(7)?,
+        signing: Signing::parse(row.get::<_, Option<String>>(8)?.as_deref()),
     })
 }
 
-const WEBHOOK_COLUMNS: &str = "id, user_id, endpoint_url, events, secret, created_at, disabled_at, disabled_reason";
+const WEBHOOK_COLUMNS: &str =
+    "id, user_id, endpoint_url, events, secret, created_at, disabled_at, disabled_reason, signing";
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
@@ -776,7 +898,7 @@ impl WebhookStore for SqliteStore {
         let sealed = self.sealer.seal(hook.secret.as_bytes());
         self.with(move |c| {
             c.execute(
-                &format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                &format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
                 params![
                     hook.id,
                     hook.user_id,
@@ -786,6 +908,7 @@ impl WebhookStore for SqliteStore {
                     hook.created_at.millis(),
                     hook.disabled_at.map(|t| t.millis()),
                     hook.disabled_reason,
+                    hook.signing.as_str(),
                 ],
             )
             .map(|_| ())
@@ -877,7 +1000,9 @@ pub struct DueDelivery {
     pub url: String,
     pub secret: String,
     pub event_id: String,
+    /// The event's payload as the spec shows it (the relay shapes it per `signing`).
     pub body: String,
+    pub signing: Signing,
     pub attempts: u32,
     pub event_created_at: Timestamp,
 }
@@ -890,7 +1015,7 @@ impl SqliteStore {
         let sealer = self.sealer.clone();
         self.with(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT d.id, d.webhook_id, d.url, d.secret, e.id, e.payload, d.attempts, e.created_at \
+                "SELECT d.id, d.webhook_id, d.url, d.secret, e.id, e.payload, d.attempts, e.created_at, d.signing \
                  FROM deliveries d JOIN events e ON e.seq = d.event_seq \
                  WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
                  AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.job_id = d.job_id AND p.status = 'pending' \
@@ -912,6 +1037,7 @@ impl SqliteStore {
                         body: r.get(5)?,
                         attempts: r.get::<_, i64>(6)? as u32,
                         event_created_at: Timestamp(r.get(7)?),
+                        signing: Signing::parse(r.get::<_, Option<String>>(8)?.as_deref()),
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;

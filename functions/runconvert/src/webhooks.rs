@@ -5,7 +5,7 @@
 
 use crate::store::{DueDelivery, SqliteStore};
 use runconvert_connectors::webhook::Sender;
-use runconvert_core::webhooks::{DeliveryStatus, Outcome, RetryPolicy};
+use runconvert_core::webhooks::{DeliveryStatus, Outcome, RetryPolicy, Signing};
 use runconvert_core::Timestamp;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -98,7 +98,14 @@ impl Relay {
         let now = Timestamp::now();
         let outcome = self
             .sender
-            .send(&d.url, &d.secret, &d.event_id, &d.body, now.millis() / 1000)
+            .send(
+                &d.url,
+                d.signing,
+                &d.secret,
+                &d.event_id,
+                &body_for(d),
+                now.millis() / 1000,
+            )
             .await;
         let attempts = d.attempts + 1;
         let (status, code, error, retry_at, disable) = match outcome {
@@ -142,4 +149,15 @@ fn jitter() -> f64 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     u32::from_le_bytes(b) as f64 / u32::MAX as f64
+}
+
+/// A delivery's body: the stored payload, shaped as its subscription is signed.
+fn body_for(d: &DueDelivery) -> String {
+    match d.signing {
+        Signing::RunConvert => d.body.clone(),
+        other => match serde_json::from_str(&d.body) {
+            Ok(v) => other.body(&v).to_string(),
+            Err(_) => d.body.clone(),
+        },
+    }
 }

@@ -81,7 +81,7 @@ impl Worker {
     pub async fn run(&self, job: &Job, task: &Task, progress: Progress) -> Result<TaskResult, TaskError> {
         let work = WorkDir::create(&self.settings.work_root, task)?;
         let files = match &task.operation {
-            Operation::ImportUrl(o) => vec![self.import_url(task, o, &work.0).await?],
+            Operation::ImportUrl(o) => vec![self.import_url(task, o, &work.0, &progress).await?],
             Operation::ImportBase64(o) => vec![self.import_base64(task, o, &work.0).await?],
             Operation::ImportUpload(_) => {
                 return Err(TaskError::new(
@@ -173,11 +173,18 @@ impl Worker {
         })
     }
 
-    async fn import_url(&self, task: &Task, o: &ImportUrl, work: &Path) -> Result<FileRef, TaskError> {
+    async fn import_url(
+        &self,
+        task: &Task,
+        o: &ImportUrl,
+        work: &Path,
+        progress: &Progress,
+    ) -> Result<FileRef, TaskError> {
         let dest = work.join("out").join("download");
         let guard = Guard::new(self.settings.allow_private_networks);
         let headers = o.headers.clone().unwrap_or_default();
-        let got = http_import::download(&guard, &o.url, &headers, &dest, &self.settings.download).await?;
+        let bytes = ByteProgress::new(progress.0.clone(), 0);
+        let got = http_import::download(&guard, &o.url, &headers, &dest, &self.settings.download, bytes).await?;
         let name = safe_filename(
             o.filename
                 .as_deref()
