@@ -105,6 +105,7 @@ fuzz_target!(|data: &[u8]| {
         tag: None,
         webhook_url: None,
         webhook_secret: None,
+        webhook_signing: Default::default(),
         status: JobStatus::Processing,
         created_at: Timestamp(0),
         started_at: None,
