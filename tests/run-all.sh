@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-log() { printf '[run-all] %s\n' "$*" >&2; }
+log() { printf '[run-all %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 # --- system packages -------------------------------------------------------------
 # gcc builds the bundled SQLite; pkg-config and ca-certificates serve the TLS stack.
