@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 /// An error answered to an API call. `status` is the HTTP status; the rest is the JSON body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Error))]
 pub struct ApiError {
     #[serde(skip)]
     pub status: u16,

@@ -87,6 +87,20 @@ pub fn with_extension(filename: &str, ext: &str) -> String {
     format!("{stem}.{ext}")
 }
 
+/// `import/url` → `ImportUrl`, `convert_tools` → `ConvertTools`: a name as an identifier
+/// (an OpenAPI operation id, a state of a state machine), split where it is not
+/// alphanumeric.
+pub fn pascal_case(name: &str) -> String {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +131,13 @@ mod tests {
         assert_eq!(safe_filename("a<b>:c|d?.png"), "a_b__c_d_.png");
         assert_eq!(safe_filename("Console.txt"), "Console.txt");
         assert_eq!(safe_filename("\u{202e}"), "file");
+    }
+
+    #[test]
+    fn pascal_case_splits_where_not_alphanumeric() {
+        assert_eq!(pascal_case("import/url"), "ImportUrl");
+        assert_eq!(pascal_case("convert_tools"), "ConvertTools");
+        assert_eq!(pascal_case("import/azure/blob"), "ImportAzureBlob");
+        assert_eq!(pascal_case("capture_website"), "CaptureWebsite");
     }
 }

@@ -78,6 +78,12 @@ macro_rules! operations {
                 match v { Ok(Value::Object(m)) => m, _ => Map::new() }
             }
 
+            /// Each operation's own fields as an OpenAPI schema, from its type.
+            #[cfg(feature = "openapi")]
+            pub fn schemas() -> Vec<(&'static str, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)> {
+                vec![$( ($name, <$ty as utoipa::PartialSchema>::schema()) ),*]
+            }
+
             /// Names of the fields that hold secrets.
             pub fn secret_fields(&self) -> &'static [&'static str] {
                 match self { $( Operation::$variant(_) => &[$($secret),*] ),* }
@@ -171,6 +177,7 @@ pub fn filename_from_url(url: &str) -> Option<String> {
 // ---- imports ---------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportUrl {
     pub url: String,
@@ -181,6 +188,7 @@ pub struct ImportUrl {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportUpload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +198,7 @@ pub struct ImportUpload {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportBase64 {
     pub file: String,
@@ -216,6 +225,7 @@ impl ImportBase64 {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportS3 {
     pub bucket: String,
@@ -235,6 +245,7 @@ pub struct ImportS3 {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportGoogleCloudStorage {
     pub project_id: String,
@@ -250,6 +261,7 @@ pub struct ImportGoogleCloudStorage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportAzureBlob {
     pub storage_account: String,
@@ -267,6 +279,7 @@ pub struct ImportAzureBlob {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportSftp {
     pub host: String,
@@ -293,6 +306,7 @@ pub struct ImportSftp {
 // ---- processing -------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Convert {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,10 +317,12 @@ pub struct Convert {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub options: EngineOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Compress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,10 +334,12 @@ pub struct Compress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub options: EngineOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Merge {
     pub output_format: String,
@@ -330,20 +348,24 @@ pub struct Merge {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub options: EngineOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Archive {
     pub output_format: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub options: EngineOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CaptureWebsite {
     pub url: String,
@@ -353,10 +375,12 @@ pub struct CaptureWebsite {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub options: EngineOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Ocr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -370,10 +394,12 @@ pub struct Ocr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub options: EngineOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Watermark {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -385,10 +411,12 @@ pub struct Watermark {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub options: EngineOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Thumbnail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -400,12 +428,14 @@ pub struct Thumbnail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub options: EngineOptions,
 }
 
 // ---- exports ----------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExportUrl {
     /// Ask browsers to show the file rather than download it.
@@ -414,6 +444,7 @@ pub struct ExportUrl {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExportS3 {
     pub bucket: String,
@@ -435,6 +466,7 @@ pub struct ExportS3 {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExportGoogleCloudStorage {
     pub project_id: String,
@@ -448,6 +480,7 @@ pub struct ExportGoogleCloudStorage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExportAzureBlob {
     pub storage_account: String,
@@ -463,6 +496,7 @@ pub struct ExportAzureBlob {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExportSftp {
     pub host: String,
