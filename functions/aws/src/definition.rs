@@ -85,14 +85,7 @@ fn with(mut state: Value, fields: Value) -> Value {
 
 /// `convert_tools` → `ConvertTools`: the state of a function key.
 fn state_name(key: &str) -> String {
-    key.split('_')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect()
+    runconvert_core::names::pascal_case(key)
 }
 
 /// The definition, with `${<Function>Arn}` and `${WebhookQueueUrl}` for the template's
