@@ -16,8 +16,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::post;
+use axum::Json;
 use runconvert_core::cloudconvert as cc;
 use runconvert_core::error::codes;
 use runconvert_core::model::{Job, JobStatus, Task, TaskStatus, User};
@@ -28,20 +28,23 @@ use runconvert_core::ApiError;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    let mut r = Router::new()
-        .route("/v2/jobs", get(list_jobs).post(create_job))
-        .route("/v2/jobs/{id}", get(show_job).delete(delete_job))
-        .route("/v2/tasks", get(list_tasks))
-        .route("/v2/tasks/{id}", get(show_task).delete(delete_task))
-        .route("/v2/tasks/{id}/cancel", post(cancel_task))
-        .route("/v2/tasks/{id}/retry", post(retry_task))
-        .route("/v2/users/me/webhooks", get(list_webhooks))
-        .route("/sync/v2/jobs", post(create_job_and_wait))
-        .route("/sync/v2/jobs/{id}", get(wait_job))
-        .route("/sync/v2/tasks/{id}", get(wait_task));
-    // Single-task creation: `POST /v2/import/url`, `POST /v2/convert`, ...
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    let mut r = OpenApiRouter::new()
+        .routes(routes!(list_jobs, create_job))
+        .routes(routes!(show_job, delete_job))
+        .routes(routes!(list_tasks))
+        .routes(routes!(show_task, delete_task))
+        .routes(routes!(cancel_task))
+        .routes(routes!(retry_task))
+        .routes(routes!(list_webhooks))
+        .routes(routes!(create_job_and_wait))
+        .routes(routes!(wait_job))
+        .routes(routes!(wait_task));
+    // Single-task creation: `POST /v2/import/url`, `POST /v2/convert`, ... (documented by
+    // `openapi::document` from the same list).
     for (path, operation) in task_paths() {
         r = r.route(
             &path,
@@ -57,7 +60,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
 
 /// The paths of single-task creation and their operations: one per operation, and
 /// CloudConvert's name `capture-website` too.
-fn task_paths() -> impl Iterator<Item = (String, &'static str)> {
+pub(crate) fn task_paths() -> impl Iterator<Item = (String, &'static str)> {
     Operation::NAMES
         .iter()
         .map(|n| (format!("/v2/{n}"), *n))
@@ -184,6 +187,17 @@ fn only(q: &HashMap<String, String>, allowed: &[&str]) -> HttpResult<()> {
     }
 }
 
+/// `include` names what a list adds to its objects: only `allowed` (comma-separated).
+fn includes(q: &HashMap<String, String>, allowed: &[&str]) -> HttpResult<()> {
+    match q.get("include") {
+        Some(v) if !v.split(',').all(|p| allowed.contains(&p.trim())) => Err(invalid(
+            "include",
+            &format!("takes {} (comma-separated)", allowed.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn parse_job_status(v: &str) -> HttpResult<JobStatus> {
     match v {
         "waiting" => Ok(JobStatus::Created),
@@ -221,6 +235,9 @@ fn job_body(body: &[u8]) -> HttpResult<(Vec<u8>, bool)> {
     Ok((serde_json::to_vec(&value).unwrap_or_default(), redirect))
 }
 
+#[utoipa::path(post, path = "/v2/jobs", tag = "CloudConvert", operation_id = "createCcJob",
+    summary = "Create a job (CloudConvert)", request_body(content = Value, content_type = "application/json"),
+    responses((status = 201, description = "The job", body = crate::openapi::schema::CcData)))]
 async fn create_job(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -235,6 +252,9 @@ async fn create_job(
     Ok((StatusCode::CREATED, data(shown)).into_response())
 }
 
+#[utoipa::path(get, path = "/v2/jobs", tag = "CloudConvert", operation_id = "listCcJobs",
+    summary = "List jobs (CloudConvert)", params(crate::openapi::params::CcJobListQuery, crate::openapi::params::CcPage),
+    responses((status = 200, description = "A page of jobs", body = crate::openapi::schema::CcList)))]
 async fn list_jobs(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -242,6 +262,7 @@ async fn list_jobs(
     Query(q): Query<HashMap<String, String>>,
 ) -> HttpResult<Json<Value>> {
     only(&q, &["filter[status]", "filter[tag]", "include", "per_page", "page"])?;
+    includes(&q, &["tasks"])?;
     let (page, per_page) = page_of(&q)?;
     let status = q.get("filter[status]").map(|s| parse_job_status(s)).transpose()?;
     let filter = JobFilter {
@@ -271,6 +292,9 @@ async fn list_jobs(
     Ok(list(data, count, page, per_page, &format!("{base}/v2/jobs"), &q))
 }
 
+#[utoipa::path(get, path = "/v2/jobs/{id}", tag = "CloudConvert", operation_id = "showCcJob",
+    summary = "Show a job (CloudConvert)", params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The job", body = crate::openapi::schema::CcData)))]
 async fn show_job(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -281,6 +305,9 @@ async fn show_job(
     Ok(data(job_json(&job, &crate::base_url(&headers, &state))))
 }
 
+#[utoipa::path(delete, path = "/v2/jobs/{id}", tag = "CloudConvert", operation_id = "deleteCcJob",
+    summary = "Delete a job (CloudConvert)", params(("id" = String, Path, description = "The job's id")),
+    responses((status = 204, description = "Deleted")))]
 async fn delete_job(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -298,6 +325,9 @@ async fn find_task(state: &ApiState, user_id: &str, id: &str) -> HttpResult<Task
         .ok_or_else(|| ApiError::not_found("task"))?)
 }
 
+#[utoipa::path(get, path = "/v2/tasks", tag = "CloudConvert", operation_id = "listCcTasks",
+    summary = "List tasks (CloudConvert)", params(crate::openapi::params::CcTaskListQuery, crate::openapi::params::CcPage),
+    responses((status = 200, description = "A page of tasks", body = crate::openapi::schema::CcList)))]
 async fn list_tasks(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -315,6 +345,19 @@ async fn list_tasks(
             "page",
         ],
     )?;
+    includes(&q, &["payload", "job"])?;
+    if let Some(op) = q
+        .get("filter[operation]")
+        .filter(|o| !Operation::NAMES.contains(&o.as_str()))
+    {
+        return Err(invalid(
+            "filter[operation]",
+            &format!(
+                "{op:?} is not an operation; the operations are {}",
+                Operation::NAMES.join(", ")
+            ),
+        ));
+    }
     let (page, per_page) = page_of(&q)?;
     let status = q.get("filter[status]").map(|s| parse_task_status(s)).transpose()?;
     let base = crate::base_url(&headers, &state);
@@ -332,6 +375,9 @@ async fn list_tasks(
     Ok(list(data, count, page, per_page, &format!("{base}/v2/tasks"), &q))
 }
 
+#[utoipa::path(get, path = "/v2/tasks/{id}", tag = "CloudConvert", operation_id = "showCcTask",
+    summary = "Show a task (CloudConvert)", params(("id" = String, Path, description = "The task's id")),
+    responses((status = 200, description = "The task", body = crate::openapi::schema::CcData)))]
 async fn show_task(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -367,6 +413,16 @@ async fn create_task(
              where `input` names the tasks before",
         ));
     }
+    match fields.get("operation") {
+        None => {}
+        Some(Value::String(o)) if o == operation => {}
+        Some(_) => {
+            return Err(invalid(
+                "operation",
+                &format!("is given by the path: this creates a {operation} task"),
+            ))
+        }
+    }
     fields.insert("operation".into(), operation.into());
     let job_body = json!({"tasks": {"task": fields}}).to_string();
     let job = crate::jobs::submit_job(&state, &user, job_body.as_bytes(), Signing::CloudConvert)
@@ -391,6 +447,9 @@ fn tasks_prefix_off(mut e: HttpError) -> HttpError {
 
 /// `POST /v2/tasks/{id}/cancel`: a waiting or processing task ends as failed, code
 /// `cancelled`; the tasks that need it fail and the job ends as its planner says.
+#[utoipa::path(post, path = "/v2/tasks/{id}/cancel", tag = "CloudConvert", operation_id = "cancelCcTask",
+    summary = "Cancel a waiting or processing task", params(("id" = String, Path, description = "The task's id")),
+    responses((status = 200, description = "The task, ended", body = crate::openapi::schema::CcData)))]
 async fn cancel_task(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -418,6 +477,9 @@ async fn cancel_task(
 
 /// `POST /v2/tasks/{id}/retry`: a failed task made again, with the tasks it needs, in a
 /// new job (same tag); the answer is the new task, with `retry_of_task_id`.
+#[utoipa::path(post, path = "/v2/tasks/{id}/retry", tag = "CloudConvert", operation_id = "retryCcTask",
+    summary = "Run a failed task again, with the tasks it needs, in a new job", params(("id" = String, Path, description = "The task's id")),
+    responses((status = 201, description = "The new task", body = crate::openapi::schema::CcData)))]
 async fn retry_task(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -479,6 +541,9 @@ async fn retry_task(
 
 /// `DELETE /v2/tasks/{id}`: a task alone in its job (made by `POST /v2/{operation}` or a
 /// retry) goes with its job and files; a task of a larger job is deleted with its job.
+#[utoipa::path(delete, path = "/v2/tasks/{id}", tag = "CloudConvert", operation_id = "deleteCcTask",
+    summary = "Delete a task that is alone in its job", params(("id" = String, Path, description = "The task's id")),
+    responses((status = 204, description = "Deleted")))]
 async fn delete_task(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -533,6 +598,9 @@ pub(crate) async fn create_webhook(
 }
 
 /// `GET /v2/users/me/webhooks` (`filter[url]`, pages).
+#[utoipa::path(get, path = "/v2/users/me/webhooks", tag = "CloudConvert", operation_id = "listCcWebhooks",
+    summary = "List webhooks (CloudConvert)", params(crate::openapi::params::CcWebhookListQuery, crate::openapi::params::CcPage),
+    responses((status = 200, description = "A page of webhooks", body = crate::openapi::schema::CcList)))]
 async fn list_webhooks(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -567,6 +635,9 @@ async fn list_webhooks(
 
 // --- the synchronous API ------------------------------------------------------------
 
+#[utoipa::path(get, path = "/sync/v2/jobs/{id}", tag = "CloudConvert", operation_id = "waitCcJob",
+    summary = "Wait for a job to end (synchronous API)", params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The job", body = crate::openapi::schema::CcData)))]
 async fn wait_job(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -577,6 +648,9 @@ async fn wait_job(
     Ok(data(job_json(&job, &crate::base_url(&headers, &state))))
 }
 
+#[utoipa::path(get, path = "/sync/v2/tasks/{id}", tag = "CloudConvert", operation_id = "waitCcTask",
+    summary = "Wait for a task to end (synchronous API)", params(("id" = String, Path, description = "The task's id")),
+    responses((status = 200, description = "The task", body = crate::openapi::schema::CcData)))]
 async fn wait_task(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -589,6 +663,10 @@ async fn wait_task(
 
 /// `POST /sync/v2/jobs`: the job made, then waited for; with `"redirect": true`, the
 /// answer is a redirect to the first exported file.
+#[utoipa::path(post, path = "/sync/v2/jobs", tag = "CloudConvert", operation_id = "createSyncJob",
+    summary = "Create a job and wait for it to end (synchronous API)", request_body(content = Value, content_type = "application/json"),
+    responses((status = 201, description = "The job, ended or as it stands when the wait is over", body = crate::openapi::schema::CcData),
+        (status = 302, description = "With `redirect`: the exported file")))]
 async fn create_job_and_wait(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,

@@ -4,19 +4,20 @@
 use crate::error::HttpResult;
 use crate::ApiState;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use runconvert_core::formats::{canonical_format, Capability};
 use runconvert_core::ApiError;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/v2/core/formats", get(formats))
-        .route("/v2/core/outputs", get(outputs))
-        .route("/v2/core/operations", get(operations))
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(formats))
+        .routes(routes!(outputs))
+        .routes(routes!(operations))
 }
 
 fn format_param(q: &HashMap<String, String>, name: &str) -> Result<Option<&'static str>, ApiError> {
@@ -33,6 +34,9 @@ fn format_param(q: &HashMap<String, String>, name: &str) -> Result<Option<&'stat
     }
 }
 
+#[utoipa::path(get, path = "/v2/core/formats", tag = "Formats", operation_id = "listFormats",
+    summary = "The formats this deployment knows, and the operations each takes", security(()),
+    responses((status = 200, description = "The formats", body = crate::openapi::schema::DataList)))]
 async fn formats(State(state): State<Arc<ApiState>>) -> Json<Value> {
     let data: Vec<Value> = state
         .registry
@@ -55,6 +59,9 @@ async fn formats(State(state): State<Arc<ApiState>>) -> Json<Value> {
     Json(json!({"data": data}))
 }
 
+#[utoipa::path(get, path = "/v2/core/outputs", tag = "Formats", operation_id = "listOutputs",
+    summary = "What a format converts to on this deployment", security(()), params(crate::openapi::params::FormatQuery),
+    responses((status = 200, description = "The output formats", body = crate::openapi::schema::DataList)))]
 async fn outputs(
     State(state): State<Arc<ApiState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -72,6 +79,9 @@ async fn outputs(
     Ok(Json(json!({"data": data})))
 }
 
+#[utoipa::path(get, path = "/v2/core/operations", tag = "Formats", operation_id = "listOperations",
+    summary = "The operations this deployment runs, by format, with their options", security(()), params(crate::openapi::params::OperationQuery),
+    responses((status = 200, description = "The operations", body = crate::openapi::schema::DataList)))]
 async fn operations(
     State(state): State<Arc<ApiState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -79,6 +89,17 @@ async fn operations(
     let input = format_param(&q, "input_format")?;
     let output = format_param(&q, "output_format")?;
     let operation = q.get("operation").map(String::as_str);
+    if let Some(op) = operation.filter(|o| !runconvert_core::ops::Operation::NAMES.contains(o)) {
+        let mut errors = BTreeMap::new();
+        errors.insert(
+            "operation".to_string(),
+            vec![format!(
+                "unknown operation {op:?}; the operations are {}",
+                runconvert_core::ops::Operation::NAMES.join(", ")
+            )],
+        );
+        return Err(ApiError::invalid_fields(errors).into());
+    }
     let mut data: Vec<Value> = state
         .registry
         .query(operation, input, output)

@@ -7,8 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use runconvert_core::model::{Job, JobStatus, Task, TaskStatus, User};
 use runconvert_core::ports::{Event, EventName, JobFilter, Page, TaskFilter};
 use runconvert_core::validate::{validate_job, JobSpec};
@@ -17,14 +16,16 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/v2/process/jobs", get(list_jobs).post(create_job))
-        .route("/v2/process/jobs/{id}", get(show_job).delete(delete_job))
-        .route("/v2/process/jobs/{id}/wait", get(wait_job))
-        .route("/v2/process/tasks", get(list_tasks))
-        .route("/v2/process/tasks/{id}", get(show_task))
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_jobs, create_job))
+        .routes(routes!(show_job, delete_job))
+        .routes(routes!(wait_job))
+        .routes(routes!(list_tasks))
+        .routes(routes!(show_task))
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -116,6 +117,10 @@ async fn store_large_payloads(
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v2/process/jobs", tag = "Jobs", operation_id = "createJob",
+    summary = "Create a job: its tasks, by name, and what they take",
+    request_body(content = Value, content_type = "application/json"),
+    responses((status = 201, description = "The job, its tasks waiting or started", body = crate::openapi::schema::Job)))]
 async fn create_job(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -219,6 +224,9 @@ pub(crate) async fn submit_job(
     Ok(ended.unwrap_or(job))
 }
 
+#[utoipa::path(get, path = "/v2/process/jobs", tag = "Jobs", operation_id = "listJobs",
+    summary = "List jobs, newest first", params(crate::openapi::params::JobListQuery, crate::openapi::params::Window),
+    responses((status = 200, description = "A page of jobs", body = crate::openapi::schema::JobList)))]
 async fn list_jobs(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -253,6 +261,9 @@ pub(crate) async fn find_job(state: &ApiState, user_id: &str, id: &str) -> HttpR
         .ok_or_else(|| ApiError::not_found("job"))?)
 }
 
+#[utoipa::path(get, path = "/v2/process/jobs/{id}", tag = "Jobs", operation_id = "showJob",
+    summary = "Show a job and its tasks", params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The job", body = crate::openapi::schema::Job)))]
 async fn show_job(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -264,6 +275,9 @@ async fn show_job(
 /// The `timeout` a `/wait` may ask for.
 pub const WAIT_RANGE_SECONDS: u64 = 300;
 
+#[utoipa::path(get, path = "/v2/process/jobs/{id}/wait", tag = "Jobs", operation_id = "waitJob",
+    summary = "Wait for a job to end, then show it", params(("id" = String, Path, description = "The job's id"), crate::openapi::params::WaitQuery),
+    responses((status = 200, description = "The job, ended or as it stands when the wait is over", body = crate::openapi::schema::Job)))]
 async fn wait_job(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -329,6 +343,9 @@ impl Ended for Task {
     }
 }
 
+#[utoipa::path(delete, path = "/v2/process/jobs/{id}", tag = "Jobs", operation_id = "deleteJob",
+    summary = "Delete a job, its tasks and its files", params(("id" = String, Path, description = "The job's id")),
+    responses((status = 204, description = "Deleted")))]
 async fn delete_job(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -347,6 +364,9 @@ pub(crate) async fn remove_job(state: &ApiState, user_id: &str, id: &str) -> Htt
     Ok(())
 }
 
+#[utoipa::path(get, path = "/v2/process/tasks", tag = "Jobs", operation_id = "listTasks",
+    summary = "List tasks", params(crate::openapi::params::TaskListQuery, crate::openapi::params::Window),
+    responses((status = 200, description = "A page of tasks", body = crate::openapi::schema::TaskList)))]
 async fn list_tasks(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -374,6 +394,9 @@ async fn list_tasks(
     ))
 }
 
+#[utoipa::path(get, path = "/v2/process/tasks/{id}", tag = "Jobs", operation_id = "showTask",
+    summary = "Show a task", params(("id" = String, Path, description = "The task's id")),
+    responses((status = 200, description = "The task", body = crate::openapi::schema::Task)))]
 async fn show_task(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,

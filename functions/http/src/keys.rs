@@ -10,17 +10,18 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use runconvert_core::keys::{key_id, key_prefix, ApiKey, Scopes};
 use runconvert_core::{ApiError, Timestamp};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/v2/users/me/keys", get(list).post(create))
-        .route("/v2/users/me/keys/{id}", delete(revoke))
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
 }
 
 /// What is shown of a key (never the key).
@@ -35,6 +36,9 @@ pub fn shown(k: &ApiKey) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/v2/users/me/keys", tag = "Account", operation_id = "listKeys",
+    summary = "List the user's API keys (their first characters, never the key)",
+    responses((status = 200, description = "The keys", body = crate::openapi::schema::DataList)))]
 async fn list(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> HttpResult<Json<Value>> {
     let keys = state.keys.list_keys(&user.id).await?;
     Ok(Json(json!({"data": keys.iter().map(shown).collect::<Vec<_>>()})))
@@ -84,6 +88,10 @@ pub fn check_new_key(name: &str, asked: Scopes, holder: Scopes) -> Result<(), Ap
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v2/users/me/keys", tag = "Account", operation_id = "createKey",
+    summary = "Make an API key (shown once), with scopes the calling key holds",
+    request_body(content = crate::openapi::schema::KeyRequest, content_type = "application/json"),
+    responses((status = 201, description = "The key, shown this once", body = crate::openapi::schema::Data)))]
 async fn create(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -98,7 +106,7 @@ async fn create(
     };
     let scopes = match obj.get("scopes") {
         // The creating key's own scopes.
-        None => holder.scopes,
+        None | Some(Value::Null) => holder.scopes,
         Some(Value::Array(names)) => {
             let names: Option<Vec<&str>> = names.iter().map(Value::as_str).collect();
             let names = names.ok_or_else(|| invalid("scopes", "must be a list of scope names"))?;
@@ -114,6 +122,9 @@ async fn create(
     Ok((StatusCode::CREATED, Json(json!({ "data": data }))))
 }
 
+#[utoipa::path(delete, path = "/v2/users/me/keys/{id}", tag = "Account", operation_id = "revokeKey",
+    summary = "Revoke an API key", params(("id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "Revoked")))]
 async fn revoke(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,

@@ -10,18 +10,19 @@ mod error;
 mod jobs;
 pub mod keys;
 pub mod local_files;
+pub mod openapi;
 pub mod signing;
 mod users;
 mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
 use axum::Router;
 use runconvert_core::formats::Registry;
 use runconvert_core::ports::{Dispatcher, EventSink, FileStore, JobStore, KeyStore, OutboundGuard, WebhookStore};
 use runconvert_core::validate::Limits;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::{generate_key, hash_key};
 pub use error::HttpError;
@@ -76,7 +77,6 @@ pub struct ApiState {
     pub limiter: auth::RateLimiter,
 }
 
-/// The whole API: `/healthz`, `/v2/process/*`, `/v2/core/*`, ...; and the dashboard.
 /// This server's address as the client reached it (`scheme://host`), for links in answers:
 /// the proxy's `X-Forwarded-Proto` when there is one (API Gateway), else HTTPS only when
 /// the server serves it.
@@ -90,22 +90,49 @@ pub(crate) fn base_url(headers: &axum::http::HeaderMap, state: &ApiState) -> Str
     format!("{scheme}://{}", get("host").unwrap_or("localhost"))
 }
 
+/// The whole API: `/healthz`, `/v2/process/*`, `/v2/core/*`, CloudConvert's surface,
+/// `/openapi.json` and `/docs`; and the dashboard.
 pub fn api_router(state: Arc<ApiState>) -> Router {
     let body_limit = state.settings.max_body_bytes;
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+    let (api, doc) = documented_routes().split_for_parts();
+    api.layer(axum::middleware::from_fn(single_params))
+        .merge(openapi::routes(openapi::document(doc)))
+        .merge(dashboard::routes())
+        .fallback(|| async { HttpError(runconvert_core::ApiError::not_found("route")) })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::rate_limit))
+        .with_state(state)
+}
+
+/// A query parameter given twice (`?status=a&status=b`) is ambiguous: refused, rather than
+/// one of them read.
+async fn single_params(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(q) = req.uri().query() {
+        let mut seen = std::collections::HashSet::new();
+        for (k, _) in form_urlencoded::parse(q.as_bytes()) {
+            if !seen.insert(k.clone()) {
+                let errors = [(k.into_owned(), vec!["is given more than once".to_string()])].into();
+                return HttpError(runconvert_core::ApiError::invalid_fields(errors)).into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Every route `/openapi.json` describes, each registered with its `#[utoipa::path]`.
+fn documented_routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .merge(openapi::health_routes())
         .merge(jobs::routes())
         .merge(cloudconvert::routes())
         .merge(core_routes::routes())
         .merge(webhooks::routes())
         .merge(users::routes())
         .merge(keys::routes())
-        .merge(dashboard::routes())
-        .fallback(|| async { HttpError(runconvert_core::ApiError::not_found("route")) })
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::rate_limit))
-        .with_state(state)
+}
+
+/// The OpenAPI document `/openapi.json` serves.
+pub fn openapi_document() -> serde_json::Value {
+    openapi::document(documented_routes().into_openapi())
 }

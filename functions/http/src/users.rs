@@ -5,15 +5,14 @@ use crate::auth::AuthUser;
 use crate::error::HttpResult;
 use crate::ApiState;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/v2/users/me", get(me))
-        .route("/v2/limits", get(limits))
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new().routes(routes!(me)).routes(routes!(limits))
 }
 
 fn rate(state: &ApiState, own: Option<u32>) -> Value {
@@ -23,6 +22,9 @@ fn rate(state: &ApiState, own: Option<u32>) -> Value {
     }
 }
 
+#[utoipa::path(get, path = "/v2/users/me", tag = "Account", operation_id = "showUser",
+    summary = "The user of the key: id, name, credits",
+    responses((status = 200, description = "The user", body = crate::openapi::schema::Data)))]
 async fn me(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> HttpResult<Json<Value>> {
     Ok(Json(json!({"data": {
         "credits": state.keys.credits(&user.id).await?,
@@ -34,6 +36,9 @@ async fn me(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> Htt
     }})))
 }
 
+#[utoipa::path(get, path = "/v2/limits", tag = "Account", operation_id = "showLimits",
+    summary = "This deployment's limits, and the user's rate limit and credits",
+    responses((status = 200, description = "The limits", body = crate::openapi::schema::Data)))]
 async fn limits(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> HttpResult<Json<Value>> {
     let l = &state.settings.limits;
     let mut data = json!({

@@ -7,19 +7,20 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use runconvert_core::webhooks::{parse_events, Signing, Webhook};
 use runconvert_core::{new_id, ApiError, Timestamp};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/v2/webhooks", get(list).post(create))
-        .route("/v2/webhooks/{id}", delete(remove))
-        .route("/v2/webhooks/{id}/deliveries", get(deliveries))
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(remove))
+        .routes(routes!(deliveries))
 }
 
 /// A signing secret: `whsec_` and 32 random bytes in hex.
@@ -67,6 +68,10 @@ fn shown(h: &Webhook) -> Value {
 
 /// `POST /v2/webhooks`: the spec's (`endpoint_url`), or CloudConvert's (`url`), whose
 /// deliveries are then signed and shaped as CloudConvert's.
+#[utoipa::path(post, path = "/v2/webhooks", tag = "Webhooks", operation_id = "createWebhook",
+    summary = "Subscribe a URL to job events (its signing secret is shown once)",
+    request_body(content = crate::openapi::schema::WebhookRequest, content_type = "application/json"),
+    responses((status = 201, description = "The webhook, with its signing secret", body = crate::openapi::schema::Data)))]
 async fn create(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -141,11 +146,17 @@ pub(crate) async fn new_webhook(
     Ok(hook)
 }
 
+#[utoipa::path(get, path = "/v2/webhooks", tag = "Webhooks", operation_id = "listWebhooks",
+    summary = "List webhooks",
+    responses((status = 200, description = "The webhooks", body = crate::openapi::schema::DataList)))]
 async fn list(State(state): State<Arc<ApiState>>, AuthUser(user): AuthUser) -> HttpResult<Json<Value>> {
     let hooks = state.webhooks.list_webhooks(&user.id).await?;
     Ok(Json(json!({"data": hooks.iter().map(shown).collect::<Vec<_>>()})))
 }
 
+#[utoipa::path(delete, path = "/v2/webhooks/{id}", tag = "Webhooks", operation_id = "deleteWebhook",
+    summary = "Delete a webhook", params(("id" = String, Path, description = "The webhook's id")),
+    responses((status = 204, description = "Deleted")))]
 async fn remove(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
@@ -158,6 +169,9 @@ async fn remove(
     }
 }
 
+#[utoipa::path(get, path = "/v2/webhooks/{id}/deliveries", tag = "Webhooks", operation_id = "listDeliveries",
+    summary = "A webhook's recent deliveries: status, attempts, last error", params(("id" = String, Path, description = "The webhook's id")),
+    responses((status = 200, description = "The deliveries", body = crate::openapi::schema::DataList)))]
 async fn deliveries(
     State(state): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,

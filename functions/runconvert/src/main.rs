@@ -194,6 +194,11 @@ struct ServeArgs {
     /// Seconds an import/upload task waits for its file.
     #[arg(long = "upload-timeout", env = "RUNCONVERT_UPLOAD_TIMEOUT", default_value_t = 3600)]
     upload_timeout: u64,
+    /// The longest a `/wait` or synchronous (`/sync/v2/*`) request is held, in seconds; a
+    /// job still running then is answered as it stands, and the caller waits again.
+    #[arg(long = "max-wait", env = "RUNCONVERT_MAX_WAIT", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    max_wait: u64,
     /// Seconds files and finished jobs are kept (and download links stay valid).
     #[arg(long, env = "RUNCONVERT_RETENTION", default_value_t = 86400)]
     retention: u64,
@@ -540,6 +545,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         registry,
         settings: ApiSettings {
             upload_timeout: Duration::from_secs(args.upload_timeout),
+            max_wait: Duration::from_secs(args.max_wait),
             rate_limit_per_minute: args.rate_limit,
             reported_limits: serde_json::json!({
                 "max_file_size_bytes": args.max_file_size,
