@@ -7,7 +7,8 @@
 #   OpenSSH sshd (SFTP)                              port $RC_SSHD_PORT    (27022)
 # It also installs (nothing to start) the Python clients the tests drive into the same
 # venv: Playwright (tests/browser.rs, on Debian's Chromium) and CloudConvert's official
-# SDK (tests/cloudconvert.rs).
+# SDK (tests/cloudconvert.rs); and, in a venv and npm tree of their own, the OpenAPI checks
+# (schemathesis, openapi-spec-validator, Redocly's CLI: tests/openapi.rs).
 #
 #   bash tests/services.sh install [service...]   install what is missing, start nothing
 #   bash tests/services.sh start    install what is missing (apt-get, a pip venv, npm), start
@@ -245,16 +246,25 @@ install_system_packages() {
 # the tests launch by path (`executable_path`; `playwright install`, which downloads
 # browsers, is never run); and CloudConvert's official SDK (tests/cloudconvert.rs).
 PYTHON_CLIENTS=(playwright==1.64.1 cloudconvert==2.1.0)
-install_python_clients() {
-  [ -x "$STATE/venv/bin/python" ] || python3 -m venv "$STATE/venv"
-  local missing=() p
-  for p in "${PYTHON_CLIENTS[@]}"; do
-    "$STATE/venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('${p%%==*}') != '${p##*==}')" 2>/dev/null ||
+install_python_clients() { pip_pinned "$STATE/venv" "${PYTHON_CLIENTS[@]}"; }
+
+# The OpenAPI checks (tests/openapi.rs), in a venv of their own (their pins need not agree
+# with moto's or Playwright's): schemathesis and openapi-spec-validator.
+OPENAPI_TOOLS=(schemathesis==4.32.5 openapi-spec-validator==0.9.0)
+install_openapi_tools() { pip_pinned "$STATE/openapi-venv" "${OPENAPI_TOOLS[@]}"; }
+
+# pip_pinned VENV NAME==VERSION...: installs into VENV (made when missing) the pins it lacks.
+pip_pinned() {
+  local venv=$1 missing=() p
+  shift
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  for p in "$@"; do
+    "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('${p%%==*}') != '${p##*==}')" 2>/dev/null ||
       missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  log "pip install ${missing[*]} into $STATE/venv"
-  "$STATE/venv/bin/pip" install -q --disable-pip-version-check "${missing[@]}" >&2
+  log "pip install ${missing[*]} into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${missing[@]}" >&2
 }
 
 install_moto() {
@@ -266,8 +276,9 @@ install_moto() {
   log "moto installed in $((SECONDS - t0)) s"
 }
 
-# CloudConvert's official Node SDK (tests/cloudconvert.rs), in a tree of its own.
-NODE_CLIENTS=(cloudconvert@3.0.0)
+# CloudConvert's official Node SDK (tests/cloudconvert.rs) and Redocly's CLI (its OpenAPI
+# lint, tests/openapi.rs), in a tree of their own.
+NODE_CLIENTS=(cloudconvert@3.0.0 @redocly/cli@2.77.0)
 install_node_clients() {
   local dir=$STATE/node-clients missing=() p
   for p in "${NODE_CLIENTS[@]}"; do
@@ -450,6 +461,9 @@ print_env() {
       RUNCONVERT_TEST_SFTP_HOME "${home:-/home/$SFTP_USER}" \
       RC_TEST_PYTHON "$STATE/venv/bin/python" \
       RC_TEST_NODE_PATH "$STATE/node-clients/node_modules" \
+      RC_SCHEMATHESIS "$STATE/openapi-venv/bin/schemathesis" \
+      RC_SPEC_VALIDATOR "$STATE/openapi-venv/bin/openapi-spec-validator" \
+      RC_REDOCLY "$STATE/node-clients/node_modules/.bin/redocly" \
       RC_CHROMIUM "$(command -v chromium || echo /usr/bin/chromium)"
   } | tee "$STATE/env.sh"
 }
@@ -472,6 +486,7 @@ case "$cmd" in
     install_system_packages
     install_python_clients
     install_node_clients
+    install_openapi_tools
     for s in "${SERVICES[@]}"; do "start_$s"; done
     print_env
     ;;
@@ -480,6 +495,7 @@ case "$cmd" in
     install_system_packages
     install_python_clients
     install_node_clients
+    install_openapi_tools
     for s in "${SERVICES[@]}"; do
       if declare -F "install_$s" >/dev/null; then "install_$s"; fi
     done

@@ -9,7 +9,7 @@
 
 use runconvert_tests::stores::{self, Stores, GCS_PRIVATE_KEY, S3_SECRET};
 use runconvert_tests::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 async fn embedded(st: &Stores) -> Server {
     let mut args = st.server_args();
@@ -55,6 +55,21 @@ async fn suite(s: &Server, st: &Stores) {
     keys_and_scopes(s).await;
     dashboard_pages(s).await;
     cloudconvert_surface(s).await;
+    openapi_document(s).await;
+}
+
+/// `/openapi.json` is the committed document on this deployment too (the API function
+/// serves the same router), and `/docs` shows it.
+async fn openapi_document(s: &Server) {
+    let r = s.http.get(s.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let served: Value = r.json().await.unwrap();
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json")).unwrap();
+    let committed: Value = serde_json::from_str(&committed).unwrap();
+    assert!(served == committed, "/openapi.json differs from docs/openapi.json");
+    let r = s.http.get(s.url("/docs")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("<code>/v2/process/jobs</code>"));
 }
 
 /// CloudConvert's paths and shapes over the same jobs: `{"data": ...}`, its statuses, an
