@@ -24,7 +24,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from checks import ok, png_size  # noqa: E402
 
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError, expect, sync_playwright
 
 BASE = os.environ["RC_URL"].rstrip("/")
 KEY = os.environ["RC_KEY"]
@@ -201,9 +201,16 @@ def main():
         seen = set()
         deadline = time.time() + 60
         while time.time() < deadline:
-            if page.evaluate("window.sameDocument") is None:
-                break  # the job ended and the page reloaded with its results
-            text = page.locator('tr[data-task="fetch"] [data-field="percent"]').inner_text()
+            # When the job ends the page reloads with its results: a read that the reload
+            # interrupts ("Execution context was destroyed") is that reload too.
+            try:
+                if page.evaluate("window.sameDocument") is None:
+                    break
+                text = page.locator('tr[data-task="fetch"] [data-field="percent"]').inner_text(timeout=2_000)
+            except PlaywrightError as e:
+                if "context was destroyed" in str(e) or "navigation" in str(e):
+                    break
+                raise
             seen.add(int(text.split()[0]))
             time.sleep(0.2)
         between = sorted(v for v in seen if 0 < v < 100)
