@@ -411,11 +411,11 @@ pub fn part_filename(headers: &axum::http::HeaderMap) -> Option<String> {
         while let Some(c) = chars.next() {
             match c {
                 '\\' => name.extend(chars.next()),
-                '"' => return Some(name),
+                '"' => return Some(html_form_unescape(&name)),
                 c => name.push(c),
             }
         }
-        return Some(name);
+        return Some(html_form_unescape(&name));
     }
     // Bare: up to a `;` that starts another parameter (`; name="file"`) or ends the
     // header; a `;` inside the name stays.
@@ -431,6 +431,12 @@ pub fn part_filename(headers: &axum::http::HeaderMap) -> Option<String> {
         })
         .unwrap_or(rest.len());
     Some(rest[..end].trim_end().to_string()).filter(|n| !n.is_empty())
+}
+
+/// What browsers and Python's requests (urllib3) escape in a quoted form file name, as the
+/// HTML standard says: `"` as `%22`, back as it was (`safe_filename` then makes it `_`).
+fn html_form_unescape(name: &str) -> String {
+    name.replace("%22", "\"")
 }
 
 fn percent_decode(s: &str) -> Vec<u8> {
@@ -821,6 +827,11 @@ mod part_filename_tests {
         );
         assert_eq!(
             name(r#"form-data; name="file"; filename="say \"hi\".jpg""#).as_deref(),
+            Some("say \"hi\".jpg")
+        );
+        // As browsers and Python's requests escape a quote (the HTML standard's form encoding).
+        assert_eq!(
+            name(r#"form-data; name="file"; filename="say %22hi%22.jpg""#).as_deref(),
             Some("say \"hi\".jpg")
         );
         assert_eq!(
