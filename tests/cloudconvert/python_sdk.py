@@ -14,6 +14,7 @@ import base64
 import http.server
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -206,6 +207,27 @@ def main():
     assert png_size(data) == (320, 240), png_size(data)
     assert f["size"] == len(data), (f["size"], len(data))
     ok("upload, convert with a top-level option, export; Job.wait; the download decodes as 320x240")
+
+    # An upload whose file name is not ASCII and has quotes (requests sends it in UTF-8,
+    # quotes as %22): the name comes back, and so does the file.
+    name = "photo – été 写真 \"quoted\".jpg"
+    job = cloudconvert.Job.create(payload={"tasks": {
+        "up": {"operation": "import/upload"},
+        "out": {"operation": "export/url", "input": "up"},
+    }})
+    with tempfile.TemporaryDirectory() as d:
+        named = os.path.join(d, name)
+        shutil.copyfile(PHOTO, named)
+        upload = next(t for t in job["tasks"] if t["name"] == "up")
+        assert cloudconvert.Task.upload(file_name=named, task=upload) is True, "the upload was refused"
+        job = cloudconvert.Job.wait(id=job["id"])
+        assert job["status"] == "finished", job
+        f = exported(job)
+        # Made safe as every stored name is (a quote is not kept: `_`), the rest as given.
+        assert f["filename"] == name.replace('"', "_"), f
+        path = cloudconvert.download(filename=os.path.join(d, "back.jpg"), url=f["url"])
+        assert open(path, "rb").read() == open(PHOTO, "rb").read()
+    ok("an SDK upload of a file named in Unicode, with quotes: the name (quotes as _) and the bytes come back")
 
     # import/url, waited for on the sync API; the task waited for on its own too.
     job = cloudconvert.Job.create(payload={"tasks": {
