@@ -10,7 +10,7 @@
 
 use crate::auth::AuthUser;
 use crate::error::{HttpError, HttpResult};
-use crate::jobs::{find_job, remove_job, until_final};
+use crate::jobs::{find_job, find_task, remove_job, until_final};
 use crate::ApiState;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -315,14 +315,6 @@ async fn delete_job(
 ) -> HttpResult<StatusCode> {
     remove_job(&state, &user.id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn find_task(state: &ApiState, user_id: &str, id: &str) -> HttpResult<Task> {
-    Ok(state
-        .jobs
-        .get_task(Some(user_id), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("task"))?)
 }
 
 #[utoipa::path(get, path = "/v2/tasks", tag = "CloudConvert", operation_id = "listCcTasks",

@@ -253,6 +253,15 @@ async fn list_jobs(
     ))
 }
 
+/// One of the user's tasks, or 404.
+pub(crate) async fn find_task(state: &ApiState, user_id: &str, id: &str) -> HttpResult<Task> {
+    Ok(state
+        .jobs
+        .get_task(Some(user_id), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?)
+}
+
 pub(crate) async fn find_job(state: &ApiState, user_id: &str, id: &str) -> HttpResult<Job> {
     Ok(state
         .jobs
@@ -402,10 +411,5 @@ async fn show_task(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> HttpResult<Json<Value>> {
-    let task = state
-        .jobs
-        .get_task(Some(&user.id), &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("task"))?;
-    Ok(Json(task.to_api_json()))
+    Ok(Json(find_task(&state, &user.id, &id).await?.to_api_json()))
 }

@@ -96,7 +96,7 @@ pub fn api_router(state: Arc<ApiState>) -> Router {
     let body_limit = state.settings.max_body_bytes;
     let (api, doc) = documented_routes().split_for_parts();
     api.layer(axum::middleware::from_fn(single_params))
-        .merge(openapi::routes(openapi::document(doc)))
+        .merge(openapi::routes(doc))
         .merge(dashboard::routes())
         .fallback(|| async { HttpError(runconvert_core::ApiError::not_found("route")) })
         .layer(DefaultBodyLimit::max(body_limit))

@@ -623,30 +623,54 @@ fn complete(doc: &mut Value) {
     }
 }
 
-/// `GET /openapi.json` and `GET /docs`.
-pub fn routes(doc: Value) -> Router<Arc<ApiState>> {
-    let doc = Arc::new(doc);
-    let page = Arc::new(docs_page(&doc));
-    let json_doc = doc.clone();
+/// The document and its page, made on the first request for either (not when the router
+/// is built: the API function's start-up stays as short as it was).
+struct Served {
+    documented: utoipa::openapi::OpenApi,
+    made: std::sync::OnceLock<(Value, String)>,
+}
+
+impl Served {
+    fn get(&self) -> &(Value, String) {
+        self.made.get_or_init(|| {
+            let doc = document(self.documented.clone());
+            let page = docs_page(&doc);
+            (doc, page)
+        })
+    }
+}
+
+/// `GET /openapi.json` and `GET /docs`, of the routes `documented` describes.
+pub fn routes(documented: utoipa::openapi::OpenApi) -> Router<Arc<ApiState>> {
+    let served = Arc::new(Served {
+        documented,
+        made: Default::default(),
+    });
+    let for_page = served.clone();
     Router::new()
         .route(
             "/openapi.json",
             get(move || {
-                let d = json_doc.clone();
-                async move { ([(header::CACHE_CONTROL, "no-cache")], axum::Json((*d).clone())) }
+                let served = served.clone();
+                async move {
+                    (
+                        [(header::CACHE_CONTROL, "no-cache")],
+                        axum::Json(served.get().0.clone()),
+                    )
+                }
             }),
         )
         .route(
             "/docs",
             get(move || {
-                let p = page.clone();
+                let served = for_page.clone();
                 async move {
                     (
                         [(
                             header::CONTENT_SECURITY_POLICY,
                             "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'",
                         )],
-                        Html((*p).clone()),
+                        Html(served.get().1.clone()),
                     )
                         .into_response()
                 }
