@@ -44,6 +44,9 @@ pub struct DynamoStore {
     sealer: Option<Arc<Sealer>>,
     /// Whether each job seen has anyone to receive its events ([`DynamoStore::notifies`]).
     notify: Arc<std::sync::Mutex<HashMap<String, bool>>>,
+    /// The key (`pk`, `sk`) of each task item seen: a task is then read by its key, not
+    /// looked up in `gsi2` first. Keys never change while the item exists.
+    task_keys: Arc<std::sync::Mutex<HashMap<String, (AttributeValue, AttributeValue)>>>,
     /// How long ended jobs and tasks are kept: their `expires_at` (the table's TTL).
     retention_secs: i64,
 }
@@ -94,6 +97,16 @@ fn ts(v: &Value) -> Option<Timestamp> {
     v.as_i64().map(Timestamp)
 }
 
+/// Keeps `v` for `k` in a per-instance cache. A Lambda instance runs many jobs: past 4,096
+/// entries the oldest are not worth keeping, and the cache starts again.
+fn remember<V>(cache: &std::sync::Mutex<HashMap<String, V>>, k: &str, v: V) {
+    let mut known = cache.lock().expect("not poisoned");
+    if known.len() >= 4096 {
+        known.clear();
+    }
+    known.insert(k.to_string(), v);
+}
+
 /// A conditional write that found another state: not an error, the change was not made.
 fn is_condition_failed<E: std::fmt::Debug>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
     format!("{e:?}").contains("ConditionalCheckFailed")
@@ -111,6 +124,7 @@ impl DynamoStore {
             table: table.into(),
             sealer: sealer.map(Arc::new),
             notify: Arc::default(),
+            task_keys: Arc::default(),
             retention_secs: retention.as_secs() as i64,
         }
     }
@@ -204,12 +218,14 @@ impl DynamoStore {
     }
 
     fn remember_notify(&self, job_id: &str, notify: bool) {
-        let mut known = self.notify.lock().expect("not poisoned");
-        // A Lambda instance runs many jobs: the oldest answers are not worth keeping.
-        if known.len() >= 4096 {
-            known.clear();
+        remember(&self.notify, job_id, notify);
+    }
+
+    /// Remembers the key of a task item just read.
+    fn remember_task_key(&self, task_id: &str, item: &Item) {
+        if let (Some(pk), Some(sk)) = (item.get("pk"), item.get("sk")) {
+            remember(&self.task_keys, task_id, (pk.clone(), sk.clone()));
         }
-        known.insert(job_id.to_string(), notify);
     }
 
     /// A GetItem of the job's own item.
@@ -408,9 +424,13 @@ impl DynamoStore {
             return Ok(None);
         };
         let mut job = self.job_from_item(head)?;
+        if let Some(notify) = head.get("notify").and_then(|v| v.as_bool().ok()) {
+            self.remember_notify(&job.id, *notify);
+        }
         let mut tasks: Vec<(usize, Task)> = Vec::new();
         for i in items.iter().filter(|i| get_s(i, "kind").as_deref() == Some("task")) {
             let (t, _, pos) = self.task_from_item(i)?;
+            self.remember_task_key(&t.id, i);
             tasks.push((pos, t));
         }
         tasks.sort_by_key(|(p, _)| *p);
@@ -419,6 +439,20 @@ impl DynamoStore {
     }
 
     async fn task_item_by_id(&self, task_id: &str) -> PortResult<Option<Item>> {
+        let known = self.task_keys.lock().expect("not poisoned").get(task_id).cloned();
+        if let Some((pk, sk)) = known {
+            let got = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", pk)
+                .key("sk", sk)
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(err)?;
+            return Ok(got.item().cloned());
+        }
         let items = self
             .query_all(
                 Some("gsi2"),
@@ -441,6 +475,9 @@ impl DynamoStore {
             .send()
             .await
             .map_err(err)?;
+        if let Some(item) = got.item() {
+            self.remember_task_key(task_id, item);
+        }
         Ok(got.item().cloned())
     }
 
@@ -980,16 +1017,28 @@ impl JobStore for DynamoStore {
     }
 
     async fn transition_task(&self, t: &TaskTransition) -> PortResult<bool> {
+        Ok(self.transition_task_and_read(t).await?.is_some())
+    }
+
+    /// The task as written: no second read.
+    async fn transition_task_and_read(&self, t: &TaskTransition) -> PortResult<Option<Task>> {
         let Some(item) = self.task_item_by_id(&t.task_id).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let (mut task, owner, pos) = self.task_from_item(&item)?;
         if task.status != t.from {
-            return Ok(false);
+            return Ok(None);
         }
         apply_transition(&mut task, t);
-        self.put_if_status(self.carry(&item, self.task_item(&task, &owner, pos)), t.from.as_str())
-            .await
+        let written = self
+            .put_if_status(self.carry(&item, self.task_item(&task, &owner, pos)), t.from.as_str())
+            .await?;
+        if !written {
+            return Ok(None);
+        }
+        // As get_task would read it back (a final task's credentials are gone).
+        let (shown, _, _) = self.task_from_item(&self.task_item(&task, &owner, pos))?;
+        Ok(Some(shown))
     }
 
     async fn set_task_percent(&self, task_id: &str, percent: u8) -> PortResult<()> {

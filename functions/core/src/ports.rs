@@ -95,10 +95,10 @@ pub async fn end_task(
         message,
         result,
     };
-    if !jobs.transition_task(&t).await? {
-        return Ok(None);
-    }
-    Ok(jobs.get_task(None, task_id).await?.map(|now| Event::task(name, now)))
+    Ok(jobs
+        .transition_task_and_read(&t)
+        .await?
+        .map(|now| Event::task(name, now)))
 }
 
 /// Ends a job that cannot go on (its execution could not start, or died): every task not
@@ -164,6 +164,14 @@ pub trait JobStore: Send + Sync {
     /// Applies `t` if the task is in `t.from`; returns whether it did. Entering
     /// `processing` sets `started_at` and counts an attempt; a final status sets `ended_at`.
     async fn transition_task(&self, t: &TaskTransition) -> PortResult<bool>;
+    /// [`JobStore::transition_task`], then the task as it is now if it was applied (a
+    /// store that has it at hand answers without reading it again).
+    async fn transition_task_and_read(&self, t: &TaskTransition) -> PortResult<Option<Task>> {
+        if !self.transition_task(t).await? {
+            return Ok(None);
+        }
+        self.get_task(None, &t.task_id).await
+    }
     async fn set_task_percent(&self, task_id: &str, percent: u8) -> PortResult<()>;
     /// Sets the job's status (`processing` sets `started_at`, a final one `ended_at`),
     /// if the job is not final already; returns whether it did.
