@@ -117,7 +117,12 @@ def cost(before, after, jobs):
             lam_req += inv
             gbs = ms / 1000 * fa["memory_mb"] / 1024
             lam_gbs += gbs
-            usage[name.split("-", 1)[1]] = f"{inv / jobs:.1f} × {ms / max(inv, 1):.0f} ms × {fa['memory_mb']} MB"
+            logical = name.split("-", 1)[1]
+            ca = after.get("calls", {}).get(logical, {"requests": 0, "ms": 0})
+            cb = before.get("calls", {}).get(logical, {"requests": 0, "ms": 0})
+            calls, waited = ca["requests"] - cb["requests"], ca["ms"] - cb["ms"]
+            usage[logical] = (f"{inv / jobs:.1f} × {ms / max(inv, 1):.0f} ms × {fa['memory_mb']} MB "
+                              f"({calls / max(inv, 1):.1f} AWS requests, {waited / max(inv, 1):.0f} ms of it)")
     req = {k: after["requests"].get(k, 0) - before["requests"].get(k, 0) for k in after["requests"]}
     transitions = after["state_transitions"] - before["state_transitions"]
     express = after["express"]["executions"] - before["express"]["executions"]
@@ -195,7 +200,11 @@ def main():
             print("| | per job | $ per 1,000 jobs |\n|---|---|---|")
             for svc, (what, c) in lines.items():
                 print(f"| {svc} | {what} | {c:.4f} |")
-            print("\nfunctions per job: " + "; ".join(f"{k} {v}" for k, v in usage.items()) + "\n")
+            print("\nfunctions per job (invocations × billed duration × memory; per invocation, the AWS "
+                  "requests it made and how long it waited for them on this stack):")
+            for k, v in usage.items():
+                print(f"- {k}: {v}")
+            print()
         # Cold starts of the API function on a quiet stack: each request below finds no
         # idle instance, so a new process starts (the stack's own start-up, when every
         # function starts at once, is left out).

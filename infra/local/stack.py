@@ -267,6 +267,9 @@ class Stats:
         self.transitions = 0  # of standard executions (billed per transition)
         self.express = {"executions": 0, "billed_ms": 0}  # billed per 100 ms at 64 MB
         self.executions = {}  # state machine name -> executions started
+        # AWS requests each function made (its AWS_SDK_UA_APP_ID is its logical id, in the
+        # user agent), and the milliseconds it waited for their answers here.
+        self.calls = {}  # logical id -> {"requests": n, "ms": total}
 
     def fn(self, name, memory):
         with self.lock:
@@ -278,11 +281,17 @@ class Stats:
         with self.lock:
             self.requests[key] = self.requests.get(key, 0) + n
 
+    def call(self, caller, ms):
+        with self.lock:
+            c = self.calls.setdefault(caller, {"requests": 0, "ms": 0.0})
+            c["requests"] += 1
+            c["ms"] += ms
+
     def snapshot(self):
         with self.lock:
             return json.loads(json.dumps({"functions": self.functions, "requests": self.requests,
                                           "state_transitions": self.transitions, "express": self.express,
-                                          "executions": self.executions}))
+                                          "executions": self.executions, "calls": self.calls}))
 
 
 STATS = Stats()
@@ -324,6 +333,9 @@ class Instance:
         os.makedirs(self.tmp, exist_ok=True)
         env.update({
             "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
+            # Tags the function's AWS requests (the SDK puts it in the user agent), so the
+            # front counts them per function.
+            "AWS_SDK_UA_APP_ID": fn.logical[:50],
             "TMPDIR": self.tmp,
             "HOME": self.tmp,
         })
@@ -971,7 +983,11 @@ def front_handler(stack):
                 refused = self.refused_start(body)
                 if refused:
                     return self.answer(400, json.dumps(refused).encode(), [("content-type", "application/x-amz-json-1.0")])
+            began = time.monotonic()
             status, headers, out = self.forward(body)
+            agent = self.headers.get("x-amz-user-agent", "") + " " + self.headers.get("user-agent", "")
+            caller = re.search(r"\bapp/([A-Za-z0-9]+)", agent)
+            STATS.call(caller.group(1) if caller else "other", (time.monotonic() - began) * 1000)
             if target == "AWSStepFunctions.StartExecution" and status == 200:
                 req, res = json.loads(body), json.loads(out)
                 with stack.exec_lock:
