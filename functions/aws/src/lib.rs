@@ -189,10 +189,17 @@ impl Aws {
     }
 
     pub async fn with_env(mut env: Env) -> Result<Aws, String> {
+        let began = std::time::Instant::now();
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let config_ms = began.elapsed().as_secs_f64() * 1e3;
         if let Some(name) = &env.sealing_key_parameter {
             env.sealing_key = Some(sealing_key(&aws_sdk_ssm::Client::new(&sdk), name).await?);
         }
+        tracing::debug!(
+            config_ms,
+            key_ms = began.elapsed().as_secs_f64() * 1e3 - config_ms,
+            "sdk"
+        );
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let mut s3conf = aws_sdk_s3::config::Builder::from(&sdk);
         if env.endpoint.is_some() {
@@ -295,6 +302,8 @@ impl Aws {
             },
             // Per Lambda instance: API Gateway's own throttling is the account-wide limit.
             limiter: Default::default(),
+            // Tasks end in other functions: nobody here is told (waiters read on a backoff).
+            changes: Default::default(),
         })
     }
 
@@ -526,6 +535,8 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // CloudWatch stamps each line and shows no colours.
+        .with_ansi(false)
         .without_time()
         .try_init();
 }

@@ -636,7 +636,7 @@ async fn wait_job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> HttpResult<Json<Value>> {
-    let job = until_final(state.settings.max_wait, || find_job(&state, &user.id, &id)).await?;
+    let job = until_final(&state, state.settings.max_wait, || find_job(&state, &user.id, &id)).await?;
     Ok(data(job_json(&job, &crate::base_url(&headers, &state))))
 }
 
@@ -649,7 +649,7 @@ async fn wait_task(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> HttpResult<Json<Value>> {
-    let task = until_final(state.settings.max_wait, || find_task(&state, &user.id, &id)).await?;
+    let task = until_final(&state, state.settings.max_wait, || find_task(&state, &user.id, &id)).await?;
     Ok(data(task_json(&task, &crate::base_url(&headers, &state))))
 }
 
@@ -669,7 +669,7 @@ async fn create_job_and_wait(
     let made = crate::jobs::submit_job(&state, &user, &body, Signing::CloudConvert)
         .await
         .map_err(cc_error)?;
-    let job = until_final(state.settings.max_wait, || find_job(&state, &user.id, &made.id)).await?;
+    let job = until_final(&state, state.settings.max_wait, || find_job(&state, &user.id, &made.id)).await?;
     let shown = job_json(&job, &crate::base_url(&headers, &state));
     if redirect {
         let url = shown["tasks"]

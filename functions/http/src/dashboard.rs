@@ -746,10 +746,14 @@ fn curl_command(base: &str, request: &Value, uploads: usize) -> String {
     cmd
 }
 
-/// A job's state for its page's script: status and percent of each task.
+/// A job's state for its page's script: status and percent of each task. With `?wait=1`
+/// on the embedded server, a job still running is answered when it next changes (a
+/// task's or its own end), or after a second with its percents as they are then: the
+/// page learns of the end at once.
 async fn job_progress(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
     let answer = |status: StatusCode, body: Value| (status, axum::Json(body)).into_response();
@@ -768,7 +772,18 @@ async fn job_progress(
             ))
         }
     };
-    let Some(job) = state.jobs.get_job(Some(&s.user.id), &id).await? else {
+    // Only where changes are told as they happen (not on AWS, where the page asks again
+    // a second later instead).
+    let wait = state.changes.is_live() && uri.query().is_some_and(|q| q.split('&').any(|p| p == "wait=1"));
+    let mut changes = wait.then(|| state.changes.watch(&id));
+    let mut job = state.jobs.get_job(Some(&s.user.id), &id).await?;
+    if let (Some(changed), Some(j)) = (&mut changes, &job) {
+        if !j.status.is_final() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), changed.changed()).await;
+            job = state.jobs.get_job(Some(&s.user.id), &id).await?;
+        }
+    }
+    let Some(job) = job else {
         return Ok(answer(
             StatusCode::NOT_FOUND,
             serde_json::json!({"message": "no job of yours has this id"}),

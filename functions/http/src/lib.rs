@@ -3,6 +3,7 @@
 //! needs from the world comes through the core ports in [`ApiState`].
 
 mod auth;
+pub mod changes;
 pub mod cloudconvert;
 mod core_routes;
 pub mod dashboard;
@@ -75,6 +76,8 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     pub settings: ApiSettings,
     pub limiter: auth::RateLimiter,
+    /// Wakes the requests waiting for a job when it changes.
+    pub changes: Arc<changes::JobChanges>,
 }
 
 /// This server's address as the client reached it (`scheme://host`), for links in answers:

@@ -518,7 +518,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             require_sftp_host_key: args.sftp_require_host_key,
         },
     });
-    let events = Arc::new(events::LogEvents);
+    // Every task's and job's end is published here: it also wakes those waiting for it.
+    let changes = Arc::new(runconvert_http::changes::JobChanges::live());
+    let events: Arc<dyn runconvert_core::ports::EventSink> = Arc::new(runconvert_http::changes::Notifying {
+        inner: Arc::new(events::LogEvents),
+        changes: changes.clone(),
+    });
     let concurrency = args
         .concurrency
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
@@ -584,6 +589,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             ..ApiSettings::default()
         },
         limiter: Default::default(),
+        changes,
     });
     let local = Arc::new(LocalFilesState {
         api: api.clone(),

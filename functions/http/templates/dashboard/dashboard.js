@@ -3,16 +3,18 @@
 (function () {
   "use strict";
 
-  // --- a job's page: status and percent of each task, polled while the job runs ------
+  // --- a job's page: status and percent of each task while the job runs, about every
+  // second; the embedded server answers at once when the job changes (?wait=1) ----------
   var table = document.querySelector("[data-progress]");
   if (table) {
-    var url = table.getAttribute("data-progress");
+    var url = table.getAttribute("data-progress") + "?wait=1";
     var setStatus = function (el, status) {
       if (!el) return;
       el.textContent = status;
       el.className = "status " + status;
     };
     var tick = function () {
+      var began = Date.now();
       fetch(url, { credentials: "same-origin", headers: { accept: "application/json" } })
         .then(function (r) {
           // Signed out, no longer allowed, or the job deleted: the page says which.
@@ -33,11 +35,12 @@
             if (pct) pct.textContent = t.percent + " %";
           });
           // Ended: the page again, now with its results (links, errors, times).
-          if (job.final) { window.location.reload(); } else { setTimeout(tick, 1000); }
+          // A second between requests, less what the server waited for a change.
+          if (job.final) { window.location.reload(); } else { setTimeout(tick, Math.max(0, 1000 - (Date.now() - began))); }
         })
         .catch(function () { setTimeout(tick, 3000); });
     };
-    setTimeout(tick, 1000);
+    tick();
   }
 
   // --- the Convert page ----------------------------------------------------------------
