@@ -387,7 +387,10 @@ impl Remote {
                 progress.set_total(size);
             }
             let path = dir.join(format!("{i}"));
-            let mut file = tokio::fs::File::create(&path).await.map_err(write_error)?;
+            let mut file = tokio::fs::File::create(&path)
+                .await
+                .map(|f| tokio::io::BufWriter::with_capacity(crate::transfer::WRITE_BUFFER, f))
+                .map_err(write_error)?;
             let mut stream = got.into_stream();
             let mut written = 0u64;
             while let Some(chunk) = stream.next().await {

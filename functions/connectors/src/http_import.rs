@@ -143,8 +143,11 @@ async fn download_within(
         .and_then(|v| v.to_str().ok())
         .and_then(content_disposition_filename)
         .or_else(|| runconvert_core::ops::filename_from_url(resp.url().as_str()));
+    // Buffered: each write of a tokio file is a trip to the blocking pool, and the
+    // network hands over a few KiB at a time.
     let mut file = tokio::fs::File::create(dest)
         .await
+        .map(|f| tokio::io::BufWriter::with_capacity(crate::transfer::WRITE_BUFFER, f))
         .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("cannot write the download: {e}")))?;
     let mut size: u64 = 0;
     let mut floor = crate::transfer::RateFloor::new(limits.min_rate, limits.read_timeout);

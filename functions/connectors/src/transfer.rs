@@ -7,6 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The buffer a download is written to disk through: a few trips to the blocking pool per
+/// megabyte instead of one per network chunk.
+pub const WRITE_BUFFER: usize = 256 << 10;
+
 /// Reports a task's percent as bytes move.
 #[derive(Clone, Default)]
 pub struct ByteProgress {
