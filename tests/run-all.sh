@@ -37,6 +37,8 @@ command -v chromium >/dev/null || apt_pkgs+=(chromium)
 [ -x /usr/bin/convert ] && /usr/bin/convert -version 2>/dev/null | grep -q 'ImageMagick 6' || apt_pkgs+=(imagemagick)
 command -v gs >/dev/null || apt_pkgs+=(ghostscript)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf ] || apt_pkgs+=(fonts-dejavu-core)
+# jpegtran makes the arithmetic-coded JPEG of tests/image_variants.rs.
+command -v jpegtran >/dev/null || apt_pkgs+=(libjpeg-turbo-progs)
 command -v flock >/dev/null || apt_pkgs+=(util-linux)
 # tests/abuse.rs stops a server with /bin/kill and limits one with prlimit.
 { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || apt_pkgs+=(procps)
