@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Benchmark: RunConvert's one-shot commands side by side with the reference tools, in
-# one run, on the shared corpus. Each command runs once to warm up, then RUNS times
-# under GNU time; the table shows median wall seconds, the ratio ours ÷ theirs, peak
-# memory and output sizes. Whole processes, start-up included, like reference_tools.sh.
+# Benchmark: RunConvert side by side with the reference tools, in one run, on the shared
+# corpus, in two modes:
+# - one-shot: our commands against the tools'. Each command runs once to warm up, then
+#   RUNS times under GNU time; the table shows median wall seconds, the ratio ours ÷
+#   theirs, peak memory and output sizes. Whole processes, start-up included, like
+#   reference_tools.sh.
+# - API: the same cases as whole jobs through a running server, as a client runs them
+#   (create, /wait, download the result; tests/bench/api.py), against the tool medians
+#   measured just before.
 #
 #   bash tests/bench/run.sh [RUNS]        (default 5; installs the reference tools if missing)
 set -euo pipefail
@@ -32,6 +37,7 @@ cargo build --release -q -p runconvert
 RC=$(pwd)/target/release/runconvert
 
 J6=$C/images/photo_6000x4000.jpg
+J0=$C/images/photo_640x480.jpg
 J3=$C/images/photo_3000x2000.jpg
 PA=$C/pdf/text_20p.pdf
 PB=$C/pdf/photos_4p.pdf
@@ -41,6 +47,7 @@ MP4=$C/video/testsrc_10s_720p.mp4
 # name | target (ratio ours/theirs) | our output | our command | their output | their command
 PAIRS=(
 "thumbnail 6000x4000 → 400px JPEG q75|0.8|$O/rc_thumb.jpg|$RC thumbnail $J6 $O/rc_thumb.jpg -o width=400 -o quality=75|$O/vips_thumb.jpg|vipsthumbnail $J6 -s 400 -o $O/vips_thumb.jpg[Q=75]"
+"640x480 JPEG → PNG|1.0|$O/rc_small.png|$RC convert $J0 $O/rc_small.png|$O/vips_small.png|vips copy $J0 $O/vips_small.png"
 "6000x4000 JPEG → PNG|1.0|$O/rc.png|$RC convert $J6 $O/rc.png|$O/vips.png|vips copy $J6 $O/vips.png"
 "3000x2000 JPEG → WebP q75|1.0|$O/rc.webp|$RC convert $J3 $O/rc.webp -o quality=75|$O/vips.webp|vips copy $J3 $O/vips.webp[Q=75]"
 "merge 20p text + 4p photo PDF|1.0|$O/rc_merge.pdf|$RC merge $O/rc_merge.pdf $PA $PB|$O/qpdf_merge.pdf|qpdf --empty --pages $PA $PB -- $O/qpdf_merge.pdf"
@@ -72,11 +79,13 @@ echo "# RunConvert benchmark: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d'
 echo
 echo "| case | ours s | theirs s | ratio | target | ours MiB | theirs MiB | ours bytes | theirs bytes |"
 echo "|---|---|---|---|---|---|---|---|---|"
+declare -A THEIRS  # case → the tool's median wall seconds, for the API mode
 for row in "${PAIRS[@]}"; do
   IFS='|' read -r name target out1 cmd1 out2 cmd2 <<<"$row"
   read -r -a a1 <<<"$cmd1"; read -r -a a2 <<<"$cmd2"
   measure "$O/m1" "${a1[@]}"; measure "$O/m2" "${a2[@]}"
   w1=$(median "$O/m1.wall"); w2=$(median "$O/m2.wall")
+  THEIRS[$name]=$w2
   r1=$(( $(maxof "$O/m1.rss") / 1024 )); r2=$(( $(maxof "$O/m2.rss") / 1024 ))
   ratio=$(awk -v a="$w1" -v b="$w2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
   ok=$(awk -v r="$ratio" -v t="$target" 'BEGIN { print (r <= t ? "met" : "MISSED") }')
@@ -90,9 +99,12 @@ cp "$C/images/ocr_text.expected.txt" "$O/letter.txt"
 soffice --headless --convert-to docx --outdir "$O" "$O/letter.txt" >/dev/null 2>&1
 DATA=$O/server-data
 KEY=$("$RC" keys create --name bench --data-dir "$DATA" 2>/dev/null)
-"$RC" serve --listen 127.0.0.1:0 --data-dir "$DATA" >"$O/server.out" 2>/dev/null &
+# --allow-private-networks: the API mode's jobs import the corpus from a loopback server.
+"$RC" serve --listen 127.0.0.1:0 --data-dir "$DATA" --allow-private-networks >"$O/server.out" 2>/dev/null &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null; rm -rf "$O"' EXIT
+python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$C" >"$O/files.out" 2>&1 &
+FILES=$!
+trap 'kill $SERVER $FILES 2>/dev/null; rm -rf "$O"' EXIT
 for _ in $(seq 1 100); do grep -q "listening on" "$O/server.out" 2>/dev/null && break; sleep 0.1; done
 API=$(sed -n 's/^RunConvert listening on \(http[^ ]*\).*/\1/p' "$O/server.out")
 B64=$(base64 -w0 "$DOC")
@@ -112,6 +124,24 @@ done
 w=$(median "$O/warm.wall"); c=$(median "$O/cold.wall")
 echo
 echo "Office → PDF per document: ours (LibreOffice kept warm, whole job through the API) $w s, cold soffice --convert-to $c s: ratio $(awk -v a="$w" -v b="$c" 'BEGIN { printf "%.2f", a / b }')"
+
+# API mode: the same cases as whole jobs (import/url from the loopback corpus server, the
+# operation, export/url, the result downloaded), against the tools' medians above.
+for _ in $(seq 1 100); do grep -q "Serving HTTP" "$O/files.out" 2>/dev/null && break; sleep 0.1; done
+CORPUS_URL=$(sed -n 's/.*port \([0-9]*\).*/http:\/\/127.0.0.1:\1/p' "$O/files.out" | head -1)
+job() { # job IMPORTS OPERATION_TASK: the tasks i (imports), o (the operation), e (export)
+  printf '{"tasks":{%s,"o":%s,"e":{"operation":"export/url","input":"o"}}}' "$1" "$2"
+}
+imp() { printf '"%s":{"operation":"import/url","url":"{corpus}/%s"}' "$1" "$2"; }
+API_CASES=(
+"thumbnail 6000x4000 → 400px JPEG q75|0.8|${THEIRS[thumbnail 6000x4000 → 400px JPEG q75]}|$(job "$(imp i images/photo_6000x4000.jpg)" '{"operation":"thumbnail","input":"i","output_format":"jpg","options":{"width":400,"quality":75}}')"
+"640x480 JPEG → PNG|1.0|${THEIRS[640x480 JPEG → PNG]}|$(job "$(imp i images/photo_640x480.jpg)" '{"operation":"convert","input":"i","output_format":"png"}')"
+"6000x4000 JPEG → PNG|1.0|${THEIRS[6000x4000 JPEG → PNG]}|$(job "$(imp i images/photo_6000x4000.jpg)" '{"operation":"convert","input":"i","output_format":"png"}')"
+"3000x2000 JPEG → WebP q75|1.0|${THEIRS[3000x2000 JPEG → WebP q75]}|$(job "$(imp i images/photo_3000x2000.jpg)" '{"operation":"convert","input":"i","output_format":"webp","options":{"quality":75}}')"
+"merge 20p text + 4p photo PDF|1.0|${THEIRS[merge 20p text + 4p photo PDF]}|$(job "$(imp a pdf/text_20p.pdf),$(imp b pdf/photos_4p.pdf)" '{"operation":"merge","input":["a","b"],"output_format":"pdf"}')"
+)
+echo
+python3 tests/bench/api.py "$API" "$KEY" "$CORPUS_URL" "$RUNS" "${API_CASES[@]}"
 
 # Sizes the targets speak of.
 IM=$O/im.png
