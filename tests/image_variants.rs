@@ -76,7 +76,13 @@ fn with_big_chunk(png: &[u8], len: usize) -> Vec<u8> {
     out
 }
 
-fn variants() -> Vec<(&'static str, &'static str, Vec<u8>, (u32, u32), Expect)> {
+/// (what it is, its file name, its bytes, its size, what it must give)
+type Variant = (&'static str, &'static str, Vec<u8>, (u32, u32), Expect);
+
+/// An operation's task, and its output's size from the input's.
+type Operation = (Value, fn((u32, u32)) -> (u32, u32));
+
+fn variants() -> Vec<Variant> {
     use Expect::*;
     let photo = corpus_file("images/photo_640x480.jpg");
     let alpha = corpus_file("images/alpha_2000x2000.png");
@@ -158,7 +164,7 @@ fn variants() -> Vec<(&'static str, &'static str, Vec<u8>, (u32, u32), Expect)> 
 }
 
 /// The operations each variant goes through: (task, expected size from the input's).
-fn operations() -> Vec<(Value, fn((u32, u32)) -> (u32, u32))> {
+fn operations() -> Vec<Operation> {
     vec![
         (json!({"operation": "convert", "output_format": "png"}), |s| s),
         (json!({"operation": "convert", "output_format": "jpg"}), |s| s),
