@@ -189,10 +189,17 @@ pub fn check_format(path: &Path, display_name: &str, format: &str) -> Result<(),
 /// What a JPEG's frame header says the decoder cannot read: arithmetic coding, lossless
 /// coding, or samples of other than 8 bits (the header's segments are walked up to the
 /// frame; the image data is not read). `None` for a baseline or progressive 8-bit JPEG,
-/// and for what is no JPEG at all (the decoder says what is wrong with it).
+/// and for what is no JPEG at all or ends before its frame header (the decoder says what
+/// is wrong with it).
 fn unsupported_jpeg(path: &Path) -> std::io::Result<Option<String>> {
+    match frame_problem(&mut BufReader::new(File::open(path)?)) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        other => other,
+    }
+}
+
+fn frame_problem(r: &mut BufReader<File>) -> std::io::Result<Option<String>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut r = BufReader::new(File::open(path)?);
     let mut two = [0u8; 2];
     if r.read_exact(&mut two).is_err() || two != [0xff, 0xd8] {
         return Ok(None);
