@@ -39,6 +39,8 @@ command -v gs >/dev/null || apt_pkgs+=(ghostscript)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf ] || apt_pkgs+=(fonts-dejavu-core)
 # jpegtran makes the arithmetic-coded JPEG of tests/image_variants.rs.
 command -v jpegtran >/dev/null || apt_pkgs+=(libjpeg-turbo-progs)
+# nasm assembles mozjpeg's x86 SIMD (without it the JPEG encoder builds, slower).
+command -v nasm >/dev/null || apt_pkgs+=(nasm)
 command -v flock >/dev/null || apt_pkgs+=(util-linux)
 # tests/abuse.rs stops a server with /bin/kill and limits one with prlimit.
 { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || apt_pkgs+=(procps)

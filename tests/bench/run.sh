@@ -27,6 +27,7 @@ command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v soffice >/dev/null || need+=(libreoffice-writer-nogui python3-uno)
 command -v curl >/dev/null || need+=(curl)
+command -v nasm >/dev/null || need+=(nasm)
 [ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2

@@ -14,6 +14,7 @@
 
 pub mod archive;
 pub mod detect;
+pub mod jpeg;
 pub mod media;
 pub mod ocr;
 pub mod office;

@@ -680,13 +680,8 @@ fn recompress(s: &Stream, p: &Photo, max_long_side: u32, quality: u8, limits: &E
     } else {
         img
     };
-    let mut out = Vec::new();
-    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
-    let ok = match &img {
-        image::DynamicImage::ImageLuma8(g) => enc.encode_image(g).is_ok(),
-        other => enc.encode_image(&other.to_rgb8()).is_ok(),
-    };
-    (ok && out.len() < s.content.len()).then_some((out, tw, th))
+    let out = raster::jpeg_bytes(&img, quality, &[]).ok()?;
+    (out.len() < s.content.len()).then_some((out, tw, th))
 }
 
 /// Rewrites the photos of a PDF at the profile's resolution and quality, compresses

@@ -91,6 +91,15 @@ fn thumbnail_options(output: &str) -> Vec<OptionSpec> {
     o
 }
 
+fn strip_option() -> OptionSpec {
+    OptionSpec {
+        name: "strip",
+        kind: OptionType::Boolean,
+        default: Some(json!(true)),
+        description: "Remove metadata (EXIF, XMP, ICC profile, comments). false keeps it.",
+    }
+}
+
 fn pdf_render_options(output: &str) -> Vec<OptionSpec> {
     let mut o = vec![
         OptionSpec {
@@ -175,7 +184,17 @@ pub fn register_with_host(r: &mut Registry, host: &Host) {
         "jpg",
         "runconvert",
         env!("CARGO_PKG_VERSION"),
-        vec![raster::quality_option(75)],
+        vec![
+            OptionSpec {
+                name: "quality",
+                kind: OptionType::Integer { min: 1, max: 100 },
+                default: Some(json!(75)),
+                description: "The most a photo keeps: one saved above this quality is re-encoded at it \
+                    (mozjpeg: progressive, trellis quantisation); one saved at or below it is only \
+                    rewritten losslessly. The output is never larger than the input.",
+            },
+            strip_option(),
+        ],
     ));
     r.add(cap(
         "compress",
@@ -741,12 +760,7 @@ fn compress(f: &InputFile, input: &str, out: &Path, o: &EngineOptions, limits: &
             }
             pdf::compress(&f.path, &f.name, out, profile, limits)
         }
-        "jpg" => {
-            let q = raster::int_option(o, "quality", 1, 100)?.unwrap_or(75) as u8;
-            let img = raster::decode(&f.path, &f.name, "jpg", limits, None)?;
-            raster::encode(&img, out, "jpg", Some(q), false)?;
-            keep_smaller(&f.path, out)
-        }
+        "jpg" => compress_jpeg(f, out, o, limits),
         "png" => {
             let img = raster::decode(&f.path, &f.name, "png", limits, None)?;
             let img = reduce_png(img);
@@ -763,6 +777,40 @@ fn compress(f: &InputFile, input: &str, out: &Path, o: &EngineOptions, limits: &
         }
         other => Err(unsupported(format!("compress does not take {other}"))),
     }
+}
+
+/// JPEG compress, as `jpegoptim --max=quality` does it: a photo saved above `quality` is
+/// re-encoded at it (mozjpeg); every photo also gets a lossless rewrite (progressive,
+/// optimised tables); the smallest of those and the original is kept. Metadata goes
+/// unless `strip` is false.
+fn compress_jpeg(f: &InputFile, out: &Path, o: &EngineOptions, limits: &EngineLimits) -> Result<(), TaskError> {
+    let failed = |e: String| TaskError::new(codes::PROCESSING_FAILED, e);
+    let q = raster::int_option(o, "quality", 1, 100)?.unwrap_or(75) as u8;
+    let strip = match o.get("strip") {
+        None => true,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| TaskError::new(codes::INVALID_DATA, "option strip must be true or false"))?,
+    };
+    // Header, pixel limit and the formats the decoder refuses, before anything is read.
+    let dims = raster::probe(&f.path, &f.name, "jpg", limits)?;
+    let original = std::fs::read(&f.path).map_err(|e| failed(format!("reading {}: {e}", f.name)))?;
+    let mut best = crate::jpeg::optimize_lossless(&original, !strip)
+        .map_err(|e| TaskError::new(codes::INVALID_FILE, format!("{} is not a readable JPEG: {e}", f.name)))?;
+    if crate::jpeg::estimated_quality(&original).is_none_or(|saved| saved > q) {
+        let img = raster::decode_probed(&f.path, &f.name, "jpg", dims, limits, None)?;
+        let segments = if strip {
+            Vec::new()
+        } else {
+            crate::jpeg::metadata(&original)
+        };
+        let lossy = raster::jpeg_bytes(&img, q, &segments)?;
+        if lossy.len() < best.len() {
+            best = lossy;
+        }
+    }
+    let kept = if best.len() < original.len() { &best } else { &original };
+    std::fs::write(out, kept).map_err(|e| failed(format!("writing the output: {e}")))
 }
 
 /// Lossless reductions: drop an alpha channel that is all opaque, colour that is all gray.

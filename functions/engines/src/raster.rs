@@ -4,7 +4,6 @@
 use crate::detect::sniff;
 use crate::EngineLimits;
 use fast_image_resize::{FilterType as RsFilter, ResizeAlg, ResizeOptions, Resizer};
-use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
 use image::{DynamicImage, ImageFormat, ImageReader};
 use runconvert_core::error::codes;
@@ -427,15 +426,8 @@ pub fn encode(
     let mut out = BufWriter::new(File::create(output).map_err(|e| fail(&e))?);
     let result: image::ImageResult<()> = match format {
         "jpg" => {
-            let q = quality.unwrap_or(85);
-            // JPEG has no alpha: flatten onto white.
-            if img.color().has_alpha() {
-                JpegEncoder::new_with_quality(&mut out, q).encode_image(&flatten_on_white(img))
-            } else if let DynamicImage::ImageLuma8(g) = img {
-                JpegEncoder::new_with_quality(&mut out, q).encode_image(g)
-            } else {
-                JpegEncoder::new_with_quality(&mut out, q).encode_image(&img.to_rgb8())
-            }
+            let bytes = jpeg_bytes(img, quality.unwrap_or(85), &[])?;
+            out.write_all(&bytes).map_err(image::ImageError::IoError)
         }
         "webp" => {
             let (w, h) = (img.width(), img.height());
@@ -489,6 +481,22 @@ pub fn encode(
     };
     result.map_err(|e| fail(&e))?;
     out.flush().map_err(|e| fail(&e))
+}
+
+/// `img` as a JPEG (mozjpeg) at `quality`, with the metadata `segments`: gray stays gray,
+/// and what has alpha is flattened onto white (JPEG has none).
+pub fn jpeg_bytes(img: &DynamicImage, quality: u8, segments: &[crate::jpeg::Segment]) -> Result<Vec<u8>, TaskError> {
+    let (w, h) = (img.width(), img.height());
+    let encoded = match img {
+        DynamicImage::ImageLuma8(g) => crate::jpeg::encode(g.as_raw(), w, h, true, quality, segments),
+        _ if img.color().has_alpha() => {
+            crate::jpeg::encode(flatten_on_white(img).as_raw(), w, h, false, quality, segments)
+        }
+        DynamicImage::ImageRgb8(rgb) => crate::jpeg::encode(rgb.as_raw(), w, h, false, quality, segments),
+        _ if !img.color().has_color() => crate::jpeg::encode(img.to_luma8().as_raw(), w, h, true, quality, segments),
+        _ => crate::jpeg::encode(img.to_rgb8().as_raw(), w, h, false, quality, segments),
+    };
+    encoded.map_err(|e| io_error("writing jpg", e))
 }
 
 pub fn flatten_on_white(img: &DynamicImage) -> image::RgbImage {

@@ -2,20 +2,29 @@
 //! store into a fresh work directory, calls the operation (an engine from
 //! `runconvert-engines`, or a connector), and stores what it produced. The embedded
 //! executor and the per-operation Lambdas both call [`Worker::run`].
+//!
+//! Without the `transfer` feature (the AWS engine functions' binary), the imports from
+//! the network, the remote exports and Chromium's operations are not compiled in: those
+//! tasks are refused, and the binary links none of the connectors' clients.
 
 use base64::Engine as _;
-use runconvert_connectors::buckets::{self, StoreSettings};
+#[cfg(feature = "transfer")]
+use runconvert_connectors::buckets;
+use runconvert_connectors::buckets::StoreSettings;
 use runconvert_connectors::capture::{self, Chromium};
-use runconvert_connectors::http_import::{self, DownloadLimits};
-use runconvert_connectors::sftp;
+use runconvert_connectors::http_import::DownloadLimits;
+#[cfg(feature = "transfer")]
 use runconvert_connectors::transfer::{ByteProgress, ToSend, TransferLimits};
-use runconvert_connectors::Guard;
+#[cfg(feature = "transfer")]
+use runconvert_connectors::{http_import, sftp, Guard};
 use runconvert_core::error::codes;
 use runconvert_core::formats::Registry;
 use runconvert_core::formats::{canonical_format, Capability};
 use runconvert_core::model::{FileRef, Job, Task, TaskResult, TaskStatus};
 use runconvert_core::names::{safe_filename, unique_name};
-use runconvert_core::ops::{CaptureWebsite, ImportBase64, ImportUrl, Operation};
+#[cfg(feature = "transfer")]
+use runconvert_core::ops::{CaptureWebsite, ImportUrl};
+use runconvert_core::ops::{ImportBase64, Operation};
 use runconvert_core::ports::FileStore;
 use runconvert_core::{TaskError, Timestamp};
 use runconvert_engines::process::{self, InputFile};
@@ -81,6 +90,7 @@ impl Worker {
     pub async fn run(&self, job: &Job, task: &Task, progress: Progress) -> Result<TaskResult, TaskError> {
         let work = WorkDir::create(&self.settings.work_root, task)?;
         let files = match &task.operation {
+            #[cfg(feature = "transfer")]
             Operation::ImportUrl(o) => vec![self.import_url(task, o, &work.0, &progress).await?],
             Operation::ImportBase64(o) => vec![self.import_base64(task, o, &work.0).await?],
             Operation::ImportUpload(_) => {
@@ -104,16 +114,29 @@ impl Worker {
                     _ => self.process(task, inputs, &work.0, progress).await?,
                 }
             }
+            Operation::ExportUrl(o) => return Ok(self.export_url(job, task, o.inline)),
+            #[cfg(feature = "transfer")]
             Operation::ImportS3(_)
             | Operation::ImportGoogleCloudStorage(_)
             | Operation::ImportAzureBlob(_)
             | Operation::ImportSftp(_) => return self.import_remote(task, &work.0, progress).await,
+            #[cfg(feature = "transfer")]
             Operation::ExportS3(_)
             | Operation::ExportGoogleCloudStorage(_)
             | Operation::ExportAzureBlob(_)
             | Operation::ExportSftp(_) => return self.export_remote(job, task, &work.0, progress).await,
-            Operation::ExportUrl(o) => return Ok(self.export_url(job, task, o.inline)),
+            #[cfg(feature = "transfer")]
             Operation::CaptureWebsite(o) => vec![self.capture(task, o, &work.0).await?],
+            #[cfg(not(feature = "transfer"))]
+            other => {
+                return Err(TaskError::new(
+                    codes::UNSUPPORTED_CONVERSION,
+                    format!(
+                        "this function runs the engines' operations, not {} (that is the import, export or capture function's)",
+                        other.name()
+                    ),
+                ))
+            }
         };
         Ok(TaskResult {
             files,
@@ -173,6 +196,7 @@ impl Worker {
         })
     }
 
+    #[cfg(feature = "transfer")]
     async fn import_url(
         &self,
         task: &Task,
@@ -280,6 +304,7 @@ impl Worker {
                 .all(|f| matches!(process::input_format(f, c.input_format.as_deref()), Ok("html" | "md")))
     }
 
+    #[cfg(feature = "transfer")]
     async fn web_document(
         &self,
         task: &Task,
@@ -309,6 +334,22 @@ impl Worker {
         Ok(files)
     }
 
+    /// Built without the connectors, there is no Chromium to ask.
+    #[cfg(not(feature = "transfer"))]
+    async fn web_document(
+        &self,
+        _task: &Task,
+        _c: &runconvert_core::ops::Convert,
+        _inputs: Vec<InputFile>,
+        _work: &Path,
+    ) -> Result<Vec<FileRef>, TaskError> {
+        Err(TaskError::new(
+            codes::UNSUPPORTED_CONVERSION,
+            "html and md to pdf are Chromium's, which this function does not run",
+        ))
+    }
+
+    #[cfg(feature = "transfer")]
     async fn capture(&self, task: &Task, o: &CaptureWebsite, work: &Path) -> Result<FileRef, TaskError> {
         let chromium = Chromium::get(true).ok_or_else(|| {
             TaskError::new(
@@ -328,6 +369,7 @@ impl Worker {
         self.store(task, &safe_filename(&name), &dest).await
     }
 
+    #[cfg(feature = "transfer")]
     fn transfer_limits(&self) -> TransferLimits {
         TransferLimits {
             max_bytes: self.settings.download.max_bytes,
@@ -339,6 +381,7 @@ impl Worker {
         }
     }
 
+    #[cfg(feature = "transfer")]
     /// import/s3, import/google-cloud-storage, import/azure/blob, import/sftp.
     async fn import_remote(&self, task: &Task, work: &Path, progress: Progress) -> Result<TaskResult, TaskError> {
         let guard = Guard::new(self.settings.allow_private_networks);
@@ -385,6 +428,7 @@ impl Worker {
         })
     }
 
+    #[cfg(feature = "transfer")]
     /// export/s3, export/google-cloud-storage, export/azure/blob, export/sftp: the input
     /// files, sent on; the result lists them.
     async fn export_remote(

@@ -1,0 +1,369 @@
+//! JPEG output through mozjpeg: progressive, optimised Huffman tables and trellis
+//! quantisation for pixels (every JPEG this server writes), and a lossless rewrite of a
+//! JPEG's own coefficients (what `jpegtran -optimize -progressive` does) for compress.
+//!
+//! libjpeg reports a fatal error by calling `error_exit`, which must not return: here it
+//! unwinds (mozjpeg-sys is built with `-fexceptions`), and every entry point catches that
+//! and turns it into the library's message.
+
+use mozjpeg_sys as ffi;
+use std::os::raw::{c_int, c_uint, c_ulong};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// The APPn markers a JPEG's metadata lives in: EXIF and XMP (APP1), the ICC profile
+/// (APP2), Photoshop/IPTC (APP13), and comments. Written back only when metadata is kept.
+const METADATA_MARKERS: &[u8] = &[0xe1, 0xe2, 0xed, 0xfe];
+
+/// One metadata segment: its marker and its bytes (without the length).
+pub type Segment = (u8, Vec<u8>);
+
+fn caught<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => Err(payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the JPEG library failed".into())
+            .trim_start_matches("libjpeg fatal error: ")
+            .to_string()),
+    }
+}
+
+/// Encodes 8-bit pixels, RGB (3 bytes a pixel) or gray (1), at `quality` (1-100), with
+/// the metadata `segments` written after the header.
+pub fn encode(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    gray: bool,
+    quality: u8,
+    segments: &[Segment],
+) -> Result<Vec<u8>, String> {
+    let channels = if gray { 1 } else { 3 };
+    if pixels.len() != width as usize * height as usize * channels {
+        return Err(format!("{} bytes are not {width}x{height} pixels", pixels.len()));
+    }
+    caught(|| {
+        let mut c = mozjpeg::Compress::new(if gray {
+            mozjpeg::ColorSpace::JCS_GRAYSCALE
+        } else {
+            mozjpeg::ColorSpace::JCS_RGB
+        });
+        c.set_size(width as usize, height as usize);
+        c.set_quality(f32::from(quality.clamp(1, 100)));
+        let capacity = (width as usize * height as usize / 4).max(4096);
+        let mut s = c
+            .start_compress(Vec::with_capacity(capacity))
+            .map_err(|e| e.to_string())?;
+        for (marker, data) in segments {
+            s.write_marker(marker_of(*marker), data);
+        }
+        s.write_scanlines(pixels).map_err(|e| e.to_string())?;
+        s.finish().map_err(|e| e.to_string())
+    })
+}
+
+fn marker_of(code: u8) -> mozjpeg::Marker {
+    match code {
+        0xfe => mozjpeg::Marker::COM,
+        n => mozjpeg::Marker::APP(n - 0xe0),
+    }
+}
+
+/// The metadata segments of a JPEG (see [`METADATA_MARKERS`]), read up to its first scan.
+pub fn metadata(jpeg: &[u8]) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut at = 2;
+    if !jpeg.starts_with(&[0xff, 0xd8]) {
+        return out;
+    }
+    while at + 4 <= jpeg.len() && jpeg[at] == 0xff {
+        let marker = jpeg[at + 1];
+        if marker == 0xff {
+            at += 1; // fill byte
+            continue;
+        }
+        let len = u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]) as usize;
+        if marker == 0xda || len < 2 || at + 2 + len > jpeg.len() {
+            break;
+        }
+        if METADATA_MARKERS.contains(&marker) {
+            out.push((marker, jpeg[at + 4..at + 2 + len].to_vec()));
+        }
+        at += 2 + len;
+    }
+    out
+}
+
+/// The quality (1-100, on libjpeg's scale) a JPEG was most likely saved at, from its
+/// first quantisation table against libjpeg's standard luminance table; `None` when it
+/// has none.
+pub fn estimated_quality(jpeg: &[u8]) -> Option<u8> {
+    // libjpeg's luminance table (its sum is the same in zig-zag order).
+    const STANDARD_SUM: u32 = 16
+        + 11
+        + 10
+        + 16
+        + 24
+        + 40
+        + 51
+        + 61
+        + 12
+        + 12
+        + 14
+        + 19
+        + 26
+        + 58
+        + 60
+        + 55
+        + 14
+        + 13
+        + 16
+        + 24
+        + 40
+        + 57
+        + 69
+        + 56
+        + 14
+        + 17
+        + 22
+        + 29
+        + 51
+        + 87
+        + 80
+        + 62
+        + 18
+        + 22
+        + 37
+        + 56
+        + 68
+        + 109
+        + 103
+        + 77
+        + 24
+        + 35
+        + 55
+        + 64
+        + 81
+        + 104
+        + 113
+        + 92
+        + 49
+        + 64
+        + 78
+        + 87
+        + 103
+        + 121
+        + 120
+        + 101
+        + 72
+        + 92
+        + 95
+        + 98
+        + 112
+        + 100
+        + 103
+        + 99;
+    let mut at = 2;
+    while at + 4 <= jpeg.len() && jpeg[at] == 0xff {
+        let marker = jpeg[at + 1];
+        if marker == 0xff {
+            at += 1;
+            continue;
+        }
+        let len = u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]) as usize;
+        if marker == 0xda || len < 2 || at + 2 + len > jpeg.len() {
+            return None;
+        }
+        if marker == 0xdb && len >= 3 + 64 {
+            let info = jpeg[at + 4];
+            let values = &jpeg[at + 5..at + 2 + len];
+            let sum: u32 = if info >> 4 == 0 {
+                values.iter().take(64).map(|&v| u32::from(v)).sum()
+            } else if values.len() >= 128 {
+                values[..128]
+                    .chunks(2)
+                    .map(|p| u32::from(u16::from_be_bytes([p[0], p[1]])))
+                    .sum()
+            } else {
+                return None;
+            };
+            // libjpeg scales the table by `scale`%: 5000/q below 50, 200 - 2q above.
+            let scale = f64::from(sum) * 100.0 / f64::from(STANDARD_SUM);
+            let q = if scale <= 100.0 {
+                (200.0 - scale) / 2.0
+            } else {
+                5000.0 / scale
+            };
+            return Some(q.round().clamp(1.0, 100.0) as u8);
+        }
+        at += 2 + len;
+    }
+    None
+}
+
+struct Decompress(Box<ffi::jpeg_decompress_struct>);
+impl Drop for Decompress {
+    fn drop(&mut self) {
+        unsafe { ffi::jpeg_destroy_decompress(&mut self.0) }
+    }
+}
+
+struct Compress(Box<ffi::jpeg_compress_struct>);
+impl Drop for Compress {
+    fn drop(&mut self) {
+        unsafe { ffi::jpeg_destroy_compress(&mut self.0) }
+    }
+}
+
+/// The memory `jpeg_mem_dest` allocates (with malloc).
+struct MemDest {
+    buffer: *mut u8,
+    size: c_ulong,
+}
+impl Drop for MemDest {
+    fn drop(&mut self) {
+        if !self.buffer.is_null() {
+            unsafe { libc::free(self.buffer.cast()) }
+        }
+    }
+}
+
+extern "C-unwind" fn unwind_error_exit(cinfo: &mut ffi::jpeg_common_struct) {
+    let mut buffer = [0u8; 80];
+    let msg = unsafe {
+        let err = &*cinfo.err;
+        match err.format_message {
+            // The binding declares the buffer `&[u8; 80]`; libjpeg writes into it.
+            Some(format) => {
+                format(cinfo, &*(buffer.as_mut_ptr() as *const [u8; 80]));
+                let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+                String::from_utf8_lossy(&buffer[..end]).into_owned()
+            }
+            None => format!("libjpeg error {}", err.msg_code),
+        }
+    };
+    std::panic::resume_unwind(Box::new(msg));
+}
+
+extern "C-unwind" fn silence(_cinfo: &mut ffi::jpeg_common_struct, _level: c_int) {}
+
+fn error_mgr() -> Box<ffi::jpeg_error_mgr> {
+    unsafe {
+        let mut err: Box<ffi::jpeg_error_mgr> = Box::new(std::mem::zeroed());
+        ffi::jpeg_std_error(&mut err);
+        err.error_exit = Some(unwind_error_exit);
+        err.emit_message = Some(silence);
+        err
+    }
+}
+
+/// Rewrites a JPEG without decoding it: the same DCT coefficients (so the same pixels),
+/// progressive, with Huffman tables optimised for this image, and only the metadata
+/// `keep_metadata` asks for.
+pub fn optimize_lossless(jpeg: &[u8], keep_metadata: bool) -> Result<Vec<u8>, String> {
+    caught(|| unsafe {
+        let mut src_err = error_mgr();
+        let mut src = Decompress(Box::new(std::mem::zeroed()));
+        src.0.common.err = &mut *src_err;
+        ffi::jpeg_create_decompress(&mut *src.0);
+        ffi::jpeg_mem_src(&mut src.0, jpeg.as_ptr(), jpeg.len() as c_ulong);
+        if keep_metadata {
+            for &m in METADATA_MARKERS {
+                ffi::jpeg_save_markers(&mut src.0, c_int::from(m), 0xffff);
+            }
+        }
+        ffi::jpeg_read_header(&mut src.0, 1);
+        let coefficients = ffi::jpeg_read_coefficients(&mut src.0);
+        if coefficients.is_null() {
+            return Err("the JPEG's coefficients could not be read".into());
+        }
+
+        let mut dst_err = error_mgr();
+        let mut dst = Compress(Box::new(std::mem::zeroed()));
+        dst.0.common.err = &mut *dst_err;
+        ffi::jpeg_create_compress(&mut *dst.0);
+        let mut out = MemDest {
+            buffer: std::ptr::null_mut(),
+            size: 0,
+        };
+        ffi::jpeg_mem_dest(&mut dst.0, &mut out.buffer, &mut out.size);
+        ffi::jpeg_copy_critical_parameters(&src.0, &mut dst.0);
+        dst.0.optimize_coding = 1;
+        ffi::jpeg_simple_progression(&mut dst.0);
+        ffi::jpeg_write_coefficients(&mut dst.0, coefficients);
+        let mut m = src.0.marker_list;
+        while !m.is_null() {
+            let marker = &*m;
+            ffi::jpeg_write_marker(
+                &mut dst.0,
+                c_int::from(marker.marker),
+                marker.data,
+                marker.data_length as c_uint,
+            );
+            m = marker.next;
+        }
+        ffi::jpeg_finish_compress(&mut dst.0);
+        ffi::jpeg_finish_decompress(&mut src.0);
+        drop(dst);
+        drop(src);
+        if out.buffer.is_null() {
+            return Err("the JPEG library wrote nothing".into());
+        }
+        Ok(std::slice::from_raw_parts(out.buffer, out.size as usize).to_vec())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> Vec<u8> {
+        (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                [(x * 255 / w) as u8, (y * 255 / h) as u8, ((x + y) % 256) as u8]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn encodes_decodes_and_rewrites_without_changing_a_pixel() {
+        let (w, h) = (96, 64);
+        let comment = (0xfe, b"kept".to_vec());
+        let jpeg = encode(&gradient(w, h), w, h, false, 80, std::slice::from_ref(&comment)).unwrap();
+        assert!(jpeg.starts_with(&[0xff, 0xd8]));
+        assert_eq!(metadata(&jpeg), vec![comment.clone()]);
+        let pixels = |j: &[u8]| image::load_from_memory(j).unwrap().to_rgb8().into_raw();
+
+        let stripped = optimize_lossless(&jpeg, false).unwrap();
+        assert_eq!(pixels(&stripped), pixels(&jpeg));
+        assert!(metadata(&stripped).is_empty());
+        let kept = optimize_lossless(&jpeg, true).unwrap();
+        assert_eq!(metadata(&kept), vec![comment]);
+    }
+
+    #[test]
+    fn the_quality_of_a_libjpeg_style_encoder_is_read_from_its_tables() {
+        let (w, h) = (64, 64);
+        for q in [30, 50, 75, 90] {
+            let mut out = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q)
+                .encode(&gradient(w, h), w, h, image::ExtendedColorType::Rgb8)
+                .unwrap();
+            let got = estimated_quality(&out).unwrap();
+            assert!(got.abs_diff(q) <= 1, "saved at {q}, estimated {got}");
+        }
+        assert_eq!(estimated_quality(b"not a jpeg"), None);
+    }
+
+    #[test]
+    fn broken_input_is_an_error_not_a_crash() {
+        let jpeg = encode(&gradient(32, 32), 32, 32, false, 75, &[]).unwrap();
+        for broken in [&b"not a jpeg"[..], &jpeg[..40], &[]] {
+            assert!(optimize_lossless(broken, false).is_err(), "{broken:?}");
+        }
+        assert!(encode(&[0; 10], 32, 32, false, 75, &[]).is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! compress of JPEGs through the API, judged as a user would judge it: the bytes saved,
+//! the pixels kept (PSNR against the input, or identical when nothing had to be lost),
+//! the metadata gone unless asked for, and never a file larger than the one sent.
+
+use runconvert_tests::serde_json::{json, Value};
+use runconvert_tests::*;
+
+/// The markers of a JPEG's segments up to its first scan, with their data.
+fn segments(jpeg: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 2;
+    while at + 4 <= jpeg.len() && jpeg[at] == 0xff {
+        let marker = jpeg[at + 1];
+        let len = u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]) as usize;
+        out.push((marker, jpeg[at + 4..at + 2 + len].to_vec()));
+        if marker == 0xda {
+            break;
+        }
+        at += 2 + len;
+    }
+    out
+}
+
+fn has(jpeg: &[u8], marker: u8) -> bool {
+    segments(jpeg).iter().any(|(m, _)| *m == marker)
+}
+
+/// `jpeg` with an EXIF segment (a camera's, as far as a reader can tell) after its SOI.
+fn with_exif(jpeg: &[u8], exif: &[u8]) -> Vec<u8> {
+    let len = (exif.len() + 2) as u16;
+    [&jpeg[..2], &[0xff, 0xe1], &len.to_be_bytes(), exif, &jpeg[2..]].concat()
+}
+
+fn encode(img: &image::RgbImage, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(img)
+        .unwrap();
+    out
+}
+
+fn rgb(jpeg: &[u8]) -> image::RgbImage {
+    image::load_from_memory(jpeg).expect("a JPEG that decodes").to_rgb8()
+}
+
+fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let se: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    let mse = se / a.as_raw().len() as f64;
+    10.0 * (255.0 * 255.0 / mse).log10()
+}
+
+fn base64_import(bytes: &[u8], filename: &str) -> Value {
+    json!({"operation": "import/base64", "file": b64(bytes), "filename": filename})
+}
+
+#[tokio::test]
+async fn jpeg_compress_saves_bytes_keeps_pixels_and_strips_metadata() {
+    let (fx, s) = server_with_fixture().await;
+    let photo = rgb(&std::fs::read(corpus_file("images/photo_640x480.jpg")).unwrap());
+    let exif = b"Exif\0\0MM\0*\0\0\0\x08\0\0RunConvert test camera".to_vec();
+    let fine = with_exif(&encode(&photo, 95), &exif);
+    let low = encode(&photo, 50);
+    let (job, files) = run_and_download(
+        &s,
+        tasks(&[
+            ("big", import(&fx, "images/photo_3000x2000.jpg")),
+            ("c-big", json!({"operation": "compress", "input": "big"})),
+            ("fine", base64_import(&fine, "fine.jpg")),
+            (
+                "c-strip",
+                json!({"operation": "compress", "input": "fine", "filename": "strip.jpg"}),
+            ),
+            (
+                "c-keep",
+                json!({"operation": "compress", "input": "fine", "filename": "keep.jpg", "options": {"strip": false}}),
+            ),
+            ("low", base64_import(&low, "low.jpg")),
+            (
+                "c-low",
+                json!({"operation": "compress", "input": "low", "options": {"quality": 75}}),
+            ),
+        ]),
+        &["c-big", "c-strip", "c-keep", "c-low"],
+    )
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+
+    // A photo saved above quality 75 is re-encoded at it: progressive, much smaller, and
+    // looking the same.
+    let big_in = std::fs::read(corpus_file("images/photo_3000x2000.jpg")).unwrap();
+    let big = file(&files, "photo_3000x2000.jpg");
+    assert!(
+        big.len() * 100 < big_in.len() * 80,
+        "{} bytes of {}",
+        big.len(),
+        big_in.len()
+    );
+    assert!(
+        has(big, 0xc2),
+        "progressive (SOF2): {:x?}",
+        segments(big).iter().map(|s| s.0).collect::<Vec<_>>()
+    );
+    let quality = psnr(&rgb(&big_in), &rgb(big));
+    assert!(quality > 32.0, "PSNR {quality:.1} dB");
+
+    // Metadata: gone by default, kept with strip: false.
+    let strip = file(&files, "strip.jpg");
+    let keep = file(&files, "keep.jpg");
+    assert!(strip.len() < fine.len() && keep.len() < fine.len());
+    assert!(!has(strip, 0xe1), "EXIF stripped");
+    assert!(segments(keep).contains(&(0xe1, exif.clone())), "EXIF kept");
+    assert_eq!(rgb(strip), rgb(keep), "the same pixels either way");
+
+    // A photo saved at or below the quality asked for loses nothing: the same pixels,
+    // rewritten losslessly, not larger.
+    let out = file(&files, "low.jpg");
+    assert!(out.len() <= low.len(), "{} > {}", out.len(), low.len());
+    assert!(rgb(out) == rgb(&low), "lossless for a photo already at quality 50");
+}
+
+#[tokio::test]
+async fn jpeg_compress_never_grows_a_file_and_refuses_bad_options() {
+    let (_fx, s) = server_with_fixture().await;
+    // What compress made, compressed again: nothing left to take, so the same bytes back.
+    let photo = rgb(&std::fs::read(corpus_file("images/photo_640x480.jpg")).unwrap());
+    let first = {
+        let (job, files) = run_and_download(
+            &s,
+            tasks(&[
+                ("in", base64_import(&encode(&photo, 90), "a.jpg")),
+                ("c", json!({"operation": "compress", "input": "in"})),
+            ]),
+            &["c"],
+        )
+        .await;
+        assert_eq!(job["status"], "completed", "{job}");
+        file(&files, "a.jpg").to_vec()
+    };
+    let (job, files) = run_and_download(
+        &s,
+        tasks(&[
+            ("in", base64_import(&first, "a.jpg")),
+            (
+                "c",
+                json!({"operation": "compress", "input": "in", "options": {"quality": 100}}),
+            ),
+        ]),
+        &["c"],
+    )
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let again = file(&files, "a.jpg");
+    assert!(again.len() <= first.len(), "{} > {}", again.len(), first.len());
+
+    for (options, needle) in [
+        (json!({"strip": "yes"}), "strip"),
+        (json!({"quality": 0}), "quality"),
+        (json!({"quality": 101}), "quality"),
+    ] {
+        let (status, body) = s
+            .post(
+                "/v2/jobs",
+                &json!({"tasks": {
+                    "in": base64_import(&first, "a.jpg"),
+                    "c": {"operation": "compress", "input": "in", "input_format": "jpg", "options": options},
+                }}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("invalid_data")),
+            "{options}: {body}"
+        );
+        assert!(body.to_string().contains(needle), "{options}: {body}");
+    }
+
+    // The options are listed where clients look for them.
+    let (status, ops) = s.get("/v2/core/operations?operation=compress&input_format=jpg").await;
+    assert_eq!(status, 200, "{ops}");
+    let names: Vec<&str> = ops["data"][0]["options"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{ops}"))
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    assert_eq!(names, ["quality", "strip"], "{ops}");
+}
