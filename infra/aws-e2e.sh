@@ -19,6 +19,6 @@ if [ -z "${RUNCONVERT_CORPUS:-}" ]; then
 fi
 bash tests/services.sh install moto >&2
 log "building"
-cargo build --locked -p runconvert -p runconvert-aws -p runconvert-aws-engine --bins
+cargo build --locked -p runconvert -p runconvert-aws -p runconvert-aws-engine -p runconvert-aws-transfer --bins
 log "running tests/aws.rs"
 cargo test --locked -p runconvert-tests --test aws -- --test-threads=1

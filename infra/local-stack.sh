@@ -23,7 +23,7 @@ done
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }
 bash tests/services.sh install moto >&2
 if [ "$build" = 1 ]; then
-  echo "[local-stack] cargo build -p runconvert-aws -p runconvert-aws-engine --bins" >&2
-  cargo build --locked -p runconvert-aws -p runconvert-aws-engine --bins >&2
+  echo "[local-stack] cargo build -p runconvert-aws -p runconvert-aws-engine -p runconvert-aws-transfer --bins" >&2
+  cargo build --locked -p runconvert-aws -p runconvert-aws-engine -p runconvert-aws-transfer --bins >&2
 fi
 exec target/test-services/venv/bin/python infra/local/stack.py "${args[@]}"

@@ -1,4 +1,4 @@
-//! compress of JPEGs through the API, judged as a user would judge it: the bytes saved,
+//! compress of JPEGs and PNGs through the API, judged as a user would judge it: the bytes saved,
 //! the pixels kept (PSNR against the input, or identical when nothing had to be lost),
 //! the metadata gone unless asked for, and never a file larger than the one sent.
 
@@ -190,4 +190,132 @@ async fn jpeg_compress_never_grows_a_file_and_refuses_bad_options() {
         .filter_map(|o| o["name"].as_str())
         .collect();
     assert_eq!(names, ["quality", "strip"], "{ops}");
+}
+
+/// The CRC of a PNG chunk (its type and data).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// `png` with a tEXt chunk after its header.
+fn with_text(png: &[u8], text: &[u8]) -> Vec<u8> {
+    let body = [&b"tEXt"[..], text].concat();
+    let chunk = [
+        &(text.len() as u32).to_be_bytes()[..],
+        &body,
+        &crc32(&body).to_be_bytes(),
+    ]
+    .concat();
+    // Signature (8) and IHDR (4 + 4 + 13 + 4).
+    [&png[..33], &chunk, &png[33..]].concat()
+}
+
+fn mean_difference(a: &image::RgbaImage, b: &image::RgbaImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).abs())
+        .sum();
+    sum / a.as_raw().len() as f64
+}
+
+#[tokio::test]
+async fn png_compress_lossless_and_lossy() {
+    let (fx, s) = server_with_fixture().await;
+    let alpha_in = std::fs::read(corpus_file("images/alpha_2000x2000.png")).unwrap();
+    let small = {
+        let img = image::load_from_memory(&alpha_in)
+            .unwrap()
+            .resize(300, 300, image::imageops::FilterType::Triangle);
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        with_text(&out.into_inner(), b"Comment\0made by the RunConvert tests")
+    };
+    let (job, files) = run_and_download(
+        &s,
+        tasks(&[
+            ("alpha", import(&fx, "images/alpha_2000x2000.png")),
+            ("lossless", json!({"operation": "compress", "input": "alpha", "filename": "lossless.png"})),
+            (
+                "lossy",
+                json!({"operation": "compress", "input": "alpha", "filename": "lossy.png", "options": {"profile": "lossy"}}),
+            ),
+            ("small", base64_import(&small, "small.png")),
+            ("c-strip", json!({"operation": "compress", "input": "small", "filename": "strip.png"})),
+            (
+                "c-keep",
+                json!({"operation": "compress", "input": "small", "filename": "keep.png", "options": {"strip": false}}),
+            ),
+        ]),
+        &["lossless", "lossy", "c-strip", "c-keep"],
+    )
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let original = image::load_from_memory(&alpha_in).unwrap().to_rgba8();
+
+    // Lossless: the same pixels in fewer bytes.
+    let lossless = file(&files, "lossless.png");
+    assert!(
+        lossless.len() < alpha_in.len(),
+        "{} of {}",
+        lossless.len(),
+        alpha_in.len()
+    );
+    assert!(
+        image::load_from_memory(lossless).unwrap().to_rgba8() == original,
+        "lossless compress keeps every pixel"
+    );
+
+    // Lossy: a palette, far fewer bytes, and a picture that looks the same (transparency too).
+    let lossy = file(&files, "lossy.png");
+    assert!(
+        lossy.len() * 2 < alpha_in.len() && lossy.len() < lossless.len(),
+        "lossy {} against lossless {} and the input's {}",
+        lossy.len(),
+        lossless.len(),
+        alpha_in.len()
+    );
+    assert_eq!(lossy[25], 3, "colour type 3 (palette)");
+    let diff = mean_difference(&original, &image::load_from_memory(lossy).unwrap().to_rgba8());
+    assert!(diff < 4.0, "mean difference per channel {diff:.2}");
+
+    // Text chunks go unless strip is false.
+    let (strip, keep) = (file(&files, "strip.png"), file(&files, "keep.png"));
+    assert!(!bytes_contain(strip, "made by the RunConvert tests"));
+    assert!(bytes_contain(keep, "made by the RunConvert tests"));
+
+    let (status, body) = s
+        .post(
+            "/v2/jobs",
+            &json!({"tasks": {
+                "in": base64_import(&small, "a.png"),
+                "c": {"operation": "compress", "input": "in", "input_format": "png", "options": {"profile": "ultra"}},
+            }}),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("invalid_data")), "{body}");
+    assert!(body.to_string().contains("profile"), "{body}");
+
+    let (status, ops) = s.get("/v2/core/operations?operation=compress&input_format=png").await;
+    assert_eq!(status, 200, "{ops}");
+    let names: Vec<&str> = ops["data"][0]["options"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{ops}"))
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    assert_eq!(names, ["profile", "quality", "strip"], "{ops}");
 }

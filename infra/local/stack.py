@@ -741,7 +741,7 @@ class Stack:
                 path = empty
                 user = None
             if not os.access(binary, os.X_OK):
-                raise SystemExit(f"{lid}: no binary at {binary} (build it: cargo build -p runconvert-aws -p runconvert-aws-engine --bins)")
+                raise SystemExit(f"{lid}: no binary at {binary} (build it: cargo build -p runconvert-aws -p runconvert-aws-engine -p runconvert-aws-transfer --bins)")
             env.update({
                 "PATH": path,
                 "AWS_ENDPOINT_URL": FRONT_URL[0],

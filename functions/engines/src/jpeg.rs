@@ -51,7 +51,11 @@ pub fn encode(
             mozjpeg::ColorSpace::JCS_RGB
         });
         c.set_size(width as usize, height as usize);
-        c.set_quality(f32::from(quality.clamp(1, 100)));
+        // libjpeg's tables scaled as libjpeg scales them, so that quality 75 means what it
+        // means to every other tool (mozjpeg's own tables trade PSNR for its metric).
+        let q = f32::from(quality.clamp(1, 100));
+        c.set_luma_qtable(&mozjpeg::qtable::AnnexK_Luma.scaled(q, q));
+        c.set_chroma_qtable(&mozjpeg::qtable::AnnexK_Chroma.scaled(q, q));
         let capacity = (width as usize * height as usize / 4).max(4096);
         let mut s = c
             .start_compress(Vec::with_capacity(capacity))
@@ -334,6 +338,11 @@ mod tests {
         let comment = (0xfe, b"kept".to_vec());
         let jpeg = encode(&gradient(w, h), w, h, false, 80, std::slice::from_ref(&comment)).unwrap();
         assert!(jpeg.starts_with(&[0xff, 0xd8]));
+        assert!(
+            estimated_quality(&jpeg).is_some_and(|q| q.abs_diff(80) <= 1),
+            "{:?}",
+            estimated_quality(&jpeg)
+        );
         assert_eq!(metadata(&jpeg), vec![comment.clone()]);
         let pixels = |j: &[u8]| image::load_from_memory(j).unwrap().to_rgb8().into_raw();
 

@@ -19,6 +19,7 @@ pub mod media;
 pub mod ocr;
 pub mod office;
 pub mod pdf;
+pub mod png;
 pub mod process;
 pub mod raster;
 pub mod sandbox;

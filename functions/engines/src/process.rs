@@ -91,12 +91,15 @@ fn thumbnail_options(output: &str) -> Vec<OptionSpec> {
     o
 }
 
+const PNG_PROFILES: &[&str] = &["lossless", "lossy"];
+
 fn strip_option() -> OptionSpec {
     OptionSpec {
         name: "strip",
         kind: OptionType::Boolean,
         default: Some(json!(true)),
-        description: "Remove metadata (EXIF, XMP, ICC profile, comments). false keeps it.",
+        description: "Remove metadata (EXIF, XMP, ICC profile, text and other chunks that do not \
+            change how the image looks). false keeps it.",
     }
 }
 
@@ -202,7 +205,23 @@ pub fn register_with_host(r: &mut Registry, host: &Host) {
         "png",
         "runconvert",
         env!("CARGO_PKG_VERSION"),
-        vec![],
+        vec![
+            OptionSpec {
+                name: "profile",
+                kind: OptionType::Enum(PNG_PROFILES),
+                default: Some(json!("lossless")),
+                description: "lossless: the same pixels, stored smaller (oxipng); lossy: a palette of at \
+                    most 256 colours with dithering, then the lossless pass (as pngquant does).",
+            },
+            OptionSpec {
+                name: "quality",
+                kind: OptionType::Integer { min: 1, max: 100 },
+                default: Some(json!(80)),
+                description: "The lossy profile's palette: 256 colours at 80 and above, fewer below \
+                    (16 at 1). The output is never larger than the input.",
+            },
+            strip_option(),
+        ],
     ));
     for i in raster::FORMATS.iter().filter(|f| **f != "ico") {
         r.add(cap(
@@ -761,21 +780,47 @@ fn compress(f: &InputFile, input: &str, out: &Path, o: &EngineOptions, limits: &
             pdf::compress(&f.path, &f.name, out, profile, limits)
         }
         "jpg" => compress_jpeg(f, out, o, limits),
-        "png" => {
-            let img = raster::decode(&f.path, &f.name, "png", limits, None)?;
-            let img = reduce_png(img);
-            let file =
-                std::fs::File::create(out).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
-            let enc = image::codecs::png::PngEncoder::new_with_quality(
-                std::io::BufWriter::new(file),
-                image::codecs::png::CompressionType::Best,
-                image::codecs::png::FilterType::Adaptive,
-            );
-            img.write_with_encoder(enc)
-                .map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
-            keep_smaller(&f.path, out)
-        }
+        "png" => compress_png(f, out, o, limits),
         other => Err(unsupported(format!("compress does not take {other}"))),
+    }
+}
+
+/// PNG compress: `profile` lossless (oxipng) or lossy (a dithered palette of as many
+/// colours as `quality` asks for, then oxipng); the original when nothing is smaller.
+fn compress_png(f: &InputFile, out: &Path, o: &EngineOptions, limits: &EngineLimits) -> Result<(), TaskError> {
+    let failed = |e: String| TaskError::new(codes::PROCESSING_FAILED, e);
+    let strip = bool_option(o, "strip", true)?;
+    let lossy = match o.get("profile").and_then(|v| v.as_str()).unwrap_or("lossless") {
+        "lossless" => false,
+        "lossy" => true,
+        _ => {
+            return Err(TaskError::new(
+                codes::INVALID_DATA,
+                format!("option profile must be one of {}", PNG_PROFILES.join(", ")),
+            ))
+        }
+    };
+    let quality = raster::int_option(o, "quality", 1, 100)?.unwrap_or(80) as u8;
+    let dims = raster::probe(&f.path, &f.name, "png", limits)?;
+    let original = std::fs::read(&f.path).map_err(|e| failed(format!("reading {}: {e}", f.name)))?;
+    let source = if lossy {
+        let img = raster::decode_probed(&f.path, &f.name, "png", dims, limits, None)?.to_rgba8();
+        crate::png::quantize(&img, crate::png::colours_for(quality)).map_err(failed)?
+    } else {
+        original.clone()
+    };
+    let best = crate::png::optimize_lossless(&source, strip, limits.tool_timeout)
+        .map_err(|e| TaskError::new(codes::INVALID_FILE, format!("{} is not a readable PNG: {e}", f.name)))?;
+    let kept = if best.len() < original.len() { &best } else { &original };
+    std::fs::write(out, kept).map_err(|e| failed(format!("writing the output: {e}")))
+}
+
+fn bool_option(o: &EngineOptions, name: &str, default: bool) -> Result<bool, TaskError> {
+    match o.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| TaskError::new(codes::INVALID_DATA, format!("option {name} must be true or false"))),
     }
 }
 
@@ -786,12 +831,7 @@ fn compress(f: &InputFile, input: &str, out: &Path, o: &EngineOptions, limits: &
 fn compress_jpeg(f: &InputFile, out: &Path, o: &EngineOptions, limits: &EngineLimits) -> Result<(), TaskError> {
     let failed = |e: String| TaskError::new(codes::PROCESSING_FAILED, e);
     let q = raster::int_option(o, "quality", 1, 100)?.unwrap_or(75) as u8;
-    let strip = match o.get("strip") {
-        None => true,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| TaskError::new(codes::INVALID_DATA, "option strip must be true or false"))?,
-    };
+    let strip = bool_option(o, "strip", true)?;
     // Header, pixel limit and the formats the decoder refuses, before anything is read.
     let dims = raster::probe(&f.path, &f.name, "jpg", limits)?;
     let original = std::fs::read(&f.path).map_err(|e| failed(format!("reading {}: {e}", f.name)))?;
@@ -811,27 +851,4 @@ fn compress_jpeg(f: &InputFile, out: &Path, o: &EngineOptions, limits: &EngineLi
     }
     let kept = if best.len() < original.len() { &best } else { &original };
     std::fs::write(out, kept).map_err(|e| failed(format!("writing the output: {e}")))
-}
-
-/// Lossless reductions: drop an alpha channel that is all opaque, colour that is all gray.
-fn reduce_png(img: image::DynamicImage) -> image::DynamicImage {
-    use image::DynamicImage as D;
-    let img = match img {
-        D::ImageRgba8(ref rgba) if rgba.pixels().all(|p| p[3] == 255) => D::ImageRgb8(img.to_rgb8()),
-        D::ImageLumaA8(ref la) if la.pixels().all(|p| p[1] == 255) => D::ImageLuma8(img.to_luma8()),
-        other => other,
-    };
-    match img {
-        D::ImageRgb8(ref rgb) if rgb.pixels().all(|p| p[0] == p[1] && p[1] == p[2]) => D::ImageLuma8(img.to_luma8()),
-        other => other,
-    }
-}
-
-/// A compressed file that came out larger than its original is replaced by the original.
-fn keep_smaller(original: &Path, out: &Path) -> Result<(), TaskError> {
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(u64::MAX);
-    if size(out) >= size(original) {
-        std::fs::copy(original, out).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, e.to_string()))?;
-    }
-    Ok(())
 }

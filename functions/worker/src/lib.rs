@@ -3,9 +3,12 @@
 //! `runconvert-engines`, or a connector), and stores what it produced. The embedded
 //! executor and the per-operation Lambdas both call [`Worker::run`].
 //!
-//! Without the `transfer` feature (the AWS engine functions' binary), the imports from
-//! the network, the remote exports and Chromium's operations are not compiled in: those
-//! tasks are refused, and the binary links none of the connectors' clients.
+//! Two features choose what is compiled in (both are on but in two AWS binaries):
+//! `transfer`, the imports from the network, the remote exports and Chromium's
+//! operations (off in the engine functions' binary, which then links none of the
+//! connectors' clients), and `engines`, the processing operations (off in the import and
+//! export functions' binary, which then links no codec). A task of what is left out is
+//! refused with unsupported_conversion.
 
 use base64::Engine as _;
 #[cfg(feature = "transfer")]
@@ -27,8 +30,12 @@ use runconvert_core::ops::{CaptureWebsite, ImportUrl};
 use runconvert_core::ops::{ImportBase64, Operation};
 use runconvert_core::ports::FileStore;
 use runconvert_core::{TaskError, Timestamp};
-use runconvert_engines::process::{self, InputFile};
-use runconvert_engines::{Cancel, EngineLimits, Progress};
+#[cfg(feature = "engines")]
+use runconvert_engines::process;
+use runconvert_engines::process::InputFile;
+#[cfg(feature = "engines")]
+use runconvert_engines::Cancel;
+use runconvert_engines::{EngineLimits, Progress};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,8 +65,10 @@ fn internal(what: &str, e: impl std::fmt::Display) -> TaskError {
     TaskError::new(codes::PROCESSING_FAILED, format!("{what}: {e}"))
 }
 
+#[cfg(feature = "engines")]
 struct CancelOnDrop(Cancel);
 
+#[cfg(feature = "engines")]
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
@@ -99,6 +108,7 @@ impl Worker {
                     "an import/upload task finishes when its file is uploaded, not by running it",
                 ))
             }
+            #[cfg(feature = "engines")]
             Operation::Convert(_)
             | Operation::Thumbnail(_)
             | Operation::Merge(_)
@@ -127,12 +137,12 @@ impl Worker {
             | Operation::ExportSftp(_) => return self.export_remote(job, task, &work.0, progress).await,
             #[cfg(feature = "transfer")]
             Operation::CaptureWebsite(o) => vec![self.capture(task, o, &work.0).await?],
-            #[cfg(not(feature = "transfer"))]
+            #[cfg(not(all(feature = "transfer", feature = "engines")))]
             other => {
                 return Err(TaskError::new(
                     codes::UNSUPPORTED_CONVERSION,
                     format!(
-                        "this function runs the engines' operations, not {} (that is the import, export or capture function's)",
+                        "this function is not built to run {} tasks (the deployment routes them to another function)",
                         other.name()
                     ),
                 ))
@@ -264,6 +274,7 @@ impl Worker {
     }
 
     /// A processing operation: the engines run on a blocking thread.
+    #[cfg(feature = "engines")]
     async fn process(
         &self,
         task: &Task,
@@ -297,6 +308,7 @@ impl Worker {
     }
 
     /// html/md → pdf is Chromium's (a connector, since the page may load what it links).
+    #[cfg(feature = "engines")]
     fn is_web_document(&self, c: &runconvert_core::ops::Convert, inputs: &[InputFile]) -> bool {
         canonical_format(&c.output_format) == Some("pdf")
             && inputs
@@ -304,7 +316,7 @@ impl Worker {
                 .all(|f| matches!(process::input_format(f, c.input_format.as_deref()), Ok("html" | "md")))
     }
 
-    #[cfg(feature = "transfer")]
+    #[cfg(all(feature = "transfer", feature = "engines"))]
     async fn web_document(
         &self,
         task: &Task,
@@ -335,7 +347,7 @@ impl Worker {
     }
 
     /// Built without the connectors, there is no Chromium to ask.
-    #[cfg(not(feature = "transfer"))]
+    #[cfg(all(not(feature = "transfer"), feature = "engines"))]
     async fn web_document(
         &self,
         _task: &Task,
