@@ -163,33 +163,44 @@ async fn jpeg_compress_never_grows_a_file_and_refuses_bad_options() {
         (json!({"quality": 0}), "quality"),
         (json!({"quality": 101}), "quality"),
     ] {
-        let (status, body) = s
-            .post(
-                "/v2/jobs",
-                &json!({"tasks": {
-                    "in": base64_import(&first, "a.jpg"),
-                    "c": {"operation": "compress", "input": "in", "input_format": "jpg", "options": options},
-                }}),
-            )
-            .await;
-        assert_eq!(
-            (status, body["code"].as_str()),
-            (422, Some("invalid_data")),
-            "{options}: {body}"
-        );
-        assert!(body.to_string().contains(needle), "{options}: {body}");
+        assert_refused(&s, &first, "jpg", options, needle).await;
     }
 
     // The options are listed where clients look for them.
-    let (status, ops) = s.get("/v2/core/operations?operation=compress&input_format=jpg").await;
+    assert_eq!(compress_options(&s, "jpg").await, ["quality", "strip"]);
+}
+
+/// The names of compress's options for `format`, as /v2/core/operations lists them.
+async fn compress_options(s: &Server, format: &str) -> Vec<String> {
+    let (status, ops) = s
+        .get(&format!("/v2/core/operations?operation=compress&input_format={format}"))
+        .await;
     assert_eq!(status, 200, "{ops}");
-    let names: Vec<&str> = ops["data"][0]["options"]
+    ops["data"][0]["options"]
         .as_array()
         .unwrap_or_else(|| panic!("{ops}"))
         .iter()
-        .filter_map(|o| o["name"].as_str())
-        .collect();
-    assert_eq!(names, ["quality", "strip"], "{ops}");
+        .filter_map(|o| o["name"].as_str().map(String::from))
+        .collect()
+}
+
+/// A job whose compress of `file` has `options`: refused with invalid_data, naming `needle`.
+async fn assert_refused(s: &Server, file: &[u8], format: &str, options: Value, needle: &str) {
+    let (status, body) = s
+        .post(
+            "/v2/jobs",
+            &json!({"tasks": {
+                "in": base64_import(file, &format!("a.{format}")),
+                "c": {"operation": "compress", "input": "in", "input_format": format, "options": options},
+            }}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_data")),
+        "{options}: {body}"
+    );
+    assert!(body.to_string().contains(needle), "{options}: {body}");
 }
 
 /// The CRC of a PNG chunk (its type and data).
@@ -297,25 +308,6 @@ async fn png_compress_lossless_and_lossy() {
     assert!(!bytes_contain(strip, "made by the RunConvert tests"));
     assert!(bytes_contain(keep, "made by the RunConvert tests"));
 
-    let (status, body) = s
-        .post(
-            "/v2/jobs",
-            &json!({"tasks": {
-                "in": base64_import(&small, "a.png"),
-                "c": {"operation": "compress", "input": "in", "input_format": "png", "options": {"profile": "ultra"}},
-            }}),
-        )
-        .await;
-    assert_eq!((status, body["code"].as_str()), (422, Some("invalid_data")), "{body}");
-    assert!(body.to_string().contains("profile"), "{body}");
-
-    let (status, ops) = s.get("/v2/core/operations?operation=compress&input_format=png").await;
-    assert_eq!(status, 200, "{ops}");
-    let names: Vec<&str> = ops["data"][0]["options"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{ops}"))
-        .iter()
-        .filter_map(|o| o["name"].as_str())
-        .collect();
-    assert_eq!(names, ["profile", "quality", "strip"], "{ops}");
+    assert_refused(&s, &small, "png", json!({"profile": "ultra"}), "profile").await;
+    assert_eq!(compress_options(&s, "png").await, ["profile", "quality", "strip"]);
 }

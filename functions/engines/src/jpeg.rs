@@ -1,5 +1,5 @@
-//! JPEG output through mozjpeg: progressive, optimised Huffman tables and trellis
-//! quantisation for pixels (every JPEG this server writes), and a lossless rewrite of a
+//! JPEG output through mozjpeg: progressive with optimised Huffman tables for pixels
+//! (every JPEG this server writes; trellis quantisation too for compress), and a lossless rewrite of a
 //! JPEG's own coefficients (what `jpegtran -optimize -progressive` does) for compress.
 //!
 //! libjpeg reports a fatal error by calling `error_exit`, which must not return: here it
@@ -30,6 +30,18 @@ fn caught<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     }
 }
 
+/// How hard the encoder works for its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effort {
+    /// libjpeg-turbo's speed: progressive with optimised Huffman tables, no trellis (every
+    /// conversion's and thumbnail's JPEG).
+    Fast,
+    /// mozjpeg's trellis quantisation on top (compress of JPEGs and of PDFs' photos, where
+    /// the bytes are the point);
+    /// its scan-script search is left out, which cost several times the encode for ~1 %.
+    Small,
+}
+
 /// Encodes 8-bit pixels, RGB (3 bytes a pixel) or gray (1), at `quality` (1-100), with
 /// the metadata `segments` written after the header.
 pub fn encode(
@@ -38,6 +50,7 @@ pub fn encode(
     height: u32,
     gray: bool,
     quality: u8,
+    effort: Effort,
     segments: &[Segment],
 ) -> Result<Vec<u8>, String> {
     let channels = if gray { 1 } else { 3 };
@@ -50,6 +63,14 @@ pub fn encode(
         } else {
             mozjpeg::ColorSpace::JCS_RGB
         });
+        match effort {
+            Effort::Fast => {
+                c.set_fastest_defaults();
+                c.set_optimize_coding(true);
+            }
+            Effort::Small => c.set_optimize_scans(false),
+        }
+        c.set_progressive_mode();
         c.set_size(width as usize, height as usize);
         // libjpeg's tables scaled as libjpeg scales them, so that quality 75 means what it
         // means to every other tool (mozjpeg's own tables trade PSNR for its metric).
@@ -336,7 +357,16 @@ mod tests {
     fn encodes_decodes_and_rewrites_without_changing_a_pixel() {
         let (w, h) = (96, 64);
         let comment = (0xfe, b"kept".to_vec());
-        let jpeg = encode(&gradient(w, h), w, h, false, 80, std::slice::from_ref(&comment)).unwrap();
+        let jpeg = encode(
+            &gradient(w, h),
+            w,
+            h,
+            false,
+            80,
+            Effort::Small,
+            std::slice::from_ref(&comment),
+        )
+        .unwrap();
         assert!(jpeg.starts_with(&[0xff, 0xd8]));
         assert!(
             estimated_quality(&jpeg).is_some_and(|q| q.abs_diff(80) <= 1),
@@ -369,10 +399,10 @@ mod tests {
 
     #[test]
     fn broken_input_is_an_error_not_a_crash() {
-        let jpeg = encode(&gradient(32, 32), 32, 32, false, 75, &[]).unwrap();
+        let jpeg = encode(&gradient(32, 32), 32, 32, false, 75, Effort::Fast, &[]).unwrap();
         for broken in [&b"not a jpeg"[..], &jpeg[..40], &[]] {
             assert!(optimize_lossless(broken, false).is_err(), "{broken:?}");
         }
-        assert!(encode(&[0; 10], 32, 32, false, 75, &[]).is_err());
+        assert!(encode(&[0; 10], 32, 32, false, 75, Effort::Fast, &[]).is_err());
     }
 }

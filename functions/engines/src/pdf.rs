@@ -680,7 +680,7 @@ fn recompress(s: &Stream, p: &Photo, max_long_side: u32, quality: u8, limits: &E
     } else {
         img
     };
-    let out = raster::jpeg_bytes(&img, quality, &[]).ok()?;
+    let out = raster::jpeg_bytes(&img, quality, crate::jpeg::Effort::Small, &[]).ok()?;
     (out.len() < s.content.len()).then_some((out, tw, th))
 }
 

@@ -844,7 +844,7 @@ fn compress_jpeg(f: &InputFile, out: &Path, o: &EngineOptions, limits: &EngineLi
         } else {
             crate::jpeg::metadata(&original)
         };
-        let lossy = raster::jpeg_bytes(&img, q, &segments)?;
+        let lossy = raster::jpeg_bytes(&img, q, crate::jpeg::Effort::Small, &segments)?;
         if lossy.len() < best.len() {
             best = lossy;
         }

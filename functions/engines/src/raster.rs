@@ -426,7 +426,7 @@ pub fn encode(
     let mut out = BufWriter::new(File::create(output).map_err(|e| fail(&e))?);
     let result: image::ImageResult<()> = match format {
         "jpg" => {
-            let bytes = jpeg_bytes(img, quality.unwrap_or(85), &[])?;
+            let bytes = jpeg_bytes(img, quality.unwrap_or(85), crate::jpeg::Effort::Fast, &[])?;
             out.write_all(&bytes).map_err(image::ImageError::IoError)
         }
         "webp" => {
@@ -485,16 +485,20 @@ pub fn encode(
 
 /// `img` as a JPEG (mozjpeg) at `quality`, with the metadata `segments`: gray stays gray,
 /// and what has alpha is flattened onto white (JPEG has none).
-pub fn jpeg_bytes(img: &DynamicImage, quality: u8, segments: &[crate::jpeg::Segment]) -> Result<Vec<u8>, TaskError> {
+pub fn jpeg_bytes(
+    img: &DynamicImage,
+    quality: u8,
+    effort: crate::jpeg::Effort,
+    segments: &[crate::jpeg::Segment],
+) -> Result<Vec<u8>, TaskError> {
     let (w, h) = (img.width(), img.height());
+    let encode = |pixels: &[u8], gray| crate::jpeg::encode(pixels, w, h, gray, quality, effort, segments);
     let encoded = match img {
-        DynamicImage::ImageLuma8(g) => crate::jpeg::encode(g.as_raw(), w, h, true, quality, segments),
-        _ if img.color().has_alpha() => {
-            crate::jpeg::encode(flatten_on_white(img).as_raw(), w, h, false, quality, segments)
-        }
-        DynamicImage::ImageRgb8(rgb) => crate::jpeg::encode(rgb.as_raw(), w, h, false, quality, segments),
-        _ if !img.color().has_color() => crate::jpeg::encode(img.to_luma8().as_raw(), w, h, true, quality, segments),
-        _ => crate::jpeg::encode(img.to_rgb8().as_raw(), w, h, false, quality, segments),
+        DynamicImage::ImageLuma8(g) => encode(g.as_raw(), true),
+        _ if img.color().has_alpha() => encode(flatten_on_white(img).as_raw(), false),
+        DynamicImage::ImageRgb8(rgb) => encode(rgb.as_raw(), false),
+        _ if !img.color().has_color() => encode(img.to_luma8().as_raw(), true),
+        _ => encode(img.to_rgb8().as_raw(), false),
     };
     encoded.map_err(|e| io_error("writing jpg", e))
 }
