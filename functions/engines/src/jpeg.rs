@@ -201,7 +201,8 @@ pub fn estimated_quality(jpeg: &[u8]) -> Option<u8> {
         if marker == 0xda || len < 2 || at + 2 + len > jpeg.len() {
             return None;
         }
-        if marker == 0xdb && len >= 3 + 64 {
+        // The first luminance table (id 0); a file may define its chroma table first.
+        if marker == 0xdb && len >= 3 + 64 && jpeg[at + 4] & 0x0f == 0 {
             let info = jpeg[at + 4];
             let values = &jpeg[at + 5..at + 2 + len];
             let sum: u32 = if info >> 4 == 0 {
@@ -242,14 +243,19 @@ impl Drop for Compress {
     }
 }
 
-/// The memory `jpeg_mem_dest` allocates (with malloc).
+/// The memory `jpeg_mem_dest` allocates (with malloc). `buffer` is the caller's only once
+/// `jpeg_finish_compress` has returned: while the output grows, libjpeg frees the buffers
+/// it outgrows without updating `buffer`, so after a failure the pointer may be freed
+/// already. Only a finished buffer is freed here (a failed rewrite leaks its last buffer,
+/// the size of its output so far, rather than freeing one twice).
 struct MemDest {
     buffer: *mut u8,
     size: c_ulong,
+    finished: bool,
 }
 impl Drop for MemDest {
     fn drop(&mut self) {
-        if !self.buffer.is_null() {
+        if self.finished && !self.buffer.is_null() {
             unsafe { libc::free(self.buffer.cast()) }
         }
     }
@@ -260,9 +266,13 @@ extern "C-unwind" fn unwind_error_exit(cinfo: &mut ffi::jpeg_common_struct) {
     let msg = unsafe {
         let err = &*cinfo.err;
         match err.format_message {
-            // The binding declares the buffer `&[u8; 80]`; libjpeg writes into it.
+            // The binding declares the buffer `&[u8; 80]`, but libjpeg writes into it: called
+            // as the function it is, taking the buffer mutably.
             Some(format) => {
-                format(cinfo, &*(buffer.as_mut_ptr() as *const [u8; 80]));
+                type Declared = unsafe extern "C-unwind" fn(&mut ffi::jpeg_common_struct, &[u8; 80]);
+                type Writes = unsafe extern "C-unwind" fn(&mut ffi::jpeg_common_struct, &mut [u8; 80]);
+                let format = std::mem::transmute::<Declared, Writes>(format);
+                format(cinfo, &mut buffer);
                 let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
                 String::from_utf8_lossy(&buffer[..end]).into_owned()
             }
@@ -312,6 +322,7 @@ pub fn optimize_lossless(jpeg: &[u8], keep_metadata: bool) -> Result<Vec<u8>, St
         let mut out = MemDest {
             buffer: std::ptr::null_mut(),
             size: 0,
+            finished: false,
         };
         ffi::jpeg_mem_dest(&mut dst.0, &mut out.buffer, &mut out.size);
         ffi::jpeg_copy_critical_parameters(&src.0, &mut dst.0);
@@ -330,6 +341,7 @@ pub fn optimize_lossless(jpeg: &[u8], keep_metadata: bool) -> Result<Vec<u8>, St
             m = marker.next;
         }
         ffi::jpeg_finish_compress(&mut dst.0);
+        out.finished = true;
         ffi::jpeg_finish_decompress(&mut src.0);
         drop(dst);
         drop(src);
