@@ -98,135 +98,62 @@ fn marker_of(code: u8) -> mozjpeg::Marker {
 
 /// The metadata segments of a JPEG (see [`METADATA_MARKERS`]), read up to its first scan.
 pub fn metadata(jpeg: &[u8]) -> Vec<Segment> {
-    let mut out = Vec::new();
-    let mut at = 2;
-    if !jpeg.starts_with(&[0xff, 0xd8]) {
-        return out;
-    }
-    while at + 4 <= jpeg.len() && jpeg[at] == 0xff {
-        let marker = jpeg[at + 1];
-        if marker == 0xff {
-            at += 1; // fill byte
-            continue;
+    segments(jpeg)
+        .filter(|(marker, _)| METADATA_MARKERS.contains(marker))
+        .map(|(marker, data)| (marker, data.to_vec()))
+        .collect()
+}
+
+/// A JPEG's marker segments after its SOI, up to its first scan: each marker with its data
+/// (the bytes after the length). Fill bytes are skipped; a segment that runs past the end
+/// ends the walk.
+fn segments(jpeg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut at = if jpeg.starts_with(&[0xff, 0xd8]) { 2 } else { jpeg.len() };
+    std::iter::from_fn(move || {
+        while at + 4 <= jpeg.len() && jpeg[at] == 0xff {
+            let marker = jpeg[at + 1];
+            if marker == 0xff {
+                at += 1;
+                continue;
+            }
+            let len = u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]) as usize;
+            if marker == 0xda || len < 2 || at + 2 + len > jpeg.len() {
+                return None;
+            }
+            let data = &jpeg[at + 4..at + 2 + len];
+            at += 2 + len;
+            return Some((marker, data));
         }
-        let len = u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]) as usize;
-        if marker == 0xda || len < 2 || at + 2 + len > jpeg.len() {
-            break;
-        }
-        if METADATA_MARKERS.contains(&marker) {
-            out.push((marker, jpeg[at + 4..at + 2 + len].to_vec()));
-        }
-        at += 2 + len;
-    }
-    out
+        None
+    })
 }
 
 /// The quality (1-100, on libjpeg's scale) a JPEG was most likely saved at, from its
-/// first quantisation table against libjpeg's standard luminance table; `None` when it
-/// has none.
+/// first luminance quantisation table (id 0; a file may define its chroma table first)
+/// against libjpeg's standard one; `None` when it has none.
 pub fn estimated_quality(jpeg: &[u8]) -> Option<u8> {
-    // libjpeg's luminance table (its sum is the same in zig-zag order).
-    const STANDARD_SUM: u32 = 16
-        + 11
-        + 10
-        + 16
-        + 24
-        + 40
-        + 51
-        + 61
-        + 12
-        + 12
-        + 14
-        + 19
-        + 26
-        + 58
-        + 60
-        + 55
-        + 14
-        + 13
-        + 16
-        + 24
-        + 40
-        + 57
-        + 69
-        + 56
-        + 14
-        + 17
-        + 22
-        + 29
-        + 51
-        + 87
-        + 80
-        + 62
-        + 18
-        + 22
-        + 37
-        + 56
-        + 68
-        + 109
-        + 103
-        + 77
-        + 24
-        + 35
-        + 55
-        + 64
-        + 81
-        + 104
-        + 113
-        + 92
-        + 49
-        + 64
-        + 78
-        + 87
-        + 103
-        + 121
-        + 120
-        + 101
-        + 72
-        + 92
-        + 95
-        + 98
-        + 112
-        + 100
-        + 103
-        + 99;
-    let mut at = 2;
-    while at + 4 <= jpeg.len() && jpeg[at] == 0xff {
-        let marker = jpeg[at + 1];
-        if marker == 0xff {
-            at += 1;
-            continue;
-        }
-        let len = u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]) as usize;
-        if marker == 0xda || len < 2 || at + 2 + len > jpeg.len() {
-            return None;
-        }
-        // The first luminance table (id 0); a file may define its chroma table first.
-        if marker == 0xdb && len >= 3 + 64 && jpeg[at + 4] & 0x0f == 0 {
-            let info = jpeg[at + 4];
-            let values = &jpeg[at + 5..at + 2 + len];
-            let sum: u32 = if info >> 4 == 0 {
-                values.iter().take(64).map(|&v| u32::from(v)).sum()
-            } else if values.len() >= 128 {
-                values[..128]
-                    .chunks(2)
-                    .map(|p| u32::from(u16::from_be_bytes([p[0], p[1]])))
-                    .sum()
-            } else {
-                return None;
-            };
-            // libjpeg scales the table by `scale`%: 5000/q below 50, 200 - 2q above.
-            let scale = f64::from(sum) * 100.0 / f64::from(STANDARD_SUM);
-            let q = if scale <= 100.0 {
-                (200.0 - scale) / 2.0
-            } else {
-                5000.0 / scale
-            };
-            return Some(q.round().clamp(1.0, 100.0) as u8);
-        }
-        at += 2 + len;
-    }
-    None
+    // The sum of libjpeg's standard luminance table (Annex K; the same in zig-zag order).
+    const STANDARD_SUM: u32 = 3688;
+    let (_, table) = segments(jpeg).find(|(marker, data)| *marker == 0xdb && data.len() > 64 && data[0] & 0x0f == 0)?;
+    let (info, values) = (table[0], &table[1..]);
+    let sum: u32 = if info >> 4 == 0 {
+        values.iter().take(64).map(|&v| u32::from(v)).sum()
+    } else if values.len() >= 128 {
+        values[..128]
+            .chunks(2)
+            .map(|p| u32::from(u16::from_be_bytes([p[0], p[1]])))
+            .sum()
+    } else {
+        return None;
+    };
+    // libjpeg scales the table by `scale`%: 5000/q below 50, 200 - 2q above.
+    let scale = f64::from(sum) * 100.0 / f64::from(STANDARD_SUM);
+    let q = if scale <= 100.0 {
+        (200.0 - scale) / 2.0
+    } else {
+        5000.0 / scale
+    };
+    Some(q.round().clamp(1.0, 100.0) as u8)
 }
 
 struct Decompress(Box<ffi::jpeg_decompress_struct>);

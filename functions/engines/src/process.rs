@@ -803,16 +803,24 @@ fn compress_png(f: &InputFile, out: &Path, o: &EngineOptions, limits: &EngineLim
     let quality = raster::int_option(o, "quality", 1, 100)?.unwrap_or(80) as u8;
     let dims = raster::probe(&f.path, &f.name, "png", limits)?;
     let original = std::fs::read(&f.path).map_err(|e| failed(format!("reading {}: {e}", f.name)))?;
-    let source = if lossy {
+    let quantised;
+    let source: &[u8] = if lossy {
         let img = raster::decode_probed(&f.path, &f.name, "png", dims, limits, None)?.to_rgba8();
-        crate::png::quantize(&img, crate::png::colours_for(quality)).map_err(failed)?
+        quantised = crate::png::quantize(&img, crate::png::colours_for(quality)).map_err(failed)?;
+        &quantised
     } else {
-        original.clone()
+        &original
     };
-    let best = crate::png::optimize_lossless(&source, strip, limits.tool_timeout)
+    let best = crate::png::optimize_lossless(source, strip, limits.tool_timeout)
         .map_err(|e| TaskError::new(codes::INVALID_FILE, format!("{} is not a readable PNG: {e}", f.name)))?;
-    let kept = if best.len() < original.len() { &best } else { &original };
-    std::fs::write(out, kept).map_err(|e| failed(format!("writing the output: {e}")))
+    write_smaller(out, &best, &original)
+}
+
+/// Writes `best` to `out`, or `original` when `best` is not smaller: compress never makes
+/// a file larger.
+fn write_smaller(out: &Path, best: &[u8], original: &[u8]) -> Result<(), TaskError> {
+    let kept = if best.len() < original.len() { best } else { original };
+    std::fs::write(out, kept).map_err(|e| TaskError::new(codes::PROCESSING_FAILED, format!("writing the output: {e}")))
 }
 
 fn bool_option(o: &EngineOptions, name: &str, default: bool) -> Result<bool, TaskError> {
@@ -849,6 +857,5 @@ fn compress_jpeg(f: &InputFile, out: &Path, o: &EngineOptions, limits: &EngineLi
             best = lossy;
         }
     }
-    let kept = if best.len() < original.len() { &best } else { &original };
-    std::fs::write(out, kept).map_err(|e| failed(format!("writing the output: {e}")))
+    write_smaller(out, &best, &original)
 }
