@@ -221,9 +221,14 @@ fn crc32(bytes: &[u8]) -> u32 {
 
 /// `png` with a tEXt chunk after its header.
 fn with_text(png: &[u8], text: &[u8]) -> Vec<u8> {
-    let body = [&b"tEXt"[..], text].concat();
+    with_chunk(png, b"tEXt", text)
+}
+
+/// `png` with a chunk of `kind` after its header.
+fn with_chunk(png: &[u8], kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let body = [&kind[..], data].concat();
     let chunk = [
-        &(text.len() as u32).to_be_bytes()[..],
+        &(data.len() as u32).to_be_bytes()[..],
         &body,
         &crc32(&body).to_be_bytes(),
     ]
@@ -253,7 +258,12 @@ async fn png_compress_lossless_and_lossy() {
             .resize(300, 300, image::imageops::FilterType::Triangle);
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-        with_text(&out.into_inner(), b"Comment\0made by the RunConvert tests")
+        // sRGB (rendering intent 0, perceptual) says how its colours are meant.
+        with_chunk(
+            &with_text(&out.into_inner(), b"Comment\0made by the RunConvert tests"),
+            b"sRGB",
+            &[0],
+        )
     };
     let (job, files) = run_and_download(
         &s,
@@ -270,8 +280,16 @@ async fn png_compress_lossless_and_lossy() {
                 "c-keep",
                 json!({"operation": "compress", "input": "small", "filename": "keep.png", "options": {"strip": false}}),
             ),
+            (
+                "l-strip",
+                json!({"operation": "compress", "input": "small", "filename": "lossy-strip.png", "options": {"profile": "lossy"}}),
+            ),
+            (
+                "l-keep",
+                json!({"operation": "compress", "input": "small", "filename": "lossy-keep.png", "options": {"profile": "lossy", "strip": false}}),
+            ),
         ]),
-        &["lossless", "lossy", "c-strip", "c-keep"],
+        &["lossless", "lossy", "c-strip", "c-keep", "l-strip", "l-keep"],
     )
     .await;
     assert_eq!(job["status"], "completed", "{job}");
@@ -307,7 +325,78 @@ async fn png_compress_lossless_and_lossy() {
     let (strip, keep) = (file(&files, "strip.png"), file(&files, "keep.png"));
     assert!(!bytes_contain(strip, "made by the RunConvert tests"));
     assert!(bytes_contain(keep, "made by the RunConvert tests"));
+    // The lossy profile treats them alike, and keeps what says how the colours are meant
+    // (sRGB) even when stripping.
+    let (lossy_strip, lossy_keep) = (file(&files, "lossy-strip.png"), file(&files, "lossy-keep.png"));
+    assert_eq!(lossy_strip[25], 3, "a palette");
+    assert!(!bytes_contain(lossy_strip, "made by the RunConvert tests"));
+    assert!(bytes_contain(lossy_keep, "made by the RunConvert tests"));
+    for (name, png) in [("stripped", lossy_strip), ("kept", lossy_keep)] {
+        assert!(bytes_contain(png, "sRGB"), "{name}: the sRGB chunk");
+    }
 
     assert_refused(&s, &small, "png", json!({"profile": "ultra"}), "profile").await;
     assert_eq!(compress_options(&s, "png").await, ["profile", "quality", "strip"]);
+}
+
+/// The orientation a JPEG's EXIF gives, as the image crate (what a viewer does) reads it.
+fn orientation(jpeg: &[u8]) -> image::metadata::Orientation {
+    use image::ImageDecoder;
+    image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(jpeg))
+        .unwrap()
+        .orientation()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_portrait_photo_stays_upright() {
+    use image::metadata::Orientation;
+    let (_fx, s) = server_with_fixture().await;
+    let photo_in = std::fs::read(corpus_file("images/photo_640x480.jpg")).unwrap();
+    let photo = rgb(&photo_in);
+    // A camera held upright stores the picture on its side, with EXIF orientation 6
+    // (turn 90° clockwise to show it); and a maker note that stripping removes.
+    let exif = b"Exif\0\0MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0RunConvert test camera";
+    let portrait = with_exif(&encode(&photo, 95), exif);
+    assert_eq!(orientation(&portrait), Orientation::Rotate90);
+    let (job, files) = run_and_download(
+        &s,
+        tasks(&[
+            ("in", base64_import(&portrait, "portrait.jpg")),
+            ("compressed", json!({"operation": "compress", "input": "in", "filename": "c.jpg"})),
+            ("png", json!({"operation": "convert", "input": "in", "output_format": "png"})),
+            (
+                "thumb",
+                json!({"operation": "thumbnail", "input": "in", "output_format": "jpg", "filename": "t.jpg", "options": {"width": 120}}),
+            ),
+        ]),
+        &["compressed", "png", "thumb"],
+    )
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+
+    // Compress strips the metadata but the orientation: shown upright still.
+    let compressed = file(&files, "c.jpg");
+    assert!(compressed.len() < portrait.len());
+    assert_eq!(orientation(compressed), Orientation::Rotate90, "the orientation kept");
+    assert!(
+        !bytes_contain(compressed, "RunConvert test camera"),
+        "the rest stripped"
+    );
+
+    // Conversions carry no EXIF, so they turn the pixels: 480x640, the photo turned.
+    let upright = image::DynamicImage::ImageRgb8(photo).rotate90().to_rgb8();
+    let png = rgb(file(&files, "portrait.png"));
+    assert_eq!(png.dimensions(), (480, 640));
+    let quality = psnr(&upright, &png);
+    assert!(quality > 30.0, "the PNG is the photo turned: PSNR {quality:.1} dB");
+    // A thumbnail's width is the upright picture's.
+    let thumb = rgb(file(&files, "t.jpg"));
+    assert_eq!(thumb.dimensions(), (120, 160));
+    let small = image::imageops::resize(&upright, 120, 160, image::imageops::FilterType::Triangle);
+    let quality = psnr(&small, &thumb);
+    assert!(
+        quality > 25.0,
+        "the thumbnail is the photo turned: PSNR {quality:.1} dB"
+    );
 }

@@ -1,7 +1,8 @@
 //! JPEG and PNG variants a photo pipeline meets (progressive, CMYK, arithmetic-coded,
 //! 12-bit and truncated JPEGs; 16-bit, palette, transparent-palette and 16-bit RGBA
-//! PNGs, and one with a 1.2 MB ancillary chunk (import/base64 takes 1.5 MB)), each through convert to PNG, JPEG and
-//! WebP and through thumbnail: a correct output (decoded here, of the input's size, or
+//! PNGs, and one with a 1.2 MB ancillary chunk (import/base64 takes 1.5 MB); a JPEG of
+//! hundreds of scans), each through convert to PNG, JPEG and WebP, through thumbnail and
+//! through compress: a correct output (decoded here, of the input's size, or
 //! the thumbnail's) or a failed task with a clear code and message. Never a crash: the
 //! server answers afterwards. The inputs are made here from the suite's own photo with
 //! ImageMagick and jpegtran.
@@ -19,6 +20,9 @@ enum Expect {
     EitherWay,
     /// A JPEG coding the decoders do not read: refused as such, saying what it is.
     Unsupported(&'static str),
+    /// A file made to cost the decoder far more than its size: refused as invalid_file,
+    /// the message naming what is wrong.
+    Refused(&'static str),
 }
 
 fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
@@ -56,6 +60,32 @@ fn magick(src: &std::path::Path, args: &[&str], out: &str) -> Vec<u8> {
     std::fs::read(dest).unwrap()
 }
 
+/// A progressive JPEG with its DC refinement scan (a bit a block, under a kilobyte)
+/// repeated 600 times, 610 scans in all: libjpeg decodes it with warnings, a pass over
+/// the whole image for every scan, so a small file costs far more than its size.
+fn many_scans(photo: &std::path::Path) -> Vec<u8> {
+    let jpeg = run("jpegtran", &["-progressive", photo.to_str().unwrap()]);
+    let end = jpeg.len() - 2; // the EOI marker
+    let starts: Vec<usize> = (0..end - 1).filter(|&i| jpeg[i..i + 2] == [0xff, 0xda]).collect();
+    let refinement = starts
+        .iter()
+        .enumerate()
+        .find_map(|(n, &at)| {
+            // SOS: marker, length, Ns, Ns component selectors, then Ss, Se, Ah|Al.
+            let ns = usize::from(jpeg[at + 4]);
+            let (ss, ah) = (jpeg[at + 5 + 2 * ns], jpeg[at + 7 + 2 * ns] >> 4);
+            (ss == 0 && ah != 0).then(|| &jpeg[at..*starts.get(n + 1).unwrap_or(&end)])
+        })
+        .expect("jpegtran's progressive script refines the DC coefficients");
+    let mut out = jpeg[..end].to_vec();
+    for _ in 0..600 {
+        out.extend_from_slice(refinement);
+    }
+    out.extend_from_slice(&[0xff, 0xd9]);
+    assert!(out.len() < 1_000_000, "{} bytes", out.len());
+    out
+}
+
 /// The JPEG with its baseline frame header marked as 12-bit extended sequential (SOF1,
 /// precision 12) and nothing else changed: a 12-bit JPEG as far as its header says.
 fn twelve_bit(jpeg: &[u8]) -> Vec<u8> {
@@ -84,8 +114,9 @@ fn with_big_chunk(png: &[u8], len: usize) -> Vec<u8> {
 /// (what it is, its file name, its bytes, its size, what it must give)
 type Variant = (&'static str, &'static str, Vec<u8>, (u32, u32), Expect);
 
-/// An operation's task, and its output's size from the input's.
-type Operation = (Value, fn((u32, u32)) -> (u32, u32));
+/// An operation's task, its output's size from the input's, and the one input type it
+/// takes if it does not take every image.
+type Operation = (Value, fn((u32, u32)) -> (u32, u32), Option<&'static str>);
 
 fn variants() -> Vec<Variant> {
     use Expect::*;
@@ -115,6 +146,13 @@ fn variants() -> Vec<Variant> {
             run("jpegtran", &["-arithmetic", photo.to_str().unwrap()]),
             (640, 480),
             Unsupported("arithmetic-coded"),
+        ),
+        (
+            "JPEG of 610 scans",
+            "m.jpg",
+            many_scans(&photo),
+            (640, 480),
+            Refused("610 scans"),
         ),
         (
             "12-bit JPEG",
@@ -171,12 +209,19 @@ fn variants() -> Vec<Variant> {
 /// The operations each variant goes through: (task, expected size from the input's).
 fn operations() -> Vec<Operation> {
     vec![
-        (json!({"operation": "convert", "output_format": "png"}), |s| s),
-        (json!({"operation": "convert", "output_format": "jpg"}), |s| s),
-        (json!({"operation": "convert", "output_format": "webp"}), |s| s),
+        (json!({"operation": "convert", "output_format": "png"}), |s| s, None),
+        (json!({"operation": "convert", "output_format": "jpg"}), |s| s, None),
+        (json!({"operation": "convert", "output_format": "webp"}), |s| s, None),
         (
             json!({"operation": "thumbnail", "output_format": "png", "options": {"width": 100}}),
             |(w, h)| (100, (h * 100 + w / 2) / w),
+            None,
+        ),
+        (json!({"operation": "compress"}), |s| s, Some("jpg")),
+        (
+            json!({"operation": "compress", "options": {"profile": "lossy"}}),
+            |s| s,
+            Some("png"),
         ),
     ]
 }
@@ -187,7 +232,10 @@ async fn jpeg_and_png_variants_convert_or_fail_clearly() {
     let mut wrong = Vec::new();
     let mut converted = 0;
     for (name, filename, bytes, size, expect) in variants() {
-        for (op, expected_size) in operations() {
+        for (op, expected_size, only) in operations() {
+            if only.is_some_and(|ext| !filename.ends_with(ext)) {
+                continue;
+            }
             let what = format!("{name} → {} {}", op["operation"], op["output_format"]);
             let mut op_task = op.clone();
             op_task["input"] = json!("in");
@@ -200,7 +248,7 @@ async fn jpeg_and_png_variants_convert_or_fail_clearly() {
                 .await;
             let t = task(&job, "op");
             match (t["status"].as_str(), expect) {
-                (Some("finished"), _) => {
+                (Some("finished"), Expect::Converts | Expect::EitherWay) => {
                     let url = task(&job, "out")["result"]["files"][0]["url"]
                         .as_str()
                         .unwrap()
@@ -229,13 +277,19 @@ async fn jpeg_and_png_variants_convert_or_fail_clearly() {
                         wrong.push(format!("{what}: {} {msg:?}", t["code"]));
                     }
                 }
+                (Some("failed"), Expect::Refused(needle)) => {
+                    let msg = t["message"].as_str().unwrap_or_default();
+                    if t["code"] != "invalid_file" || !msg.contains(needle) {
+                        wrong.push(format!("{what}: {} {msg:?}", t["code"]));
+                    }
+                }
                 (other, _) => wrong.push(format!("{what}: {other:?} {} {}", t["code"], t["message"])),
             }
         }
     }
     assert!(wrong.is_empty(), "{} wrong:\n{}", wrong.len(), wrong.join("\n"));
-    // The valid variants (7 of them, 4 operations each) all came out right.
-    assert!(converted >= 28, "only {converted} conversions came out");
+    // The valid variants (7 of them, 4 operations each, and compress of each) all came out right.
+    assert!(converted >= 35, "only {converted} conversions came out");
     let _ = std::fs::remove_dir_all(scratch());
     let (status, _) = s.get("/v2/process/jobs").await;
     assert_eq!(status, 200);

@@ -6,6 +6,7 @@
 //! unwinds (mozjpeg-sys is built with `-fexceptions`), and every entry point catches that
 //! and turns it into the library's message.
 
+use image::metadata::Orientation;
 use mozjpeg_sys as ffi;
 use std::os::raw::{c_int, c_uint, c_ulong};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,16 +19,64 @@ const METADATA_MARKERS: &[u8] = &[0xe1, 0xe2, 0xed, 0xfe];
 pub type Segment = (u8, Vec<u8>);
 
 fn caught<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(payload) => Err(payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the JPEG library failed".into())
-            .trim_start_matches("libjpeg fatal error: ")
-            .to_string()),
-    }
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(unwound(payload)))
+}
+
+/// The message of libjpeg's fatal error, from the unwinding it became.
+fn unwound(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the JPEG library failed".into())
+        .trim_start_matches("libjpeg fatal error: ")
+        .to_string()
+}
+
+/// Why decoding by rows stopped: the JPEG was bad, or the rows could not be taken.
+pub enum RowsError {
+    Decode(String),
+    Sink(std::io::Error),
+}
+
+/// Decodes the JPEG at `path` a band of rows at a time, 8-bit RGB or gray as it is coded:
+/// `start(width, height, gray)` is called once, then `rows` with each band in order, so
+/// that memory holds a band, not the image. `Ok(false)` (and nothing called) when its
+/// colours are CMYK or YCCK, which libjpeg does not turn into RGB.
+pub fn decode_rows<S>(
+    path: &std::path::Path,
+    start: impl FnOnce(u32, u32, bool) -> std::io::Result<S>,
+    mut rows: impl FnMut(&mut S, &[u8]) -> std::io::Result<()>,
+    finish: impl FnOnce(S) -> std::io::Result<()>,
+) -> Result<bool, RowsError> {
+    use mozjpeg::ColorSpace::*;
+    let decoded = catch_unwind(AssertUnwindSafe(|| {
+        let d = mozjpeg::Decompress::new_path(path).map_err(|e| RowsError::Decode(e.to_string()))?;
+        let gray = match d.color_space() {
+            JCS_GRAYSCALE => true,
+            JCS_YCbCr | JCS_RGB => false,
+            _ => return Ok(false),
+        };
+        let mut d = if gray { d.grayscale() } else { d.rgb() }.map_err(|e| RowsError::Decode(e.to_string()))?;
+        let (width, height) = (d.width(), d.height());
+        let mut sink = start(width as u32, height as u32, gray).map_err(RowsError::Sink)?;
+        const BAND: usize = 16;
+        let row = width * if gray { 1 } else { 3 };
+        let mut band = vec![0u8; row * BAND];
+        let mut left = height;
+        while left > 0 {
+            let n = left.min(BAND);
+            let band = d
+                .read_scanlines_into(&mut band[..row * n])
+                .map_err(|e| RowsError::Decode(e.to_string()))?;
+            rows(&mut sink, band).map_err(RowsError::Sink)?;
+            left -= n;
+        }
+        d.finish().map_err(|e| RowsError::Decode(e.to_string()))?;
+        finish(sink).map_err(RowsError::Sink)?;
+        Ok(true)
+    }));
+    decoded.unwrap_or_else(|payload| Err(RowsError::Decode(unwound(payload))))
 }
 
 /// How hard the encoder works for its bytes.
@@ -128,6 +177,49 @@ fn segments(jpeg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     })
 }
 
+/// The orientation a JPEG's EXIF (APP1) says it is shown in; `None` without one.
+pub fn orientation(jpeg: &[u8]) -> Option<Orientation> {
+    segments(jpeg).find_map(|(marker, data)| {
+        (marker == 0xe1)
+            .then(|| data.strip_prefix(b"Exif\0\0"))
+            .flatten()
+            .and_then(Orientation::from_exif_chunk)
+    })
+}
+
+/// An EXIF segment that holds only `orientation`: what compress keeps of a photo's
+/// stripped metadata, so that a portrait photo still shows upright.
+pub fn orientation_segment(orientation: Orientation) -> Segment {
+    let mut data = Vec::with_capacity(32);
+    data.extend_from_slice(b"Exif\0\0MM\0\x2a\0\0\0\x08"); // big-endian TIFF, IFD0 at 8
+    data.extend_from_slice(&[0, 1]); // one entry: tag 0x0112, SHORT, count 1, the value
+    data.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, orientation.to_exif(), 0, 0]);
+    data.extend_from_slice(&[0, 0, 0, 0]); // no next IFD
+    (0xe1, data)
+}
+
+/// The most scans a JPEG may have. Each scan of a progressive JPEG passes over the whole
+/// image, so a small file of thousands of tiny scans costs minutes to decode; real
+/// encoders write at most a few dozen, and the image crate's decoder stops at this many.
+pub const MAX_SCANS: usize = 100;
+
+/// How many scans (SOS markers) a JPEG has, read in blocks. In entropy-coded data a 0xFF
+/// byte is always followed by 0x00 or a restart marker, so every 0xFF 0xDA is a scan (or
+/// in metadata, such as an EXIF thumbnail's: a few at most).
+pub fn scan_count(mut r: impl std::io::Read) -> std::io::Result<usize> {
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut count, mut after_ff) = (0, false);
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(count);
+        }
+        let block = &buf[..n];
+        count += usize::from(after_ff && block[0] == 0xda) + memchr::memmem::find_iter(block, &[0xff, 0xda]).count();
+        after_ff = block[n - 1] == 0xff;
+    }
+}
+
 /// The quality (1-100, on libjpeg's scale) a JPEG was most likely saved at, from its
 /// first luminance quantisation table (id 0; a file may define its chroma table first)
 /// against libjpeg's standard one; `None` when it has none.
@@ -222,9 +314,9 @@ fn error_mgr() -> Box<ffi::jpeg_error_mgr> {
 }
 
 /// Rewrites a JPEG without decoding it: the same DCT coefficients (so the same pixels),
-/// progressive, with Huffman tables optimised for this image, and only the metadata
-/// `keep_metadata` asks for.
-pub fn optimize_lossless(jpeg: &[u8], keep_metadata: bool) -> Result<Vec<u8>, String> {
+/// progressive, with Huffman tables optimised for this image, the metadata only if
+/// `keep_metadata`, and the `extra` segments after it.
+pub fn optimize_lossless(jpeg: &[u8], keep_metadata: bool, extra: &[Segment]) -> Result<Vec<u8>, String> {
     caught(|| unsafe {
         let mut src_err = error_mgr();
         let mut src = Decompress(Box::new(std::mem::zeroed()));
@@ -266,6 +358,9 @@ pub fn optimize_lossless(jpeg: &[u8], keep_metadata: bool) -> Result<Vec<u8>, St
                 marker.data_length as c_uint,
             );
             m = marker.next;
+        }
+        for (marker, data) in extra {
+            ffi::jpeg_write_marker(&mut dst.0, c_int::from(*marker), data.as_ptr(), data.len() as c_uint);
         }
         ffi::jpeg_finish_compress(&mut dst.0);
         out.finished = true;
@@ -315,10 +410,10 @@ mod tests {
         assert_eq!(metadata(&jpeg), vec![comment.clone()]);
         let pixels = |j: &[u8]| image::load_from_memory(j).unwrap().to_rgb8().into_raw();
 
-        let stripped = optimize_lossless(&jpeg, false).unwrap();
+        let stripped = optimize_lossless(&jpeg, false, &[]).unwrap();
         assert_eq!(pixels(&stripped), pixels(&jpeg));
         assert!(metadata(&stripped).is_empty());
-        let kept = optimize_lossless(&jpeg, true).unwrap();
+        let kept = optimize_lossless(&jpeg, true, &[]).unwrap();
         assert_eq!(metadata(&kept), vec![comment]);
     }
 
@@ -340,7 +435,7 @@ mod tests {
     fn broken_input_is_an_error_not_a_crash() {
         let jpeg = encode(&gradient(32, 32), 32, 32, false, 75, Effort::Fast, &[]).unwrap();
         for broken in [&b"not a jpeg"[..], &jpeg[..40], &[]] {
-            assert!(optimize_lossless(broken, false).is_err(), "{broken:?}");
+            assert!(optimize_lossless(broken, false, &[]).is_err(), "{broken:?}");
         }
         assert!(encode(&[0; 10], 32, 32, false, 75, Effort::Fast, &[]).is_err());
     }

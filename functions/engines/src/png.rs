@@ -83,6 +83,40 @@ pub fn quantize(img: &RgbaImage, colours: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// The chunks that describe a picture without being its pixels: colour (iCCP, sRGB, gAMA,
+/// cHRM, cICP), density, text, EXIF and time. A quantised copy gets them back from its
+/// original, so that `strip` treats both profiles alike.
+const DESCRIPTIVE: &[&[u8; 4]] = &[
+    b"iCCP", b"sRGB", b"gAMA", b"cHRM", b"cICP", b"pHYs", b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME",
+];
+
+/// A PNG's chunks after its signature: each one's type and whole bytes (length, type,
+/// data, CRC). A chunk that runs past the end ends the walk.
+fn chunks(png: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
+    let mut at = 8;
+    std::iter::from_fn(move || {
+        let head = png.get(at..at + 8)?;
+        let len = u32::from_be_bytes(head[..4].try_into().ok()?) as usize;
+        let whole = png.get(at..at.checked_add(12 + len)?)?;
+        at += 12 + len;
+        Some((head[4..8].try_into().ok()?, whole))
+    })
+}
+
+/// `png` (as [`quantize`] writes it: IHDR first) with the [`DESCRIPTIVE`] chunks of
+/// `original` put after its header.
+pub fn with_descriptive_chunks(png: &[u8], original: &[u8]) -> Vec<u8> {
+    let header_end = 8 + 12 + 13;
+    let mut out = png[..header_end].to_vec();
+    for (kind, chunk) in chunks(original) {
+        if DESCRIPTIVE.contains(&&kind) {
+            out.extend_from_slice(chunk);
+        }
+    }
+    out.extend_from_slice(&png[header_end..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -718,7 +718,7 @@ fn thumbnail(
             limits,
         );
     }
-    let (img, original) = if input == "pdf" {
+    let img = if input == "pdf" {
         let tool = host()
             .pdftoppm
             .as_ref()
@@ -741,22 +741,11 @@ fn thumbnail(
             .ok_or_else(|| TaskError::new(codes::PROCESSING_FAILED, "pdftoppm produced no page"))?;
         let img = raster::decode(&page, &f.name, "png", limits, None)?;
         let dims = (img.width(), img.height());
-        (img, dims)
+        raster::resize_scaled(img, dims, &opts)?
     } else {
-        let (w, h) = raster::probe(&f.path, &f.name, input, limits)?;
-        let (tw, th) = raster::target_size(w, h, opts.width, opts.height, opts.fit);
-        let target = if opts.fit == Fit::Crop {
-            let s = (tw as f64 / w as f64).max(th as f64 / h as f64);
-            ((w as f64 * s).ceil() as u32, (h as f64 * s).ceil() as u32)
-        } else {
-            (tw, th)
-        };
-        (
-            raster::decode_probed(&f.path, &f.name, input, (w, h), limits, Some(target))?,
-            (w, h),
-        )
+        let probed = raster::probe_oriented(&f.path, &f.name, input, limits)?;
+        raster::decode_upright(&f.path, &f.name, input, &probed, &opts, limits)?
     };
-    let img = raster::resize_scaled(img, original, &opts)?;
     let quality = opts.quality.or(Some(if output == "jpg" { 75 } else { 80 }));
     raster::encode(&img, out, output, quality, false)
 }
@@ -806,7 +795,8 @@ fn compress_png(f: &InputFile, out: &Path, o: &EngineOptions, limits: &EngineLim
     let quantised;
     let source: &[u8] = if lossy {
         let img = raster::decode_probed(&f.path, &f.name, "png", dims, limits, None)?.to_rgba8();
-        quantised = crate::png::quantize(&img, crate::png::colours_for(quality)).map_err(failed)?;
+        let palette = crate::png::quantize(&img, crate::png::colours_for(quality)).map_err(failed)?;
+        quantised = crate::png::with_descriptive_chunks(&palette, &original);
         &quantised
     } else {
         &original
@@ -833,9 +823,10 @@ fn bool_option(o: &EngineOptions, name: &str, default: bool) -> Result<bool, Tas
 }
 
 /// JPEG compress, as `jpegoptim --max=quality` does it: a photo saved above `quality` is
-/// re-encoded at it (mozjpeg); every photo also gets a lossless rewrite (progressive,
-/// optimised tables); the smallest of those and the original is kept. Metadata goes
-/// unless `strip` is false.
+/// re-encoded at it (mozjpeg); a lossless rewrite (progressive, optimised tables) is the
+/// other candidate, made beside the re-encode, unless the photo was saved so far above
+/// `quality` that the re-encode is sure to be smaller; the smallest of those and the
+/// original is kept. Metadata goes unless `strip` is false.
 fn compress_jpeg(f: &InputFile, out: &Path, o: &EngineOptions, limits: &EngineLimits) -> Result<(), TaskError> {
     let failed = |e: String| TaskError::new(codes::PROCESSING_FAILED, e);
     let q = raster::int_option(o, "quality", 1, 100)?.unwrap_or(75) as u8;
@@ -843,19 +834,47 @@ fn compress_jpeg(f: &InputFile, out: &Path, o: &EngineOptions, limits: &EngineLi
     // Header, pixel limit and the formats the decoder refuses, before anything is read.
     let dims = raster::probe(&f.path, &f.name, "jpg", limits)?;
     let original = std::fs::read(&f.path).map_err(|e| failed(format!("reading {}: {e}", f.name)))?;
-    let mut best = crate::jpeg::optimize_lossless(&original, !strip)
-        .map_err(|e| TaskError::new(codes::INVALID_FILE, format!("{} is not a readable JPEG: {e}", f.name)))?;
-    if crate::jpeg::estimated_quality(&original).is_none_or(|saved| saved > q) {
+    // Stripped, a photo keeps its orientation (its pixels are not turned here).
+    let orientation: Vec<_> = crate::jpeg::orientation(&original)
+        .filter(|o| strip && *o != image::metadata::Orientation::NoTransforms)
+        .map(crate::jpeg::orientation_segment)
+        .into_iter()
+        .collect();
+    let saved = crate::jpeg::estimated_quality(&original);
+    let reencode = saved.is_none_or(|saved| saved > q);
+    let rewrite = saved.is_none_or(|saved| saved < q.saturating_add(10));
+    let lossless = || {
+        rewrite
+            .then(|| crate::jpeg::optimize_lossless(&original, !strip, &orientation))
+            .transpose()
+            .map_err(|e| TaskError::new(codes::INVALID_FILE, format!("{} is not a readable JPEG: {e}", f.name)))
+    };
+    let lossy = || -> Result<Option<Vec<u8>>, TaskError> {
+        if !reencode {
+            return Ok(None);
+        }
         let img = raster::decode_probed(&f.path, &f.name, "jpg", dims, limits, None)?;
         let segments = if strip {
-            Vec::new()
+            orientation.clone()
         } else {
             crate::jpeg::metadata(&original)
         };
-        let lossy = raster::jpeg_bytes(&img, q, crate::jpeg::Effort::Small, &segments)?;
-        if lossy.len() < best.len() {
-            best = lossy;
-        }
-    }
+        raster::jpeg_bytes(&img, q, crate::jpeg::Effort::Small, &segments).map(Some)
+    };
+    let (lossless, lossy) = std::thread::scope(|s| {
+        let other = s.spawn(lossless);
+        let lossy = lossy();
+        (
+            other
+                .join()
+                .unwrap_or_else(|_| Err(failed("the lossless rewrite failed".into()))),
+            lossy,
+        )
+    });
+    let best = [lossless?, lossy?]
+        .into_iter()
+        .flatten()
+        .min_by_key(Vec::len)
+        .unwrap_or_else(|| original.clone());
     write_smaller(out, &best, &original)
 }

@@ -5,6 +5,7 @@ use crate::detect::sniff;
 use crate::EngineLimits;
 use fast_image_resize::{FilterType as RsFilter, ResizeAlg, ResizeOptions, Resizer};
 use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageFormat, ImageReader};
 use runconvert_core::error::codes;
 use runconvert_core::formats::{OptionSpec, OptionType};
@@ -257,6 +258,15 @@ pub fn dimensions(
                 codes::UNSUPPORTED_CONVERSION,
                 format!("{display_name} is {why}, which this server does not decode; save it as a baseline or progressive 8-bit JPEG"),
             ));
+        }
+        let scans = File::open(path)
+            .and_then(crate::jpeg::scan_count)
+            .map_err(|e| io_error("reading the input", e))?;
+        if scans > crate::jpeg::MAX_SCANS {
+            return Err(invalid(format!(
+                "{display_name} has {scans} scans, more than the {} this server decodes (encoders write a few dozen at most)",
+                crate::jpeg::MAX_SCANS
+            )));
         }
         // The header alone (the image crate's JPEG path reads the whole file for this).
         let file = File::open(path).map_err(|e| io_error("reading the input", e))?;
@@ -537,17 +547,92 @@ pub fn convert(
     opts: &ImageOptions,
     limits: &EngineLimits,
 ) -> Result<(), TaskError> {
-    let (w, h) = probe(input, display_name, input_format, limits)?;
-    let img = decode_probed(
-        input,
-        display_name,
-        input_format,
-        (w, h),
-        limits,
-        decode_target(w, h, opts),
-    )?;
-    let img = resize_scaled(img, (w, h), opts)?;
+    let probed = probe_oriented(input, display_name, input_format, limits)?;
+    let as_is = opts.width.is_none() && opts.height.is_none() && probed.orientation == Orientation::NoTransforms;
+    if input_format == "jpg" && output_format == "png" && as_is && jpeg_to_png_by_rows(input, display_name, output)? {
+        return Ok(());
+    }
+    let img = decode_upright(input, display_name, input_format, &probed, opts, limits)?;
     encode(&img, output, output_format, opts.quality, opts.lossless)
+}
+
+/// A JPEG to a PNG a band of rows at a time (the same PNG [`encode`] writes): memory holds
+/// a band and the compressor, not the picture. `false` when the JPEG's colours need the
+/// whole-image decoder (CMYK).
+fn jpeg_to_png_by_rows(input: &Path, display_name: &str, output: &Path) -> Result<bool, TaskError> {
+    use std::io::Write as _;
+    let start = |w: u32, h: u32, gray: bool| -> std::io::Result<png::StreamWriter<'static, BufWriter<File>>> {
+        let mut enc = png::Encoder::new(BufWriter::new(File::create(output)?), w, h);
+        enc.set_color(if gray {
+            png::ColorType::Grayscale
+        } else {
+            png::ColorType::Rgb
+        });
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Balanced);
+        enc.set_filter(png::Filter::Adaptive);
+        enc.write_header()?.into_stream_writer().map_err(std::io::Error::other)
+    };
+    let rows = |w: &mut png::StreamWriter<'static, BufWriter<File>>, band: &[u8]| w.write_all(band);
+    let finish = |w: png::StreamWriter<'static, BufWriter<File>>| w.finish().map_err(std::io::Error::other);
+    crate::jpeg::decode_rows(input, start, rows, finish).map_err(|e| match e {
+        crate::jpeg::RowsError::Decode(e) => invalid(format!("{display_name} could not be decoded as jpg: {e}")),
+        crate::jpeg::RowsError::Sink(e) => io_error("writing png", e),
+    })
+}
+
+/// An input checked by [`probe`]: its size, and how its EXIF says it is shown.
+pub struct Probed {
+    pub size: (u32, u32),
+    pub orientation: Orientation,
+}
+
+/// [`probe`], and a JPEG's EXIF orientation read from its header.
+pub fn probe_oriented(
+    path: &Path,
+    display_name: &str,
+    format: &str,
+    limits: &EngineLimits,
+) -> Result<Probed, TaskError> {
+    let size = probe(path, display_name, format, limits)?;
+    let orientation = if format == "jpg" {
+        // The EXIF segment comes before the first scan, in the first 64 KiB or so.
+        use std::io::Read;
+        let mut head = Vec::new();
+        File::open(path)
+            .and_then(|f| f.take(256 << 10).read_to_end(&mut head))
+            .map_err(|e| io_error("reading the input", e))?;
+        crate::jpeg::orientation(&head).unwrap_or(Orientation::NoTransforms)
+    } else {
+        Orientation::NoTransforms
+    };
+    Ok(Probed { size, orientation })
+}
+
+/// Decodes a probed input at the size `opts` ask for, upright: the EXIF orientation is
+/// applied (outputs carry no EXIF to say it), and a width and height are the upright
+/// picture's.
+pub fn decode_upright(
+    path: &Path,
+    display_name: &str,
+    format: &str,
+    probed: &Probed,
+    opts: &ImageOptions,
+    limits: &EngineLimits,
+) -> Result<DynamicImage, TaskError> {
+    use Orientation::*;
+    let (w, h) = probed.size;
+    let mut stored = opts.clone();
+    if matches!(
+        probed.orientation,
+        Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH
+    ) {
+        std::mem::swap(&mut stored.width, &mut stored.height);
+    }
+    let img = decode_probed(path, display_name, format, (w, h), limits, decode_target(w, h, &stored))?;
+    let mut img = resize_scaled(img, (w, h), &stored)?;
+    img.apply_orientation(probed.orientation);
+    Ok(img)
 }
 
 /// Resizes an image that may have been decoded smaller than `original` to the size the
