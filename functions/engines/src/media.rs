@@ -346,12 +346,42 @@ impl Ffmpeg {
         quality: u8,
         limits: &EngineLimits,
     ) -> Result<(), TaskError> {
+        let frame = |t: f64| self.frame(input, name, t, out, output, size, fit, quality, limits);
         // Probed whatever the time asked: the limits hold for every input.
-        let total = self.duration(input, name, limits)?.unwrap_or(0.0);
-        let t = match at {
-            Some(t) => t,
-            None => 1.0_f64.min(total / 2.0).max(0.0),
+        let Some(t) = at else {
+            let total = self.duration(input, name, limits)?.unwrap_or(0.0);
+            return frame(1.0_f64.min(total / 2.0).max(0.0));
         };
+        // At a time given, the probe runs beside the frame's extraction (a seek and one
+        // frame's decode, under FFmpeg's own pixel limit), and its verdict comes first.
+        let (probed, made) = std::thread::scope(|s| {
+            let probe = s.spawn(|| self.duration(input, name, limits));
+            let made = frame(t);
+            (probe.join(), made)
+        });
+        let probed =
+            probed.unwrap_or_else(|_| Err(TaskError::new(codes::PROCESSING_FAILED, "ffprobe's reader failed")));
+        if let Err(e) = probed {
+            let _ = std::fs::remove_file(out);
+            return Err(e);
+        }
+        made
+    }
+
+    /// The frame at `t` seconds as `output`, scaled as `size` and `fit` say.
+    #[allow(clippy::too_many_arguments)]
+    fn frame(
+        &self,
+        input: &Path,
+        name: &str,
+        t: f64,
+        out: &Path,
+        output: &str,
+        size: (Option<u32>, Option<u32>),
+        fit: &str,
+        quality: u8,
+        limits: &EngineLimits,
+    ) -> Result<(), TaskError> {
         let filter = match (fit, size) {
             (_, (None, None)) => None,
             ("crop", (Some(w), Some(h))) => Some(format!(
