@@ -332,56 +332,44 @@ impl Ffmpeg {
 
     /// A thumbnail of the frame at `at` seconds (default: 1 s, or the middle of a shorter
     /// video), scaled and encoded by FFmpeg itself: one process, no intermediate image.
-    /// `fit` is max (never enlarging), crop or scale, as for image thumbnails.
-    #[allow(clippy::too_many_arguments)]
     pub fn thumbnail(
         &self,
         input: &Path,
         name: &str,
         at: Option<f64>,
-        out: &Path,
-        output: &str,
-        size: (Option<u32>, Option<u32>),
-        fit: &str,
-        quality: u8,
+        still: &Still,
         limits: &EngineLimits,
     ) -> Result<(), TaskError> {
-        let frame = |t: f64| self.frame(input, name, t, out, output, size, fit, quality, limits);
         // Probed whatever the time asked: the limits hold for every input.
         let Some(t) = at else {
             let total = self.duration(input, name, limits)?.unwrap_or(0.0);
-            return frame(1.0_f64.min(total / 2.0).max(0.0));
+            return self.frame(input, name, 1.0_f64.min(total / 2.0).max(0.0), still, limits);
         };
         // At a time given, the probe runs beside the frame's extraction (a seek and one
         // frame's decode, under FFmpeg's own pixel limit), and its verdict comes first.
         let (probed, made) = std::thread::scope(|s| {
             let probe = s.spawn(|| self.duration(input, name, limits));
-            let made = frame(t);
+            let made = self.frame(input, name, t, still, limits);
             (probe.join(), made)
         });
         let probed =
             probed.unwrap_or_else(|_| Err(TaskError::new(codes::PROCESSING_FAILED, "ffprobe's reader failed")));
         if let Err(e) = probed {
-            let _ = std::fs::remove_file(out);
+            let _ = std::fs::remove_file(still.out);
             return Err(e);
         }
         made
     }
 
-    /// The frame at `t` seconds as `output`, scaled as `size` and `fit` say.
-    #[allow(clippy::too_many_arguments)]
-    fn frame(
-        &self,
-        input: &Path,
-        name: &str,
-        t: f64,
-        out: &Path,
-        output: &str,
-        size: (Option<u32>, Option<u32>),
-        fit: &str,
-        quality: u8,
-        limits: &EngineLimits,
-    ) -> Result<(), TaskError> {
+    /// The frame at `t` seconds, made as `still` says.
+    fn frame(&self, input: &Path, name: &str, t: f64, still: &Still, limits: &EngineLimits) -> Result<(), TaskError> {
+        let Still {
+            out,
+            output,
+            size,
+            fit,
+            quality,
+        } = *still;
         let filter = match (fit, size) {
             (_, (None, None)) => None,
             ("crop", (Some(w), Some(h))) => Some(format!(
@@ -436,6 +424,17 @@ impl Ffmpeg {
         }
         Ok(())
     }
+}
+
+/// A video thumbnail's output: the file, its format, the box (`fit` max (never enlarging),
+/// crop or scale, as for image thumbnails) and the encoder's quality.
+#[derive(Clone, Copy)]
+pub struct Still<'a> {
+    pub out: &'a Path,
+    pub output: &'a str,
+    pub size: (Option<u32>, Option<u32>),
+    pub fit: &'a str,
+    pub quality: u8,
 }
 
 #[cfg(test)]

@@ -706,17 +706,14 @@ fn thumbnail(
             _ => "max",
         };
         let quality = opts.quality.unwrap_or(if output == "jpg" { 75 } else { 80 });
-        return tool.thumbnail(
-            &f.path,
-            &f.name,
-            at,
+        let still = media::Still {
             out,
             output,
-            (opts.width, opts.height),
+            size: (opts.width, opts.height),
             fit,
             quality,
-            limits,
-        );
+        };
+        return tool.thumbnail(&f.path, &f.name, at, &still, limits);
     }
     let img = if input == "pdf" {
         let tool = host()
