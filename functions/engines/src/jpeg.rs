@@ -41,7 +41,8 @@ pub enum RowsError {
 
 /// Decodes the JPEG at `path` a band of rows at a time, 8-bit RGB or gray as it is coded:
 /// `start(width, height, gray)` is called once, then `rows` with each band in order, so
-/// that memory holds a band, not the image. `Ok(false)` (and nothing called) when its
+/// that memory holds a band, not the image (a progressive JPEG's coefficients are held
+/// whole by libjpeg: 2 bytes a sample, not the decoded pixels). `Ok(false)` (and nothing called) when its
 /// colours are CMYK or YCCK, which libjpeg does not turn into RGB.
 pub fn decode_rows<S>(
     path: &std::path::Path,
@@ -203,20 +204,68 @@ pub fn orientation_segment(orientation: Orientation) -> Segment {
 /// encoders write at most a few dozen, and the image crate's decoder stops at this many.
 pub const MAX_SCANS: usize = 100;
 
-/// How many scans (SOS markers) a JPEG has, read in blocks. In entropy-coded data a 0xFF
-/// byte is always followed by 0x00 or a restart marker, so every 0xFF 0xDA is a scan (or
-/// in metadata, such as an EXIF thumbnail's: a few at most).
-pub fn scan_count(mut r: impl std::io::Read) -> std::io::Result<usize> {
-    let mut buf = vec![0u8; 1 << 16];
-    let (mut count, mut after_ff) = (0, false);
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok(count);
+/// How many scans a JPEG has, as a decoder meets them: its markers walked from the SOI
+/// (each segment skipped by its length; after a scan, its coded data, where a 0xFF is
+/// followed by 0x00 or a restart marker, up to the next marker) to the first EOI. What
+/// follows the image (a phone's motion-photo video, say) and the bytes inside metadata are
+/// not read as scans. A file that ends early has the scans counted so far.
+pub fn scan_count(r: impl std::io::Read) -> std::io::Result<usize> {
+    use std::io::{BufRead, BufReader, ErrorKind, Read};
+    fn byte(r: &mut impl Read) -> std::io::Result<u8> {
+        let mut b = [0u8];
+        r.read_exact(&mut b)?;
+        Ok(b[0])
+    }
+    /// The code of the next marker: anything before its 0xFF skipped (as libjpeg does,
+    /// with a warning), then its fill bytes.
+    fn marker(r: &mut impl BufRead) -> std::io::Result<u8> {
+        loop {
+            let buf = r.fill_buf()?;
+            if buf.is_empty() {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+            match memchr::memchr(0xff, buf) {
+                Some(at) => {
+                    r.consume(at + 1);
+                    let mut code = byte(r)?;
+                    while code == 0xff {
+                        code = byte(r)?;
+                    }
+                    // In coded data: a stuffed 0xFF or a restart marker, not a segment.
+                    if code != 0x00 && !(0xd0..=0xd7).contains(&code) {
+                        return Ok(code);
+                    }
+                }
+                None => {
+                    let n = buf.len();
+                    r.consume(n);
+                }
+            }
         }
-        let block = &buf[..n];
-        count += usize::from(after_ff && block[0] == 0xda) + memchr::memmem::find_iter(block, &[0xff, 0xda]).count();
-        after_ff = block[n - 1] == 0xff;
+    }
+    fn walk(r: &mut impl BufRead, scans: &mut usize) -> std::io::Result<()> {
+        if byte(r)? != 0xff || byte(r)? != 0xd8 {
+            return Ok(());
+        }
+        loop {
+            match marker(r)? {
+                0xd9 => return Ok(()),
+                0xd8 | 0x01 => {}
+                code => {
+                    let len = u16::from_be_bytes([byte(r)?, byte(r)?]);
+                    let Some(rest) = len.checked_sub(2) else {
+                        return Ok(());
+                    };
+                    std::io::copy(&mut (&mut *r).take(u64::from(rest)), &mut std::io::sink())?;
+                    *scans += usize::from(code == 0xda);
+                }
+            }
+        }
+    }
+    let mut scans = 0;
+    match walk(&mut BufReader::with_capacity(1 << 16, r), &mut scans) {
+        Err(e) if e.kind() != ErrorKind::UnexpectedEof => Err(e),
+        _ => Ok(scans),
     }
 }
 
@@ -429,6 +478,29 @@ mod tests {
             assert!(got.abs_diff(q) <= 1, "saved at {q}, estimated {got}");
         }
         assert_eq!(estimated_quality(b"not a jpeg"), None);
+    }
+
+    #[test]
+    fn scans_are_counted_as_a_decoder_meets_them() {
+        let baseline = encode(&gradient(64, 48), 64, 48, false, 80, Effort::Fast, &[]).unwrap();
+        let scans = scan_count(&baseline[..]).unwrap();
+        assert!(scans > 1, "a progressive JPEG: {scans}");
+        // A segment of 0xFF 0xDA bytes and a tail of them after the EOI (a motion photo's
+        // video) are not scans.
+        let noise: Vec<u8> = [0xff, 0xda].repeat(5000);
+        let with_app = [
+            &baseline[..2],
+            &[0xff, 0xe9, 0x27, 0x12],
+            &noise[..10000],
+            &baseline[2..],
+        ]
+        .concat();
+        let with_tail = [&baseline[..], &noise[..]].concat();
+        assert_eq!(scan_count(&with_app[..]).unwrap(), scans);
+        assert_eq!(scan_count(&with_tail[..]).unwrap(), scans);
+        // A file cut short has the scans before its end.
+        assert!(scan_count(&baseline[..baseline.len() / 2]).unwrap() <= scans);
+        assert_eq!(scan_count(&b"not a jpeg"[..]).unwrap(), 0);
     }
 
     #[test]

@@ -648,6 +648,10 @@ fn recompress(s: &Stream, p: &Photo, max_long_side: u32, quality: u8, limits: &E
         ((p.height as f64 * scale).round() as u32).max(1),
     );
     let img: image::DynamicImage = if p.dct {
+        // A photo of too many scans (a pass over it each) is left as it is.
+        if crate::jpeg::scan_count(&s.content[..]).ok()? > crate::jpeg::MAX_SCANS {
+            return None;
+        }
         let mut d = jpeg_decoder::Decoder::new(&s.content[..]);
         d.read_info().ok()?;
         let (w, h) = d.scale(tw.min(65535) as u16, th.min(65535) as u16).ok()?;

@@ -108,8 +108,10 @@ fn chunks(png: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
 pub fn with_descriptive_chunks(png: &[u8], original: &[u8]) -> Vec<u8> {
     let header_end = 8 + 12 + 13;
     let mut out = png[..header_end].to_vec();
+    // A gray image's ICC profile is a gray one, which a palette (colour) PNG cannot carry.
+    let gray = matches!(original.get(25), Some(0 | 4));
     for (kind, chunk) in chunks(original) {
-        if DESCRIPTIVE.contains(&&kind) {
+        if DESCRIPTIVE.contains(&&kind) && !(gray && &kind == b"iCCP") {
             out.extend_from_slice(chunk);
         }
     }

@@ -549,7 +549,7 @@ pub fn convert(
 ) -> Result<(), TaskError> {
     let probed = probe_oriented(input, display_name, input_format, limits)?;
     let as_is = opts.width.is_none() && opts.height.is_none() && probed.orientation == Orientation::NoTransforms;
-    if input_format == "jpg" && output_format == "png" && as_is && jpeg_to_png_by_rows(input, display_name, output)? {
+    if input_format == "jpg" && output_format == "png" && as_is && jpeg_to_png_by_rows(input, output)? {
         return Ok(());
     }
     let img = decode_upright(input, display_name, input_format, &probed, opts, limits)?;
@@ -557,28 +557,79 @@ pub fn convert(
 }
 
 /// A JPEG to a PNG a band of rows at a time (the same PNG [`encode`] writes): memory holds
-/// a band and the compressor, not the picture. `false` when the JPEG's colours need the
-/// whole-image decoder (CMYK).
-fn jpeg_to_png_by_rows(input: &Path, display_name: &str, output: &Path) -> Result<bool, TaskError> {
-    use std::io::Write as _;
-    let start = |w: u32, h: u32, gray: bool| -> std::io::Result<png::StreamWriter<'static, BufWriter<File>>> {
-        let mut enc = png::Encoder::new(BufWriter::new(File::create(output)?), w, h);
-        enc.set_color(if gray {
-            png::ColorType::Grayscale
-        } else {
-            png::ColorType::Rgb
-        });
-        enc.set_depth(png::BitDepth::Eight);
-        enc.set_compression(png::Compression::Balanced);
-        enc.set_filter(png::Filter::Adaptive);
-        enc.write_header()?.into_stream_writer().map_err(std::io::Error::other)
+/// a band and the compressor, not the picture. `false` (and no output) when this decoder
+/// does not take the JPEG: colours it does not turn into RGB (CMYK), or an error of
+/// libjpeg's; the whole-image decoder then has its say.
+fn jpeg_to_png_by_rows(input: &Path, output: &Path) -> Result<bool, TaskError> {
+    // The PNG's last chunks are written when its writer is dropped, errors unseen: the
+    // file notes whether every write reached it.
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let file = Noted {
+        inner: BufWriter::new(File::create(output).map_err(|e| io_error("writing png", e))?),
+        failed: failed.clone(),
     };
-    let rows = |w: &mut png::StreamWriter<'static, BufWriter<File>>, band: &[u8]| w.write_all(band);
-    let finish = |w: png::StreamWriter<'static, BufWriter<File>>| w.finish().map_err(std::io::Error::other);
-    crate::jpeg::decode_rows(input, start, rows, finish).map_err(|e| match e {
-        crate::jpeg::RowsError::Decode(e) => invalid(format!("{display_name} could not be decoded as jpg: {e}")),
-        crate::jpeg::RowsError::Sink(e) => io_error("writing png", e),
-    })
+    let streamed = crate::jpeg::decode_rows(
+        input,
+        move |w, h, gray| png_stream(file, w, h, gray),
+        |png, band| png.write_all(band),
+        |png| png.finish().map_err(std::io::Error::other),
+    );
+    let written = !failed.load(std::sync::atomic::Ordering::Relaxed);
+    match streamed {
+        Ok(true) if written => Ok(true),
+        Ok(true) => Err(io_error("writing png", "the file could not be written")),
+        Ok(false) | Err(crate::jpeg::RowsError::Decode(_)) => {
+            let _ = std::fs::remove_file(output);
+            Ok(false)
+        }
+        Err(crate::jpeg::RowsError::Sink(e)) => Err(io_error("writing png", e)),
+    }
+}
+
+/// A file that notes a failed write, and flushes when dropped, noting that too.
+struct Noted {
+    inner: BufWriter<File>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Noted {
+    fn note<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if r.is_err() {
+            self.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl Write for Noted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.note(r)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.note(r)
+    }
+}
+
+impl Drop for Noted {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+/// A PNG writer of `w × h` 8-bit RGB or gray rows, at [`encode`]'s settings.
+fn png_stream<W: Write>(out: W, w: u32, h: u32, gray: bool) -> std::io::Result<png::StreamWriter<'static, W>> {
+    let mut enc = png::Encoder::new(out, w, h);
+    enc.set_color(if gray {
+        png::ColorType::Grayscale
+    } else {
+        png::ColorType::Rgb
+    });
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Balanced);
+    enc.set_filter(png::Filter::Adaptive);
+    enc.write_header()?.into_stream_writer().map_err(std::io::Error::other)
 }
 
 /// An input checked by [`probe`]: its size, and how its EXIF says it is shown.
