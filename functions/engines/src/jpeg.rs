@@ -204,12 +204,39 @@ pub fn orientation_segment(orientation: Orientation) -> Segment {
 /// encoders write at most a few dozen, and the image crate's decoder stops at this many.
 pub const MAX_SCANS: usize = 100;
 
-/// How many scans a JPEG has, as a decoder meets them: its markers walked from the SOI
-/// (each segment skipped by its length; after a scan, its coded data, where a 0xFF is
-/// followed by 0x00 or a restart marker, up to the next marker) to the first EOI. What
-/// follows the image (a phone's motion-photo video, say) and the bytes inside metadata are
-/// not read as scans. A file that ends early has the scans counted so far.
-pub fn scan_count(r: impl std::io::Read) -> std::io::Result<usize> {
+/// What a JPEG's markers say of it, as a decoder meets them.
+#[derive(Debug, Default, PartialEq)]
+pub struct Outline {
+    /// Its scans (SOS markers).
+    pub scans: usize,
+    /// Its first frame header's marker and sample precision.
+    pub frame: Option<(u8, u8)>,
+    /// Whether it defines arithmetic-coding conditions (DAC).
+    pub arithmetic_tables: bool,
+}
+
+impl Outline {
+    /// What of the coding the decoders cannot read: arithmetic coding, lossless coding,
+    /// or samples of other than 8 bits; `None` for a baseline or progressive 8-bit JPEG
+    /// (and for what has no frame header: the decoder says what is wrong with it).
+    pub fn unsupported(&self) -> Option<String> {
+        let (marker, precision) = self.frame?;
+        if self.arithmetic_tables || matches!(marker, 0xc9..=0xcb | 0xcd..=0xcf) {
+            Some("arithmetic-coded".into())
+        } else if matches!(marker, 0xc3 | 0xc7) {
+            Some("a lossless JPEG".into())
+        } else {
+            (precision != 8).then(|| format!("a {precision}-bit JPEG"))
+        }
+    }
+}
+
+/// A JPEG's [`Outline`]: its markers walked from the SOI (each segment skipped by its
+/// length; after a scan, its coded data, where a 0xFF is followed by 0x00 or a restart
+/// marker, up to the next marker) to the first EOI. What follows the image (a phone's
+/// motion-photo video, say) and the bytes inside metadata are not read as markers. A file
+/// that ends early has what was met before its end; what is no JPEG, nothing.
+pub fn outline(r: impl std::io::Read) -> std::io::Result<Outline> {
     use std::io::{BufRead, BufReader, ErrorKind, Read};
     fn byte(r: &mut impl Read) -> std::io::Result<u8> {
         let mut b = [0u8];
@@ -243,7 +270,7 @@ pub fn scan_count(r: impl std::io::Read) -> std::io::Result<usize> {
             }
         }
     }
-    fn walk(r: &mut impl BufRead, scans: &mut usize) -> std::io::Result<()> {
+    fn walk(r: &mut impl BufRead, outline: &mut Outline) -> std::io::Result<()> {
         if byte(r)? != 0xff || byte(r)? != 0xd8 {
             return Ok(());
         }
@@ -253,19 +280,25 @@ pub fn scan_count(r: impl std::io::Read) -> std::io::Result<usize> {
                 0xd8 | 0x01 => {}
                 code => {
                     let len = u16::from_be_bytes([byte(r)?, byte(r)?]);
-                    let Some(rest) = len.checked_sub(2) else {
+                    let Some(mut rest) = len.checked_sub(2) else {
                         return Ok(());
                     };
+                    let frame = matches!(code, 0xc0..=0xcf) && !matches!(code, 0xc4 | 0xc8 | 0xcc);
+                    if frame && outline.frame.is_none() && rest > 0 {
+                        outline.frame = Some((code, byte(r)?));
+                        rest -= 1;
+                    }
                     std::io::copy(&mut (&mut *r).take(u64::from(rest)), &mut std::io::sink())?;
-                    *scans += usize::from(code == 0xda);
+                    outline.arithmetic_tables |= code == 0xcc;
+                    outline.scans += usize::from(code == 0xda);
                 }
             }
         }
     }
-    let mut scans = 0;
-    match walk(&mut BufReader::with_capacity(1 << 16, r), &mut scans) {
+    let mut outline = Outline::default();
+    match walk(&mut BufReader::with_capacity(1 << 16, r), &mut outline) {
         Err(e) if e.kind() != ErrorKind::UnexpectedEof => Err(e),
-        _ => Ok(scans),
+        _ => Ok(outline),
     }
 }
 
@@ -481,9 +514,9 @@ mod tests {
     }
 
     #[test]
-    fn scans_are_counted_as_a_decoder_meets_them() {
+    fn markers_are_walked_as_a_decoder_meets_them() {
         let baseline = encode(&gradient(64, 48), 64, 48, false, 80, Effort::Fast, &[]).unwrap();
-        let scans = scan_count(&baseline[..]).unwrap();
+        let scans = outline(&baseline[..]).unwrap().scans;
         assert!(scans > 1, "a progressive JPEG: {scans}");
         // A segment of 0xFF 0xDA bytes and a tail of them after the EOI (a motion photo's
         // video) are not scans.
@@ -496,11 +529,11 @@ mod tests {
         ]
         .concat();
         let with_tail = [&baseline[..], &noise[..]].concat();
-        assert_eq!(scan_count(&with_app[..]).unwrap(), scans);
-        assert_eq!(scan_count(&with_tail[..]).unwrap(), scans);
+        assert_eq!(outline(&with_app[..]).unwrap().scans, scans);
+        assert_eq!(outline(&with_tail[..]).unwrap().scans, scans);
         // A file cut short has the scans before its end.
-        assert!(scan_count(&baseline[..baseline.len() / 2]).unwrap() <= scans);
-        assert_eq!(scan_count(&b"not a jpeg"[..]).unwrap(), 0);
+        assert!(outline(&baseline[..baseline.len() / 2]).unwrap().scans <= scans);
+        assert_eq!(outline(&b"not a jpeg"[..]).unwrap(), Outline::default());
     }
 
     #[test]

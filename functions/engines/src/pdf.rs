@@ -649,7 +649,7 @@ fn recompress(s: &Stream, p: &Photo, max_long_side: u32, quality: u8, limits: &E
     );
     let img: image::DynamicImage = if p.dct {
         // A photo of too many scans (a pass over it each) is left as it is.
-        if crate::jpeg::scan_count(&s.content[..]).ok()? > crate::jpeg::MAX_SCANS {
+        if crate::jpeg::outline(&s.content[..]).ok()?.scans > crate::jpeg::MAX_SCANS {
             return None;
         }
         let mut d = jpeg_decoder::Decoder::new(&s.content[..]);

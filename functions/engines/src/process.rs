@@ -868,10 +868,6 @@ fn compress_jpeg(f: &InputFile, out: &Path, o: &EngineOptions, limits: &EngineLi
             lossy,
         )
     });
-    let best = [lossless?, lossy?]
-        .into_iter()
-        .flatten()
-        .min_by_key(Vec::len)
-        .unwrap_or_else(|| original.clone());
-    write_smaller(out, &best, &original)
+    let best = [lossless?, lossy?].into_iter().flatten().min_by_key(Vec::len);
+    write_smaller(out, best.as_deref().unwrap_or(&original), &original)
 }

@@ -186,63 +186,6 @@ pub fn check_format(path: &Path, display_name: &str, format: &str) -> Result<(),
     }
 }
 
-/// What a JPEG's frame header says the decoder cannot read: arithmetic coding, lossless
-/// coding, or samples of other than 8 bits (the header's segments are walked up to the
-/// frame; the image data is not read). `None` for a baseline or progressive 8-bit JPEG,
-/// and for what is no JPEG at all or ends before its frame header (the decoder says what
-/// is wrong with it).
-fn unsupported_jpeg(path: &Path) -> std::io::Result<Option<String>> {
-    match frame_problem(&mut BufReader::new(File::open(path)?)) {
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-        other => other,
-    }
-}
-
-fn frame_problem(r: &mut BufReader<File>) -> std::io::Result<Option<String>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut two = [0u8; 2];
-    if r.read_exact(&mut two).is_err() || two != [0xff, 0xd8] {
-        return Ok(None);
-    }
-    loop {
-        let mut b = [0u8; 1];
-        // A marker: 0xFF (and any fill bytes), then its code.
-        r.read_exact(&mut b)?;
-        if b[0] != 0xff {
-            return Ok(None);
-        }
-        while b[0] == 0xff {
-            r.read_exact(&mut b)?;
-        }
-        let marker = b[0];
-        if marker == 0xd8 || (0xd0..=0xd7).contains(&marker) || marker == 0x01 {
-            continue; // no length
-        }
-        r.read_exact(&mut two)?;
-        let len = u16::from_be_bytes(two);
-        if len < 2 {
-            return Ok(None);
-        }
-        match marker {
-            0xcc => return Ok(Some("arithmetic-coded".into())),
-            0xc0..=0xcf if marker != 0xc4 && marker != 0xc8 => {
-                if matches!(marker, 0xc9..=0xcb | 0xcd..=0xcf) {
-                    return Ok(Some("arithmetic-coded".into()));
-                }
-                if matches!(marker, 0xc3 | 0xc7) {
-                    return Ok(Some("a lossless JPEG".into()));
-                }
-                r.read_exact(&mut b)?;
-                return Ok((b[0] != 8).then(|| format!("a {}-bit JPEG", b[0])));
-            }
-            0xda | 0xd9 => return Ok(None),
-            _ => {
-                r.seek(SeekFrom::Current(i64::from(len) - 2))?;
-            }
-        }
-    }
-}
-
 /// Width and height from the header, refused when over the pixel limit.
 pub fn dimensions(
     path: &Path,
@@ -253,18 +196,19 @@ pub fn dimensions(
     let fmt = image_format(format)
         .ok_or_else(|| TaskError::new(codes::UNSUPPORTED_CONVERSION, format!("cannot read {format} images")))?;
     if format == "jpg" {
-        if let Some(why) = unsupported_jpeg(path).map_err(|e| io_error("reading the input", e))? {
+        let outline = File::open(path)
+            .and_then(crate::jpeg::outline)
+            .map_err(|e| io_error("reading the input", e))?;
+        if let Some(why) = outline.unsupported() {
             return Err(TaskError::new(
                 codes::UNSUPPORTED_CONVERSION,
                 format!("{display_name} is {why}, which this server does not decode; save it as a baseline or progressive 8-bit JPEG"),
             ));
         }
-        let scans = File::open(path)
-            .and_then(crate::jpeg::scan_count)
-            .map_err(|e| io_error("reading the input", e))?;
-        if scans > crate::jpeg::MAX_SCANS {
+        if outline.scans > crate::jpeg::MAX_SCANS {
             return Err(invalid(format!(
-                "{display_name} has {scans} scans, more than the {} this server decodes (encoders write a few dozen at most)",
+                "{display_name} has {} scans, more than the {} this server decodes (encoders write a few dozen at most)",
+                outline.scans,
                 crate::jpeg::MAX_SCANS
             )));
         }
